@@ -1,0 +1,24 @@
+"""
+txupgrade: switch Twisted HTTP/1.1 connections to other protocols via Upgrade.
+"""
+
+from txupgrade.channel import UpgradeAwareRequest, UpgradeChannel, UpgradeSite
+from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
+from txupgrade.negotiation import Accept, Decline, Refuse, UpgradeError, UpgradeRequest
+from txupgrade.registry import ProtocolRegistry
+from txupgrade.resource import UpgradeRequiredResource
+
+__all__ = [
+    "Accept",
+    "Decline",
+    "IUpgradeProtocol",
+    "IUpgradeResource",
+    "ProtocolRegistry",
+    "Refuse",
+    "UpgradeAwareRequest",
+    "UpgradeChannel",
+    "UpgradeError",
+    "UpgradeRequest",
+    "UpgradeRequiredResource",
+    "UpgradeSite",
+]

@@ -1,0 +1,52 @@
+"""
+The demo protocol C{echo}: after the C{101}, every byte comes back.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Protocol
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.negotiation import Accept, Decision, UpgradeRequest
+
+__all__ = ["EchoProtocol", "EchoResource", "EchoUpgrade"]
+
+
+class EchoProtocol(Protocol):
+    """Write back every byte received."""
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+@implementer(IUpgradeProtocol)
+class EchoUpgrade:
+    """The connection-wide C{echo} protocol: accepts any request."""
+
+    name = "echo"
+    version = None
+
+    def negotiate(self, request: UpgradeRequest) -> Decision:
+        return Accept()
+
+    def buildProtocol(self, request: UpgradeRequest, site: object) -> EchoProtocol:
+        return EchoProtocol()
+
+
+class EchoResource(Resource):
+    """Plain HTTP at C{/echo}: C{GET} says hello, C{POST} returns the body."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"echo: POST a body and get it back, or Upgrade: echo\n"
+
+    def render_POST(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        assert request.content is not None
+        return request.content.read()

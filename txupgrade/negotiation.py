@@ -1,0 +1,390 @@
+"""
+Sans-IO rules of the HTTP/1.1 ``Upgrade`` mechanism (RFC 9110 §7.8).
+
+Theory of operation
+-------------------
+Rule 1: everything that decides *whether* and *to what* a connection switches
+lives here, and nothing here does I/O: this module imports nothing from
+C{twisted.internet}. The Twisted glue (L{txupgrade.channel}) hands us parsed
+header lines and gets back a decision plus the exact bytes to write.
+
+Rule 2: every failure raises L{UpgradeError}, which carries the HTTP status
+the caller should answer with (C{statusHint}). Nothing else escapes.
+
+Rule 3: an ``Upgrade`` offer exists only on an HTTP/1.1 request whose
+``Connection`` field lists the ``upgrade`` option (R3, R4); otherwise the
+``Upgrade`` field is ignored as if absent, and is not even validated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+__all__ = [
+    "MAX_OFFERED",
+    "MAX_UPGRADE_FIELD",
+    "Accept",
+    "Decision",
+    "Decline",
+    "Offer",
+    "ProtocolName",
+    "Refuse",
+    "UpgradeError",
+    "UpgradeRequest",
+    "formatProtocols",
+    "matches",
+    "offerFromHeaders",
+    "parseConnectionOptions",
+    "parseProtocolList",
+    "selectionOrder",
+    "simpleResponse",
+    "switchingResponse",
+    "upgradeRequiredHeaders",
+    "upgradeRequiredResponse",
+    "validateHeaders",
+]
+
+#: Largest combined ``Upgrade`` field value we parse, in bytes (R15).
+MAX_UPGRADE_FIELD = 1024
+#: Most protocols one ``Upgrade`` offer may list (R15).
+MAX_OFFERED = 16
+
+# RFC 9110 §5.6.2: token = 1*tchar
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_PROTOCOL_RE = re.compile(rb"(" + _TOKEN + rb")(?:/(" + _TOKEN + rb"))?")
+# RFC 9110 §5.5: field-value = *field-content; no CR, LF or NUL.
+_FIELD_VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_OWS = b" \t"
+
+# Reason phrases, including the one Twisted lacks (426).
+_REASONS = {
+    100: b"Continue",
+    101: b"Switching Protocols",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Content Too Large",
+    426: b"Upgrade Required",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    503: b"Service Unavailable",
+}
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class UpgradeError(Exception):
+    """
+    The request or a plugin's answer breaks the rules; answer C{statusHint}.
+
+    @ivar statusHint: The HTTP status the caller should send (400 for a bad
+        request, 413 for an oversized body, 500 for a faulty plugin).
+    """
+
+    def __init__(self, message: str, statusHint: int = 400) -> None:
+        super().__init__(message)
+        self.statusHint = statusHint
+
+
+@dataclass(frozen=True, order=True)
+class ProtocolName:
+    """
+    One ``protocol-name ["/" protocol-version]`` element of an ``Upgrade`` list.
+
+    C{name} is kept as sent; comparisons use L{key}, since names are
+    case-insensitive (R2).
+    """
+
+    name: str
+    version: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The case-folded name used for matching."""
+        return self.name.lower()
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """
+    A client's valid upgrade invitation: the protocols in descending preference.
+    """
+
+    protocols: tuple[ProtocolName, ...]
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    """
+    The original request, as the new protocol receives it (R8, R11).
+
+    @ivar method: The request method, e.g. C{b"GET"}.
+    @ivar target: The request target as sent, e.g. C{b"/chat?room=1"}.
+    @ivar version: The HTTP version, e.g. C{b"HTTP/1.1"}.
+    @ivar headers: Every header line in arrival order, names lower-cased.
+    @ivar body: The whole decoded request body (R11).
+    @ivar offer: The client's parsed offer.
+    @ivar peer: The client's address (an C{IAddress}), when known.
+    @ivar host: The server's address (an C{IAddress}), when known.
+    @ivar secure: Whether the connection is already TLS.
+    """
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: Headers
+    body: bytes = b""
+    offer: Offer = field(default_factory=lambda: Offer(()))
+    peer: Any = None
+    host: Any = None
+    secure: bool = False
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        """The first value of header C{name} (any case), or L{None}."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def getHeaders(self, name: bytes) -> list[bytes]:
+        """Every value of header C{name} (any case), in arrival order."""
+        name = name.lower()
+        return [value for key, value in self.headers if key == name]
+
+    @property
+    def path(self) -> bytes:
+        """The target without its query string."""
+        return self.target.split(b"?", 1)[0]
+
+
+@dataclass(frozen=True)
+class Accept:
+    """
+    A plugin takes the request: send C{101} and switch.
+
+    @ivar headers: Extra headers for the C{101} (e.g. C{Sec-WebSocket-Accept}).
+    @ivar upgrade: The protocols to name in the C{101}'s C{Upgrade} field,
+        in layer-ascending order (R7, e.g. C{("TLS/1.2", "HTTP/1.1")});
+        by default the protocol as the plugin names it.
+    """
+
+    headers: Headers = ()
+    upgrade: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Decline:
+    """A plugin cannot serve this request; try the client's next preference."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """
+    A plugin rejects the request outright with an HTTP error.
+
+    @ivar status: The HTTP status, 4xx or 5xx.
+    @ivar headers: Headers of the error response.
+    @ivar body: The error response's body.
+    """
+
+    status: int
+    headers: Headers = ()
+    body: bytes = b""
+    reason: str = ""
+
+
+Decision = Union[Accept, Decline, Refuse]  # noqa: UP007 - a runtime alias on 3.10
+
+
+def _splitList(values: Iterable[bytes]) -> list[bytes]:
+    """Split #list field lines on commas, drop OWS and empty elements (R1)."""
+    elements = []
+    for value in values:
+        for element in value.split(b","):
+            element = element.strip(_OWS)
+            if element:
+                elements.append(element)
+    return elements
+
+
+def parseProtocolList(values: Sequence[bytes]) -> tuple[ProtocolName, ...]:
+    """
+    Parse the ``Upgrade`` field lines into protocols, in the order sent (R1).
+
+    @raise UpgradeError: (400) on a non-token name or version, or a list that
+        is over L{MAX_UPGRADE_FIELD} bytes or L{MAX_OFFERED} elements (R15).
+    """
+    if sum(len(v) for v in values) > MAX_UPGRADE_FIELD:
+        raise UpgradeError("Upgrade field too long")
+    elements = _splitList(values)
+    if len(elements) > MAX_OFFERED:
+        raise UpgradeError("Upgrade field lists too many protocols")
+    protocols = []
+    for element in elements:
+        match = _PROTOCOL_RE.fullmatch(element)
+        if match is None:
+            raise UpgradeError(f"malformed protocol in Upgrade: {element!r}")
+        name, version = match.group(1), match.group(2)
+        protocols.append(
+            ProtocolName(name.decode("ascii"), None if version is None else version.decode("ascii"))
+        )
+    return tuple(protocols)
+
+
+def parseConnectionOptions(values: Sequence[bytes]) -> frozenset[bytes]:
+    """
+    The lower-cased options of every ``Connection`` line (R3).
+
+    Elements that are not tokens are skipped: they cannot name ``upgrade``.
+    """
+    return frozenset(e.lower() for e in _splitList(values) if _TOKEN_RE.fullmatch(e))
+
+
+def offerFromHeaders(version: bytes, upgrade: Sequence[bytes], connection: Sequence[bytes]) -> Offer | None:
+    """
+    The client's offer, or L{None} when the rules say to ignore C{Upgrade}.
+
+    An offer needs HTTP/1.1 (R4), an ``upgrade`` option in ``Connection``
+    (R3), and at least one listed protocol.
+
+    @raise UpgradeError: (400) when an honoured ``Upgrade`` is malformed.
+    """
+    if not upgrade or version != b"HTTP/1.1":
+        return None
+    if b"upgrade" not in parseConnectionOptions(connection):
+        return None
+    protocols = parseProtocolList(upgrade)
+    if not protocols:
+        return None
+    return Offer(protocols)
+
+
+def matches(offered: ProtocolName, name: str, version: str | None) -> bool:
+    """
+    Whether a plugin named C{name}[/C{version}] answers C{offered} (R2).
+
+    Names compare case-insensitively; a version the plugin states must equal
+    the offered one.
+    """
+    if offered.key != name.lower():
+        return False
+    return version is None or offered.version == version
+
+
+def selectionOrder(
+    offer: Offer,
+    candidates: Sequence[Any],
+    nameOf: Callable[[Any], tuple[str, str | None]],
+    policy: Literal["client", "server"] = "client",
+) -> list[tuple[ProtocolName, Any]]:
+    """
+    The (offered protocol, candidate) pairs to try, best first (R6).
+
+    Only protocols the client listed ever appear. With the C{"client"} policy
+    the client's order decides and the candidates' order breaks ties; with
+    C{"server"} the candidates' order decides.
+    """
+    pairs = []
+    for ci, offered in enumerate(offer.protocols):
+        for si, candidate in enumerate(candidates):
+            name, version = nameOf(candidate)
+            if matches(offered, name, version):
+                rank = (ci, si) if policy == "client" else (si, ci)
+                pairs.append((rank, offered, candidate))
+    pairs.sort(key=lambda p: p[0])
+    return [(offered, candidate) for _, offered, candidate in pairs]
+
+
+def validateHeaders(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """
+    Check header names are tokens and values hold no CR, LF or NUL.
+
+    @raise UpgradeError: (500) since bad headers here come from a plugin.
+    """
+    checked = []
+    for name, value in headers:
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise UpgradeError("header names and values must be bytes", 500)
+        if not _TOKEN_RE.fullmatch(name) or not _FIELD_VALUE_RE.fullmatch(value):
+            raise UpgradeError(f"invalid header from plugin: {name!r}", 500)
+        checked.append((name, value))
+    return tuple(checked)
+
+
+def formatProtocols(protocols: Iterable[str]) -> bytes:
+    """
+    Join protocol names into an ``Upgrade`` value, checking each is valid.
+
+    @raise UpgradeError: (500) on a name that is not C{token["/"token]}.
+    """
+    names = []
+    for protocol in protocols:
+        raw = protocol.encode("ascii", "replace")
+        if not _PROTOCOL_RE.fullmatch(raw):
+            raise UpgradeError(f"invalid protocol name: {protocol!r}", 500)
+        names.append(raw)
+    if not names:
+        raise UpgradeError("no protocol to name", 500)
+    return b", ".join(names)
+
+
+def _head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Unknown"))]
+    lines.extend(name + b": " + value for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def switchingResponse(upgrade: Sequence[str], extra: Headers = ()) -> bytes:
+    """
+    The bytes of a C{101 Switching Protocols} (R7).
+
+    @param upgrade: The chosen protocol(s), layer-ascending.
+    @param extra: Headers the plugin adds; validated here.
+    @raise UpgradeError: (500) when the plugin's names or headers are invalid.
+    """
+    value = formatProtocols(upgrade)
+    headers = validateHeaders(extra)
+    reserved = {b"upgrade", b"connection"}
+    headers = tuple(h for h in headers if h[0].lower() not in reserved)
+    return _head(101, ((b"Upgrade", value), (b"Connection", b"Upgrade"), *headers))
+
+
+def upgradeRequiredHeaders(protocols: Sequence[str]) -> Headers:
+    """The C{Upgrade} and C{Connection} headers of a C{426} (R9)."""
+    return ((b"Upgrade", formatProtocols(protocols)), (b"Connection", b"Upgrade"))
+
+
+def simpleResponse(
+    status: int, headers: Iterable[tuple[bytes, bytes]] = (), body: bytes = b"", close: bool = False
+) -> bytes:
+    """
+    A complete small HTTP/1.1 response with a C{Content-Length}.
+
+    Used where the channel answers by itself (400, 413, a plugin's C{Refuse}).
+    """
+    allHeaders = list(validateHeaders(headers))
+    names = {name.lower() for name, _ in allHeaders}
+    if b"content-type" not in names and body:
+        allHeaders.append((b"Content-Type", b"text/plain; charset=utf-8"))
+    allHeaders = [h for h in allHeaders if h[0].lower() != b"content-length"]
+    allHeaders.append((b"Content-Length", b"%d" % len(body)))
+    if close:
+        allHeaders.append((b"Connection", b"close"))
+    return _head(status, allHeaders) + body
+
+
+def upgradeRequiredResponse(protocols: Sequence[str], body: bytes = b"") -> bytes:
+    """A complete C{426 Upgrade Required} naming C{protocols} (R9)."""
+    return simpleResponse(426, upgradeRequiredHeaders(protocols), body)

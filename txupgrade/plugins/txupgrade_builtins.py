@@ -1,0 +1,7 @@
+"""
+The built-in upgrade protocols, as plugins. Imports nothing heavy.
+"""
+
+from txupgrade.echo import EchoUpgrade
+
+echo = EchoUpgrade()

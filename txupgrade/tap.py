@@ -1,0 +1,84 @@
+"""
+C{twistd txupgrade}: options and the service they build.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from txupgrade.channel import UpgradeChannel, UpgradeSite
+from txupgrade.demo import demoRoot
+from txupgrade.registry import ProtocolRegistry
+
+__all__ = ["Options", "makeService"]
+
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+class Options(usage.Options):
+    """Command-line options of C{twistd txupgrade}."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a demo site on one or more endpoints; every connection can switch "
+        "to any discovered upgrade protocol (see txupgrade.plugins)."
+    )
+    optParameters = [
+        ["timeout", None, 60.0, "HTTP idle timeout in seconds (not applied after a switch).", float],
+        [
+            "max-upgrade-body",
+            None,
+            UpgradeChannel.maxUpgradeBodySize,
+            "Largest body an upgrade request may carry, in bytes (413 beyond).",
+            int,
+        ],
+        ["policy", None, "client", "Whose preference picks the protocol: client or server."],
+        ["access-log", None, None, "Write a combined access log to this file."],
+    ]
+    optFlags = [["no-advertise", None, "Do not list available protocols in Upgrade on other answers."]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on this Twisted server endpoint (repeatable; default tcp:8080:interface=127.0.0.1)."""
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        if self["policy"] not in ("client", "server"):
+            raise usage.UsageError("--policy must be client or server")
+
+
+def makeSite(options: Options | dict[str, Any], protocols: ProtocolRegistry | None = None) -> UpgradeSite:
+    """The demo site with every discovered protocol."""
+    if protocols is None:
+        protocols = ProtocolRegistry.fromPlugins()
+    return UpgradeSite(
+        demoRoot(protocols),
+        protocols,
+        policy=options["policy"],
+        advertise=not options["no-advertise"],
+        maxUpgradeBodySize=options["max-upgrade-body"],
+        timeout=options["timeout"],
+        logPath=options["access-log"],
+    )
+
+
+def makeService(options: Options) -> IService:
+    """One listening service per C{--listen}, sharing one site."""
+    from twisted.internet import reactor
+
+    site = makeSite(options)
+    service = MultiService()
+    for description in options["listen"]:
+        endpoint = serverFromString(reactor, description)
+        StreamServerEndpointService(endpoint, site).setServiceParent(service)
+    return service
