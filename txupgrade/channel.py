@@ -17,10 +17,12 @@ protocol (R8, R12).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, cast
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
@@ -67,64 +69,105 @@ class UpgradeAwareRequest(server.Request):
         self._upgradeOffer = None
         site = cast(UpgradeSite, self.site)
         candidates = _candidates(resrc, site.protocols)
-        if self._negotiate(offer, candidates, site):
-            return
+        order = negotiation.selectionOrder(offer, candidates, _nameOf, site.policy)
+        if not order:
+            return self._renderPlain(resrc, candidates)
+        channel = cast(UpgradeChannel, self.channel)
+        upgradeRequest = channel._upgradeRequest(self, offer)
+        self._tryNext(iter(order), upgradeRequest, resrc, candidates)
+
+    def _renderPlain(self, resrc: IResource, candidates: Sequence[IUpgradeProtocol]) -> None:
+        """Render C{resrc} without switching, listing what we could switch to."""
+        site = cast(UpgradeSite, self.site)
         if site.advertise and candidates:
             self.responseHeaders.setRawHeaders(
                 b"Upgrade", [negotiation.formatProtocols(protocolName(p) for p in candidates)]
             )
             self.responseHeaders.addRawHeader(b"Connection", b"Upgrade")
-        return super().render(resrc)
+        server.Request.render(self, resrc)
 
-    def _negotiate(self, offer: Offer, candidates: Sequence[IUpgradeProtocol], site: UpgradeSite) -> bool:
-        """Try candidates in selection order; C{True} once the request is answered."""
-        order = negotiation.selectionOrder(offer, candidates, _nameOf, site.policy)
-        if not order:
-            return False
-        channel = cast(UpgradeChannel, self.channel)
-        upgradeRequest = channel._upgradeRequest(self, offer)
+    def _tryNext(
+        self,
+        order: Iterator[tuple[Any, IUpgradeProtocol]],
+        upgradeRequest: negotiation.UpgradeRequest,
+        resrc: IResource,
+        candidates: Sequence[IUpgradeProtocol],
+    ) -> None:
+        """
+        Ask each candidate in turn until one answers; render plainly if none does.
+
+        A candidate's C{negotiate} may return a L{Deferred}: the channel keeps
+        buffering meanwhile, and the remaining candidates wait for it.
+        """
         for _offered, protocol in order:
             try:
                 decision = protocol.negotiate(upgradeRequest)
-                if isinstance(decision, Decline):
-                    _log.debug(
-                        "{protocol} declined: {reason}",
-                        protocol=protocolName(protocol),
-                        reason=decision.reason,
-                    )
-                    continue
-                if isinstance(decision, Refuse):
-                    _log.info(
-                        "{protocol} refused {target} from {peer} with {status}: {reason}",
-                        protocol=protocolName(protocol),
-                        target=self.uri,
-                        peer=self.getClientAddress(),
-                        status=decision.status,
-                        reason=decision.reason,
-                    )
-                    if not 400 <= decision.status <= 599:
-                        raise UpgradeError(f"refusal status {decision.status} is not an error", 500)
-                    self._answer(decision.status, decision.headers, decision.body)
-                    return True
-                if not isinstance(decision, Accept):
-                    raise UpgradeError(f"negotiate returned {decision!r}", 500)
-                head = negotiation.switchingResponse(
-                    decision.upgrade or (protocolName(protocol),), decision.headers
-                )
-                newProtocol = protocol.buildProtocol(upgradeRequest, site)
-                if newProtocol is None:
-                    raise UpgradeError("buildProtocol returned None", 500)
             except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
-                _log.failure(
-                    "Upgrade protocol {protocol} failed on {target}",
-                    protocol=protocolName(protocol),
+                self._failed(Failure(), protocol)
+                return
+            if isinstance(decision, Deferred):
+
+                def decided(result: object, protocol: IUpgradeProtocol = protocol) -> None:
+                    if self._disconnected:
+                        return
+                    if not self._decide(result, protocol, upgradeRequest):
+                        self._tryNext(order, upgradeRequest, resrc, candidates)
+
+                def failed(reason: Failure, protocol: IUpgradeProtocol = protocol) -> None:
+                    if not self._disconnected:
+                        self._failed(reason, protocol)
+
+                decision.addCallbacks(decided, failed)
+                return
+            if self._decide(decision, protocol, upgradeRequest):
+                return
+        self._renderPlain(resrc, candidates)
+
+    def _decide(
+        self, decision: object, protocol: IUpgradeProtocol, upgradeRequest: negotiation.UpgradeRequest
+    ) -> bool:
+        """Act on one candidate's decision; C{True} once the request is answered."""
+        name = protocolName(protocol)
+        try:
+            if isinstance(decision, Decline):
+                _log.debug("{protocol} declined: {reason}", protocol=name, reason=decision.reason)
+                return False
+            if isinstance(decision, Refuse):
+                _log.info(
+                    "{protocol} refused {target} from {peer} with {status}: {reason}",
+                    protocol=name,
                     target=self.uri,
+                    peer=self.getClientAddress(),
+                    status=decision.status,
+                    reason=decision.reason,
                 )
-                self._answer(500, (), b"The upgrade failed on the server.\n")
+                if not 400 <= decision.status <= 599:
+                    raise UpgradeError(f"refusal status {decision.status} is not an error", 500)
+                self._answer(decision.status, decision.headers, decision.body)
                 return True
-            channel.switchProtocol(self, newProtocol, head, protocolName(protocol))
+            if not isinstance(decision, Accept):
+                raise UpgradeError(f"negotiate returned {decision!r}", 500)
+            head = negotiation.switchingResponse(decision.upgrade or (name,), decision.headers)
+            newProtocol = decision.protocol
+            if newProtocol is None:
+                newProtocol = protocol.buildProtocol(upgradeRequest, self.site)
+            if newProtocol is None:
+                raise UpgradeError("buildProtocol returned None", 500)
+        except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
+            self._failed(Failure(), protocol)
             return True
-        return False
+        cast(UpgradeChannel, self.channel).switchProtocol(self, newProtocol, head, name)
+        return True
+
+    def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> None:
+        """Log a plugin's failure and answer C{500}; HTTP/1.1 goes on."""
+        _log.failure(
+            "Upgrade protocol {protocol} failed on {target}",
+            reason,
+            protocol=protocolName(protocol),
+            target=self.uri,
+        )
+        self._answer(500, (), b"The upgrade failed on the server.\n")
 
     def _answer(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
         """Finish this request with a small error response, keeping HTTP/1.1 intact."""

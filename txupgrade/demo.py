@@ -4,13 +4,18 @@ The resource tree C{twistd txupgrade} serves by default.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
 from txupgrade.echo import EchoResource
 from txupgrade.registry import ProtocolRegistry
 
-__all__ = ["demoRoot"]
+__all__ = ["demoRoot", "webSocketEchoFactory"]
+
+_log = Logger()
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>txupgrade</title></head>
@@ -22,16 +27,54 @@ _PAGE = """<!DOCTYPE html>
 <li><code>GET /echo</code> and <code>POST /echo</code>: plain HTTP.</li>
 <li><code>curl -i -H 'Connection: Upgrade' -H 'Upgrade: echo' http://HOST/</code>:
 a 101, then every byte comes back.</li>
+<li><code>/ws</code>: a WebSocket echo (autobahn), used by this page.</li>
 </ul>
+<p>WebSocket echo: <output id="ws">connecting…</output></p>
+<script>
+(function () {{
+  var out = document.getElementById("ws");
+  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  var sent = "hello from " + navigator.userAgent.split(" ")[0];
+  var ws;
+  try {{ ws = new WebSocket(scheme + location.host + "/ws"); }}
+  catch (e) {{ out.textContent = "failed: " + e; return; }}
+  ws.onopen = function () {{ ws.send(sent); }};
+  ws.onmessage = function (event) {{
+    out.textContent = event.data === sent ? "echo ok: " + event.data : "echo MISMATCH: " + event.data;
+    document.title = out.textContent;
+    ws.close(1000);
+  }};
+  ws.onerror = function () {{ out.textContent = "error"; document.title = "error"; }};
+}})();
+</script>
 </body></html>
 """
 
 
+def webSocketEchoFactory() -> Any:
+    """An autobahn server factory whose protocol echoes every message."""
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+    class EchoServerProtocol(WebSocketServerProtocol):
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            self.sendMessage(payload, isBinary)
+
+    factory = WebSocketServerFactory()
+    factory.protocol = EchoServerProtocol
+    return factory
+
+
 def demoRoot(protocols: ProtocolRegistry) -> Resource:
-    """A root with a page at C{/} and L{EchoResource} at C{/echo}."""
+    """A root with a page at C{/}, L{EchoResource} at C{/echo}, a WebSocket echo at C{/ws}."""
     names = ", ".join(protocols.names()) or "(none)"
     root = Resource()
     page = Data(_PAGE.format(names=names).encode("utf-8"), "text/html; charset=utf-8")
     root.putChild(b"", page)
     root.putChild(b"echo", EchoResource())
+    try:
+        from txupgrade.websocket import WebSocketEndpoint
+    except ImportError:
+        _log.warn("autobahn is not installed (extra 'websocket'): no WebSocket echo at /ws")
+    else:
+        root.putChild(b"ws", WebSocketEndpoint(webSocketEchoFactory()))
     return root

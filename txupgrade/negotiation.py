@@ -176,10 +176,14 @@ class Accept:
     @ivar upgrade: The protocols to name in the C{101}'s C{Upgrade} field,
         in layer-ascending order (R7, e.g. C{("TLS/1.2", "HTTP/1.1")});
         by default the protocol as the plugin names it.
+    @ivar protocol: The protocol to take over the connection, when
+        negotiating had to build it already (to consult it, as autobahn's
+        C{onConnect} is); then C{buildProtocol} is not called.
     """
 
     headers: Headers = ()
     upgrade: tuple[str, ...] | None = None
+    protocol: Any = None
 
 
 @dataclass(frozen=True)

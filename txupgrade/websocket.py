@@ -1,0 +1,349 @@
+"""
+WebSocket (RFC 6455) through autobahn, on the same port as the site.
+
+Theory of operation
+-------------------
+twisted.web has already parsed the request, so autobahn must not parse it
+again: L{WebSocketUpgrade.negotiate} checks the RFC 6455 §4.2 handshake from
+the parsed request, builds the factory's protocol, fills in the fields
+autobahn's own handshake would have set, and asks the protocol's
+C{onConnect} (which may deny, pick a subprotocol, or return a Deferred).
+The C{101} then carries C{Sec-WebSocket-Accept} and the agreed subprotocol
+and extensions, and the protocol starts directly in the OPEN state, with the
+bytes that followed the handshake (frames sent in the same segment) as its
+first input.
+
+Bringing autobahn up in the OPEN state means setting its private state by
+hand (L{_openDirectly}); C{tests/test_websocket_compat.py} checks it against
+what autobahn's own C{_connectionMade} sets, and fails loudly when a new
+autobahn version changes it. The autobahn version is pinned in C{setup.cfg}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import txaio
+from autobahn.twisted.websocket import WebSocketAdapterProtocol, WebSocketServerFactory
+from autobahn.util import wildcards2patterns
+from autobahn.websocket import protocol as _wsprotocol
+from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.negotiation import Accept, Decision, Refuse, UpgradeRequest
+from txupgrade.resource import UpgradeRequiredResource
+
+__all__ = ["WebSocketEndpoint", "WebSocketUpgrade"]
+
+txaio.use_twisted()
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_VERSION_HEADERS = ((b"Sec-WebSocket-Version", b"13"),)
+_WebSocketProtocol = _wsprotocol.WebSocketProtocol
+
+
+def acceptKey(key: bytes) -> bytes:
+    """C{Sec-WebSocket-Accept} for a client's C{Sec-WebSocket-Key} (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+
+
+def _peerString(address: Any) -> str:
+    """The peer as autobahn names it (C{tcp4:127.0.0.1:5000})."""
+    if isinstance(address, IPv4Address):
+        return f"tcp4:{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"tcp6:{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name.decode() if isinstance(address.name, bytes) else address.name
+        return f"unix:{name}"
+    return str(address)
+
+
+def _refuse(status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Refuse:
+    return Refuse(status, headers, (reason + "\n").encode("utf-8", "replace"), reason)
+
+
+_switchedClasses: dict[type, type] = {}
+
+
+def _switchedClass(cls: type) -> type:
+    """
+    A subclass of the factory's protocol class that starts in the OPEN state.
+
+    It replaces only autobahn's internal C{_connectionMade} (so a user's
+    C{connectionMade} override still runs) and, where the user did not
+    override it, C{dataReceived}, whose debug line autobahn formats on every
+    read even when debug logging is off.
+    """
+    switched = _switchedClasses.get(cls)
+    if switched is None:
+        namespace: dict[str, Any] = {
+            "_connectionMade": _openDirectly,
+            "_connectionMadeInit": _connectionMadeInit,
+            "__module__": cls.__module__,
+        }
+        if cls.dataReceived is WebSocketAdapterProtocol.dataReceived:  # type: ignore[attr-defined]
+            namespace["dataReceived"] = _WebSocketProtocol._dataReceived
+        switched = type(cls.__name__, (cls,), namespace)
+        _switchedClasses[cls] = switched
+    return switched
+
+
+def _openDirectly(self: Any) -> None:
+    """
+    What autobahn's C{_connectionMade} and C{succeedHandshake} leave behind,
+    for a handshake twisted.web has already read and L{negotiate} answered.
+    """
+    self._connectionMadeInit()
+    self.factory.countConnections += 1
+    self.state = _WebSocketProtocol.STATE_OPEN
+    self.inside_message = False
+    self.current_frame = None
+    if self.autoPingInterval:
+        self.autoPingPendingCall = self.factory._batched_timer.call_later(
+            self.autoPingInterval, self._sendAutoPing
+        )
+    if self.trackedTimings:
+        self.trackedTimings.track("onOpen")
+    self._onOpen()
+    txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]
+
+
+def _connectionMadeInit(self: Any) -> None:
+    """The per-connection state of C{WebSocketProtocol._connectionMade}, minus its debug dump."""
+    self.trackedTimings = None
+    self.setTrackTimings(self.trackTimings)
+    self.trafficStats = _wsprotocol.TrafficStats()
+    self.send_state = _WebSocketProtocol.SEND_STATE_GROUND
+    self.data = b""
+    self.send_queue = deque()
+    self.triggered = False
+    self.utf8validator = _wsprotocol.Utf8Validator()
+    self.wasMaxFramePayloadSizeExceeded = False
+    self.wasMaxMessagePayloadSizeExceeded = False
+    self.closedByMe = False
+    self.failedByMe = False
+    self.droppedByMe = False
+    self.wasClean = False
+    self.wasNotCleanReason = None
+    self.wasOpenHandshakeTimeout = False
+    self.wasCloseHandshakeTimeout = False
+    self.wasServingFlashSocketPolicyFile = False
+    self.localCloseCode = None
+    self.localCloseReason = None
+    self.remoteCloseCode = None
+    self.remoteCloseReason = None
+    self.openHandshakeTimeoutCall = None
+    self.closeHandshakeTimeoutCall = None
+    self.autoPingTimeoutCall = None
+    self.autoPingPending = None
+    self.autoPingPendingCall = None
+    self.autoPingPendingSeq = 0
+    self.autoPingPendingSent = None
+
+
+@implementer(IUpgradeProtocol)
+class WebSocketUpgrade:
+    """
+    The C{websocket} protocol, served by an autobahn C{WebSocketServerFactory}.
+
+    @ivar factory: The autobahn server factory; its protocol class, options
+        (C{setProtocolOptions}), C{onConnect}, C{headers} and connection
+        count are used as autobahn would.
+    @ivar allowedOrigins: L{None} (the default) accepts a request with no
+        C{Origin} (not a browser) or whose C{Origin} is the same origin as the
+        page (scheme, host and port of this server): a browser attaches its
+        cookies to any page's WebSocket, so a cross-site page must not be able
+        to open one in the user's name. A list of autobahn-style wildcard
+        patterns (C{"https://*.example.com:*"}; C{["*"]} allows all) is
+        matched against the C{Origin} instead.
+    """
+
+    name = "websocket"
+    version = None
+
+    def __init__(self, factory: WebSocketServerFactory, allowedOrigins: Sequence[str] | None = None) -> None:
+        self.factory = factory
+        self.allowedOrigins = None if allowedOrigins is None else list(allowedOrigins)
+        self._originPatterns = None if allowedOrigins is None else wildcards2patterns(self.allowedOrigins)
+        self._protocolClass = _switchedClass(factory.protocol)
+
+    def negotiate(self, request: UpgradeRequest) -> Decision | Deferred[Decision]:
+        """Check the RFC 6455 handshake, then ask the protocol's C{onConnect}."""
+        if request.method != b"GET":
+            return _refuse(405, "a WebSocket handshake must be a GET", ((b"Allow", b"GET"),))
+        hosts = request.getHeaders(b"host")
+        if len(hosts) != 1:
+            return _refuse(400, "a WebSocket handshake needs exactly one Host")
+        if request.getHeaders(b"sec-websocket-version") != [b"13"]:
+            return _refuse(
+                426,
+                "this server speaks WebSocket version 13",
+                ((b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), *_VERSION_HEADERS),
+            )
+        keys = request.getHeaders(b"sec-websocket-key")
+        key = keys[0].strip() if len(keys) == 1 else b""
+        try:
+            valid = len(base64.b64decode(key, validate=True)) == 16
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            return _refuse(400, "Sec-WebSocket-Key must be 16 bytes in base64")
+        headers = self._autobahnHeaders(request)
+        host = hosts[0].decode("latin-1").strip()
+        origin = headers.get("origin", "")
+        if origin and not self._originAllowed(origin, host, request.secure):
+            return _refuse(403, f"origin {origin!r} not allowed")
+        protocols = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        if len(set(protocols)) != len(protocols):
+            return _refuse(400, "duplicate Sec-WebSocket-Protocol values")
+        if 0 < self.factory.maxConnections <= self.factory.countConnections:
+            return _refuse(503, "maximum number of connections reached")
+
+        proto = self._protocolClass()
+        proto.factory = self.factory
+        for attr in proto.CONFIG_ATTRS:
+            if not hasattr(proto, attr):
+                setattr(proto, attr, getattr(self.factory, attr))
+        target = request.target.decode("latin-1")
+        parts = urlsplit(target)
+        hostName = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+        proto.peer = _peerString(request.peer)
+        proto.http_request_data = None
+        proto.http_status_line = f"GET {target} HTTP/1.1"
+        proto.http_headers = headers
+        proto.http_request_uri = target
+        proto.http_request_path = parts.path
+        proto.http_request_params = parse_qs(parts.query)
+        proto.http_request_host = hostName
+        proto.websocket_version = 13
+        proto.websocket_origin = origin
+        proto.websocket_protocols = protocols
+        extensions = headers.get("sec-websocket-extensions")
+        proto.websocket_extensions = proto._parseExtensionsHeader(extensions) if extensions else []
+        proto._wskey = key.decode("ascii")
+        proto._perMessageCompress = None
+        connectionRequest = ConnectionRequest(
+            proto.peer,
+            headers,
+            hostName,
+            parts.path,
+            proto.http_request_params,
+            13,
+            origin,
+            protocols,
+            proto.websocket_extensions,
+        )
+        try:
+            answer = proto.onConnect(connectionRequest)
+        except ConnectionDeny as deny:
+            return _refuse(deny.code, deny.reason or "denied")
+        if isinstance(answer, Deferred) or txaio.is_future(answer):  # type: ignore[attr-defined]
+            deferred: Deferred[Decision] = maybeDeferred(lambda: answer)
+            return deferred.addCallbacks(lambda result: self._accept(proto, key, result), self._denied)
+        return self._accept(proto, key, answer)
+
+    @staticmethod
+    def _denied(reason: Failure) -> Decision:
+        """A C{ConnectionDeny} from an asynchronous C{onConnect} is a refusal."""
+        reason.trap(ConnectionDeny)
+        deny: Any = reason.value
+        return _refuse(deny.code, deny.reason or "denied")
+
+    @staticmethod
+    def _autobahnHeaders(request: UpgradeRequest) -> dict[str, str]:
+        """The headers as autobahn's C{parseHttpHeader} presents them."""
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return headers
+
+    def _originAllowed(self, origin: str, host: str, secure: bool) -> bool:
+        """Apply L{allowedOrigins} to the request's C{Origin}."""
+        try:
+            originTuple = _wsprotocol._url_to_origin(origin)
+        except ValueError:
+            return False
+        if originTuple == "null":
+            return bool(self.factory.allowNullOrigin)
+        if self._originPatterns is not None:
+            return _wsprotocol._is_same_origin(
+                originTuple, originTuple[0], originTuple[2], self._originPatterns
+            )
+        scheme = "https" if secure else "http"
+        try:
+            here = urlsplit(f"{scheme}://{host}")
+            herePort = here.port or (443 if secure else 80)
+        except ValueError:
+            return False
+        return originTuple == (scheme, (here.hostname or "").lower(), herePort)
+
+    def _accept(self, proto: Any, key: bytes, answer: Any) -> Decision:
+        """Build the C{101}'s headers from C{onConnect}'s answer (as C{succeedHandshake})."""
+        subprotocol: str | None = None
+        extraHeaders: dict[str, Any] = {}
+        if isinstance(answer, tuple):
+            subprotocol = answer[0] if answer else None
+            extraHeaders = answer[1] if len(answer) > 1 else {}
+        else:
+            subprotocol = answer
+        if subprotocol is not None and subprotocol not in proto.websocket_protocols:
+            raise ValueError(f"onConnect chose {subprotocol!r}, which the client did not offer")
+        proto.websocket_protocol_in_use = subprotocol
+        proto.websocket_extensions_in_use = []
+        response: list[tuple[bytes, bytes]] = []
+        if self.factory.server:
+            response.append((b"Server", self.factory.server.encode("latin-1")))
+        for source in (self.factory.headers, extraHeaders):
+            for name, values in source.items():
+                for value in [values] if isinstance(values, str) else values:
+                    response.append((name.encode("latin-1"), str(value).encode("latin-1")))
+        if subprotocol is not None:
+            response.append((b"Sec-WebSocket-Protocol", subprotocol.encode("latin-1")))
+        response.append((b"Sec-WebSocket-Accept", acceptKey(key)))
+        offers = []
+        for extension, params in proto.websocket_extensions:
+            pmce: Any = PERMESSAGE_COMPRESSION_EXTENSION.get(extension)
+            if pmce is not None:
+                try:
+                    offers.append(pmce["Offer"].parse(params))
+                except Exception as error:  # noqa: BLE001 - autobahn raises bare Exceptions here
+                    return _refuse(400, f"bad extension offer: {error}")
+        if offers:
+            accept = proto.perMessageCompressionAccept(offers)
+            if accept is not None:
+                pmce = PERMESSAGE_COMPRESSION_EXTENSION[accept.EXTENSION_NAME]  # type: ignore[assignment]
+                proto._perMessageCompress = pmce["PMCE"].create_from_offer_accept(True, accept)
+                proto.websocket_extensions_in_use.append(proto._perMessageCompress)
+                response.append((b"Sec-WebSocket-Extensions", accept.get_extension_string().encode("ascii")))
+        return Accept(headers=tuple(response), upgrade=("websocket",), protocol=proto)
+
+    def buildProtocol(self, request: UpgradeRequest, site: object) -> Any:
+        """Not used: L{negotiate} builds the protocol (C{onConnect} needs it)."""
+        raise NotImplementedError("WebSocketUpgrade builds its protocol in negotiate")
+
+
+class WebSocketEndpoint(UpgradeRequiredResource):
+    """
+    A WebSocket endpoint in the resource tree, served by an autobahn factory.
+
+    A plain request gets C{426 Upgrade Required} with C{Upgrade: websocket}
+    and C{Sec-WebSocket-Version: 13}.
+    """
+
+    def __init__(self, factory: WebSocketServerFactory, allowedOrigins: Sequence[str] | None = None) -> None:
+        self.upgrade = WebSocketUpgrade(factory, allowedOrigins)
+        super().__init__([self.upgrade], extraHeaders=_VERSION_HEADERS)
