@@ -156,7 +156,7 @@ class UpgradeAwareRequest(server.Request):
         except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
             self._failed(Failure(), protocol)
             return True
-        cast(UpgradeChannel, self.channel).switchProtocol(self, newProtocol, head, name)
+        cast(UpgradeChannel, self.channel).switchProtocol(self, newProtocol, head)
         return True
 
     def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> None:
@@ -289,7 +289,7 @@ class UpgradeChannel(HTTPChannel):
             secure=self.isSecure(),
         )
 
-    def switchProtocol(self, req: UpgradeAwareRequest, protocol: Any, head: bytes, name: str) -> None:
+    def switchProtocol(self, req: UpgradeAwareRequest, protocol: Any, head: bytes) -> None:
         """
         Write the C{101} C{head}, and give the connection to C{protocol}.
 
@@ -303,14 +303,8 @@ class UpgradeChannel(HTTPChannel):
         req.code = 101
         req.code_message = b"Switching Protocols"
         req.sentLength = 0
+        # Logged once, like any request: the access log shows the 101.
         self.factory.log(req)
-        self._log.info(
-            "Switched {peer} to {protocol} for {method} {target}",
-            peer=transport.getPeer(),
-            protocol=name,
-            method=req.method.decode("latin-1"),
-            target=req.uri.decode("latin-1"),
-        )
         protocol.makeConnection(transport)
         if trailing and not transport.disconnecting:
             protocol.dataReceived(trailing)
