@@ -205,6 +205,12 @@ class UpgradeChannel(HTTPChannel):
     maxUpgradeBodySize = 1 << 20
     _log = Logger(namespace="txupgrade.channel")
     _pendingRequest: UpgradeAwareRequest | None = None
+    _refused = False
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse C{data}, unless a 413 was sent and the connection is closing."""
+        if not self._refused:
+            super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
         """Note an upgrade offer (R1-R4), bounding its body, then carry on."""
@@ -232,19 +238,22 @@ class UpgradeChannel(HTTPChannel):
         """Read the body, refusing an upgrade request's body past the limit."""
         pending = self._pendingRequest
         super().rawDataReceived(data)
-        if (
-            pending is not None
-            and self._pendingRequest is pending
-            and pending.content is not None
-            and not pending.content.closed
-            and pending.content.tell() > self.maxUpgradeBodySize
-        ):
+        if pending is not None and self._pendingRequest is pending and self._bodyTooLarge(pending):
             self._refuseBody()
 
     def allContentReceived(self) -> None:
-        """Dispatch the request; the pending offer is settled in render."""
-        self._pendingRequest = None
+        """Dispatch the request (the pending offer is settled in render), within the limit."""
+        pending, self._pendingRequest = self._pendingRequest, None
+        if pending is not None and self._bodyTooLarge(pending):
+            # The end of the body came in the same read as its excess.
+            self._refuseBody()
+            return
         super().allContentReceived()
+
+    def _bodyTooLarge(self, req: UpgradeAwareRequest) -> bool:
+        """Whether the body read so far for C{req} is over L{maxUpgradeBodySize}."""
+        content = req.content
+        return content is not None and not content.closed and content.tell() > self.maxUpgradeBodySize
 
     def _transport(self) -> Any:
         """The connected transport (the channel is only used while connected)."""
@@ -262,6 +271,7 @@ class UpgradeChannel(HTTPChannel):
         body = b"The upgrade request's body is too large.\n"
         self._transport().write(negotiation.simpleResponse(413, (), body, close=True))
         self.length = None
+        self._refused = True
         self.loseConnection()
 
     def _upgradeRequest(self, req: UpgradeAwareRequest, offer: Offer) -> negotiation.UpgradeRequest:
@@ -305,9 +315,13 @@ class UpgradeChannel(HTTPChannel):
         req.sentLength = 0
         # Logged once, like any request: the access log shows the 101.
         self.factory.log(req)
-        protocol.makeConnection(transport)
-        if trailing and not transport.disconnecting:
-            protocol.dataReceived(trailing)
+        try:
+            protocol.makeConnection(transport)
+            if trailing and not transport.disconnecting:
+                protocol.dataReceived(trailing)
+        except Exception:  # noqa: BLE001 - the new protocol's bug must not reach the HTTP loop
+            self._log.failure("Upgraded protocol {protocol!r} failed to start; closing", protocol=protocol)
+            transport.abortConnection()
 
 
 class UpgradeSite(server.Site):

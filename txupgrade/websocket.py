@@ -25,18 +25,22 @@ import base64
 import binascii
 import hashlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import txaio
+from autobahn.twisted.util import create_transport_details
 from autobahn.twisted.websocket import WebSocketAdapterProtocol, WebSocketServerFactory
-from autobahn.util import wildcards2patterns
+from autobahn.util import _is_tls_error, _maybe_tls_reason, wildcards2patterns
+from autobahn.wamp.types import TransportDetails
 from autobahn.websocket import protocol as _wsprotocol
 from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -77,14 +81,63 @@ def _refuse(status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] =
 _switchedClasses: dict[type, type] = {}
 
 
+def _connectionMadeQuiet(self: Any) -> None:
+    """C{WebSocketAdapterProtocol.connectionMade} without its eagerly formatted debug line."""
+    self._transport_details = create_transport_details(self.transport, self.is_server)
+    self._transport_details.channel_framing = TransportDetails.CHANNEL_FRAMING_WEBSOCKET
+    self.peer = self._transport_details.peer
+    try:
+        self.transport.setTcpNoDelay(self.tcpNoDelay)
+    except Exception:  # noqa: BLE001 - as autobahn: not every transport has TCP options
+        pass
+    self._connectionMade()
+
+
+def _connectionLostQuiet(self: Any, reason: Failure = connectionDone) -> None:
+    """C{WebSocketAdapterProtocol.connectionLost}, logging only TLS errors as it does at info+."""
+    if _is_tls_error(reason.value):
+        self.log.error(_maybe_tls_reason(reason.value))
+    self._connectionLost(reason)
+
+
+def _serverConnectionLostQuiet(self: Any, reason: Failure) -> None:
+    """C{WebSocketServerProtocol._connectionLost} without its eagerly formatted debug line."""
+    _WebSocketProtocol._connectionLost(self, reason)  # type: ignore[arg-type]
+    self.factory.countConnections -= 1
+
+
+def _sendDataQuiet(self: Any, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+    """C{WebSocketProtocol.sendData}'s common case without its per-write debug line."""
+    if chopsize or sync or self.send_queue:
+        _WebSocketProtocol.sendData(self, data, sync, chopsize)
+        return
+    self.transport.write(data)
+    if self.state == _WebSocketProtocol.STATE_OPEN:
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+    if self.logOctets:
+        self.logTxOctets(data, False)
+
+
+#: Methods whose autobahn versions format debug log arguments eagerly (about
+#: 16 µs each, even with debug logging off), and their quiet equivalents. A
+#: replacement is used only where the user's class does not override the
+#: method; C{tests/test_websocket_compat.py} pins the originals' source.
+_QUIET = (
+    ("connectionMade", WebSocketAdapterProtocol, _connectionMadeQuiet),
+    ("connectionLost", WebSocketAdapterProtocol, _connectionLostQuiet),
+    ("dataReceived", WebSocketAdapterProtocol, _WebSocketProtocol._dataReceived),
+    ("_connectionLost", _wsprotocol.WebSocketServerProtocol, _serverConnectionLostQuiet),
+    ("sendData", _WebSocketProtocol, _sendDataQuiet),
+)
+
+
 def _switchedClass(cls: type) -> type:
     """
     A subclass of the factory's protocol class that starts in the OPEN state.
 
-    It replaces only autobahn's internal C{_connectionMade} (so a user's
-    C{connectionMade} override still runs) and, where the user did not
-    override it, C{dataReceived}, whose debug line autobahn formats on every
-    read even when debug logging is off.
+    It replaces autobahn's internal C{_connectionMade} (a user's
+    C{connectionMade} override still runs, and reaches it) and, where the
+    user's class does not override them, the methods in L{_QUIET}.
     """
     switched = _switchedClasses.get(cls)
     if switched is None:
@@ -93,8 +146,9 @@ def _switchedClass(cls: type) -> type:
             "_connectionMadeInit": _connectionMadeInit,
             "__module__": cls.__module__,
         }
-        if cls.dataReceived is WebSocketAdapterProtocol.dataReceived:  # type: ignore[attr-defined]
-            namespace["dataReceived"] = _WebSocketProtocol._dataReceived
+        for name, owner, quiet in _QUIET:
+            if getattr(cls, name) is getattr(owner, name):
+                namespace[name] = quiet
         switched = type(cls.__name__, (cls,), namespace)
         _switchedClasses[cls] = switched
     return switched
@@ -178,6 +232,13 @@ class WebSocketUpgrade:
         self.allowedOrigins = None if allowedOrigins is None else list(allowedOrigins)
         self._originPatterns = None if allowedOrigins is None else wildcards2patterns(self.allowedOrigins)
         self._protocolClass = _switchedClass(factory.protocol)
+        self._optionNames: list[str] | None = None
+        self._readOptions: Callable[[Any], tuple[Any, ...]] | None = None
+        # autobahn's own onConnect accepts with no subprotocol, after an
+        # eagerly formatted debug line: skip calling it.
+        self._defaultOnConnect = (
+            getattr(self._protocolClass, "onConnect", None) is _wsprotocol.WebSocketServerProtocol.onConnect
+        )
 
     def negotiate(self, request: UpgradeRequest) -> Decision | Deferred[Decision]:
         """Check the RFC 6455 handshake, then ask the protocol's C{onConnect}."""
@@ -213,9 +274,7 @@ class WebSocketUpgrade:
 
         proto = self._protocolClass()
         proto.factory = self.factory
-        for attr in proto.CONFIG_ATTRS:
-            if not hasattr(proto, attr):
-                setattr(proto, attr, getattr(self.factory, attr))
+        self._copyOptions(proto)
         target = request.target.decode("latin-1")
         parts = urlsplit(target)
         hostName = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
@@ -245,6 +304,8 @@ class WebSocketUpgrade:
             protocols,
             proto.websocket_extensions,
         )
+        if self._defaultOnConnect:
+            return self._accept(proto, key, None)
         try:
             answer = proto.onConnect(connectionRequest)
         except ConnectionDeny as deny:
@@ -253,6 +314,23 @@ class WebSocketUpgrade:
             deferred: Deferred[Decision] = maybeDeferred(lambda: answer)
             return deferred.addCallbacks(lambda result: self._accept(proto, key, result), self._denied)
         return self._accept(proto, key, answer)
+
+    def _copyOptions(self, proto: Any) -> None:
+        """
+        Copy the factory's options the protocol does not set itself, as
+        autobahn's C{_connectionMade} does (read afresh for each connection,
+        so C{setProtocolOptions} calls made later still apply).
+        """
+        if self._optionNames is None:
+            names = [name for name in proto.CONFIG_ATTRS if not hasattr(proto, name)]
+            self._optionNames = names
+            self._readOptions = attrgetter(*names) if len(names) > 1 else None
+        names = self._optionNames
+        if self._readOptions is None:
+            for name in names:
+                setattr(proto, name, getattr(self.factory, name))
+        else:
+            proto.__dict__.update(zip(names, self._readOptions(self.factory), strict=True))
 
     @staticmethod
     def _denied(reason: Failure) -> Decision:
