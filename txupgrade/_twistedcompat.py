@@ -16,7 +16,13 @@ from typing import Any
 from twisted.internet.interfaces import IProtocol
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
-__all__ = ["releaseChannel", "swapProtocol", "takeTrailingData", "wrapChannel"]
+__all__ = [
+    "releaseChannel",
+    "requestVersion",
+    "swapProtocol",
+    "takeTrailingData",
+    "wrapChannel",
+]
 
 
 def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
@@ -29,6 +35,11 @@ def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
     wrapper = _GenericHTTPChannelProtocol(channel)
     channel._txupgradeWrapper = wrapper  # type: ignore[attr-defined]
     return wrapper
+
+
+def requestVersion(channel: HTTPChannel) -> bytes:
+    """The HTTP version of the request whose headers were just read."""
+    return channel._version  # type: ignore[attr-defined, no-any-return]
 
 
 def takeTrailingData(channel: HTTPChannel) -> bytes:

@@ -207,6 +207,17 @@ class UpgradeChannel(HTTPChannel):
     _pendingRequest: UpgradeAwareRequest | None = None
     _refused = False
 
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """
+        As L{HTTPChannel.checkPersistence}, reading C{Connection} as the token
+        list it is (C{close, Upgrade}, several lines), which Twisted does not.
+        """
+        options = negotiation.parseConnectionOptions(request.requestHeaders.getRawHeaders(b"connection", ()))
+        if version == b"HTTP/1.1" and b"close" in options:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
     def dataReceived(self, data: bytes) -> None:
         """Parse C{data}, unless a 413 was sent and the connection is closing."""
         if not self._refused:
@@ -219,7 +230,7 @@ class UpgradeChannel(HTTPChannel):
         self._pendingRequest = None
         try:
             offer = negotiation.offerFromHeaders(
-                self._version,
+                _compat.requestVersion(self),
                 headers.getRawHeaders(b"upgrade", ()),
                 headers.getRawHeaders(b"connection", ()),
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal, Union
 
 __all__ = [
@@ -130,7 +131,8 @@ class UpgradeRequest:
     @ivar method: The request method, e.g. C{b"GET"}.
     @ivar target: The request target as sent, e.g. C{b"/chat?room=1"}.
     @ivar version: The HTTP version, e.g. C{b"HTTP/1.1"}.
-    @ivar headers: Every header line in arrival order, names lower-cased.
+    @ivar headers: Every header line, names lower-cased; lines of one name
+        keep their order, names come in order of first arrival.
     @ivar body: The whole decoded request body (R11).
     @ivar offer: The client's parsed offer.
     @ivar peer: The client's address (an C{IAddress}), when known.
@@ -345,7 +347,13 @@ def formatProtocols(protocols: Iterable[str]) -> bytes:
 
 
 def _head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Unknown"))]
+    reason = _REASONS.get(status)
+    if reason is None:
+        try:
+            reason = HTTPStatus(status).phrase.encode("ascii")
+        except ValueError:
+            reason = b"Unknown"
+    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
     lines.extend(name + b": " + value for name, value in headers)
     return b"\r\n".join(lines) + b"\r\n\r\n"
 

@@ -47,7 +47,12 @@ class UpgradeRequiredResource(Resource):
     def render(self, request: Request) -> bytes:
         """Answer C{426} naming the protocols this path needs."""
         request.setResponseCode(426, b"Upgrade Required")
+        headers = request.responseHeaders
+        # This path's list replaces what the site may have advertised (R5).
+        headers.removeHeader(b"Upgrade")
         for name, value in self._headers:
-            request.responseHeaders.addRawHeader(name, value)
+            if name == b"Connection" and value in headers.getRawHeaders(b"Connection", []):
+                continue
+            headers.addRawHeader(name, value)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return self._body

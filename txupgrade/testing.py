@@ -24,7 +24,6 @@ from collections.abc import Iterable, Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport
 from twisted.web.server import Site
@@ -78,7 +77,8 @@ class MemoryConnection:
     @ivar client: The client protocol (a L{RecordingProtocol} by default).
     @ivar server: The protocol the site built (its wrapper, after a switch
         forwarding to the new protocol).
-    @ivar clock: The clock the site should use for timeouts, if given.
+
+    To test timeouts, give the site a clock: C{UpgradeSite(..., reactor=Clock())}.
     """
 
     def __init__(
@@ -89,11 +89,9 @@ class MemoryConnection:
         chunkSize: int | None = None,
         peer: IPv4Address = _PEER,
         host: IPv4Address = _HOST,
-        clock: MemoryReactorClock | None = None,
     ) -> None:
         self.client = client if client is not None else RecordingProtocol()
         self.chunkSize = chunkSize
-        self.clock = clock
         self.server = site.buildProtocol(peer)
         self.serverTransport = FakeTransport(self.server, True, host, peer)
         self.clientTransport = FakeTransport(self.client, False, peer, host)

@@ -191,6 +191,7 @@ def _connectionMadeInit(self: Any) -> None:
     self.droppedByMe = False
     self.wasClean = False
     self.wasNotCleanReason = None
+    self.wasServerConnectionDropTimeout = False
     self.wasOpenHandshakeTimeout = False
     self.wasCloseHandshakeTimeout = False
     self.wasServingFlashSocketPolicyFile = False
@@ -219,9 +220,11 @@ class WebSocketUpgrade:
         C{Origin} (not a browser) or whose C{Origin} is the same origin as the
         page (scheme, host and port of this server): a browser attaches its
         cookies to any page's WebSocket, so a cross-site page must not be able
-        to open one in the user's name. A list of autobahn-style wildcard
-        patterns (C{"https://*.example.com:*"}; C{["*"]} allows all) is
-        matched against the C{Origin} instead.
+        to open one in the user's name (C{Origin: null}, which any page can
+        send from a sandboxed frame, is refused too). A list of
+        autobahn-style wildcard patterns (C{"https://*.example.com:*"};
+        C{["*"]} allows all) is matched against the C{Origin} instead, and
+        the factory's C{allowNullOrigin} then decides on C{null}.
     """
 
     name = "websocket"
@@ -356,7 +359,10 @@ class WebSocketUpgrade:
         except ValueError:
             return False
         if originTuple == "null":
-            return bool(self.factory.allowNullOrigin)
+            # Sandboxed frames and file: pages send "null": it is never this
+            # page's origin, so only an explicit pattern list lets autobahn's
+            # allowNullOrigin (on by default) decide.
+            return self._originPatterns is not None and bool(self.factory.allowNullOrigin)
         if self._originPatterns is not None:
             return _wsprotocol._is_same_origin(
                 originTuple, originTuple[0], originTuple[2], self._originPatterns

@@ -1,0 +1,230 @@
+"""
+Tests for L{txupgrade._twistedcompat}: the private Twisted names it relies on.
+
+These fail loudly, naming what is missing, when an installed Twisted renames
+or changes any of the private attributes the protocol swap needs
+(TWISTED_NOTES.md, "Where the bytes are"); fix C{txupgrade/_twistedcompat.py}
+then, not the channel.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+from twisted.copyright import version as twistedVersion
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+
+from txupgrade import _twistedcompat
+from txupgrade.channel import UpgradeChannel, UpgradeSite
+
+#: Every private name L{txupgrade._twistedcompat} reads or writes, and where.
+PRIVATE_NAMES = {
+    "_GenericHTTPChannelProtocol": "twisted.web.http",
+    "_channel": "_GenericHTTPChannelProtocol",
+    "_negotiatedProtocol": "_GenericHTTPChannelProtocol",
+    "_dataBuffer": "HTTPChannel",
+    "_networkProducer": "HTTPChannel",
+    "_handlingRequest": "HTTPChannel",
+    "_savedTimeOut": "HTTPChannel",
+    "_abortingCall": "HTTPChannel",
+    "_version": "HTTPChannel",
+}
+
+#: txupgrade's own attribute, set by L{_twistedcompat.wrapChannel}.
+OWN_NAMES = {"_txupgradeWrapper"}
+
+
+def connectedChannel(clock: Clock | None = None) -> tuple[HTTPChannel, StringTransport]:
+    """A plain L{HTTPChannel} connected to a L{StringTransport}, on a fake clock."""
+    channel = HTTPChannel()
+    channel.callLater = (clock or Clock()).callLater  # type: ignore[assignment]
+    channel.timeOut = 60
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+class PrivateNamesTests(SynchronousTestCase):
+    """
+    The private Twisted names exist, with the meaning the adapter assumes.
+    """
+
+    def assertHas(self, obj: object, name: str) -> None:
+        """C{obj} has attribute C{name}, or the test fails naming it."""
+        if not hasattr(obj, name):
+            self.fail(
+                f"Twisted {twistedVersion}: {obj!r} has no {name!r}; "
+                "txupgrade/_twistedcompat.py must be updated for this Twisted"
+            )
+
+    def test_adapterUsesOnlyCheckedNames(self) -> None:
+        """Every private attribute the adapter touches is checked here."""
+        tree = ast.parse(inspect.getsource(_twistedcompat))
+        used = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        }
+        used |= {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+            if alias.name.startswith("_")
+        }
+        self.assertEqual(used - OWN_NAMES, set(PRIVATE_NAMES))
+
+    def test_genericChannelProtocol(self) -> None:
+        """C{_GenericHTTPChannelProtocol} wraps a channel in C{_channel}."""
+        self.assertHas(http, "_GenericHTTPChannelProtocol")
+        channel = HTTPChannel()
+        wrapper = http._GenericHTTPChannelProtocol(channel)
+        self.assertHas(wrapper, "_channel")
+        self.assertIs(wrapper._channel, channel)
+        self.assertHas(wrapper, "_negotiatedProtocol")
+        self.assertIsNone(wrapper._negotiatedProtocol)
+
+    def test_wrapperForwardsToChannel(self) -> None:
+        """Pointing C{_channel} elsewhere redirects the transport's calls."""
+        received = []
+
+        class Other(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+        wrapper = http._GenericHTTPChannelProtocol(HTTPChannel())
+        wrapper._channel = Other()  # type: ignore[assignment]
+        wrapper.dataReceived(b"bytes")
+        self.assertEqual(received, [b"bytes"])
+
+    def test_siteWrapsChannels(self) -> None:
+        """L{UpgradeSite} builds the wrapper, around an L{UpgradeChannel}."""
+        wrapper = UpgradeSite(Resource(), reactor=Clock()).buildProtocol(None)
+        self.assertIsInstance(wrapper, http._GenericHTTPChannelProtocol)
+        self.assertIsInstance(wrapper._channel, UpgradeChannel)
+
+    def test_channelState(self) -> None:
+        """A connected channel has the buffers, flags and producer named."""
+        channel, transport = connectedChannel()
+        for name in ("_dataBuffer", "_networkProducer", "_handlingRequest", "_savedTimeOut", "_abortingCall"):
+            self.assertHas(channel, name)
+        self.assertEqual(channel._dataBuffer, [])
+        self.assertIs(channel._handlingRequest, False)
+        self.assertIsNone(channel._savedTimeOut)
+        self.assertIsNone(channel._abortingCall)
+        self.assertIs(channel._networkProducer, transport)
+        self.assertTrue(IPushProducer.providedBy(channel._networkProducer))
+        self.assertIs(transport.producer, channel)
+
+    def test_clearLineBuffer(self) -> None:
+        """C{LineReceiver.clearLineBuffer} returns and empties the buffer."""
+        self.assertHas(LineReceiver, "clearLineBuffer")
+        receiver = LineReceiver()
+        receiver.makeConnection(StringTransport())
+        receiver.setRawMode()
+        receiver.rawDataReceived = lambda data: receiver.pauseProducing()  # type: ignore[method-assign]
+        receiver.dataReceived(b"a\r\nb")
+        receiver.dataReceived(b"c")
+        self.assertEqual(receiver.clearLineBuffer(), b"c")
+        self.assertEqual(receiver.clearLineBuffer(), b"")
+
+    def test_whereTrailingBytesWait(self) -> None:
+        """Bytes after a request being handled wait in C{_dataBuffer}."""
+        channel, _ = connectedChannel()
+        handled: list[http.Request] = []
+
+        def factory(ch: HTTPChannel, queued: object) -> http.Request:
+            return _HeldRequest(ch, queued, handled)
+
+        channel.requestFactory = factory  # type: ignore[assignment]
+        channel.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiNEXT")
+        self.assertTrue(channel._handlingRequest)
+        self.assertEqual(len(handled), 1)
+        channel.dataReceived(b" MORE")
+        self.assertEqual(b"".join(channel._dataBuffer), b"NEXT MORE")
+        self.assertTrue(channel._savedTimeOut)
+
+    def test_versionForChannel(self) -> None:
+        """C{HTTPChannel._version}, read by the channel, is the request's version."""
+        seen = []
+
+        class Channel(HTTPChannel):
+            def allHeadersReceived(self) -> None:
+                seen.append(self._version)
+                super().allHeadersReceived()
+
+        channel = Channel()
+        channel.callLater = Clock().callLater  # type: ignore[assignment]
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual(seen, [b"HTTP/1.0"])
+
+
+class _HeldRequest(http.Request):
+    """A request that is never answered, keeping its channel busy."""
+
+    def __init__(self, channel: HTTPChannel, queued: object, handled: list[http.Request]) -> None:
+        super().__init__(channel, queued)
+        self._handled = handled
+
+    def process(self) -> None:
+        self._handled.append(self)
+
+
+class AdapterTests(SynchronousTestCase):
+    """
+    The adapter's functions do what they say on a real channel.
+    """
+
+    def test_takeTrailingData(self) -> None:
+        """Both buffers are drained: C{_dataBuffer} first, then the line buffer."""
+        channel, _ = connectedChannel()
+        channel.dataReceived(b"GET / HT")
+        channel._dataBuffer = [b"ab", b"c"]
+        self.assertEqual(_twistedcompat.takeTrailingData(channel), b"abcGET / HT")
+        self.assertEqual(_twistedcompat.takeTrailingData(channel), b"")
+
+    def test_releaseChannel(self) -> None:
+        """Timers cancelled, producer unregistered and resumed, parsing stopped."""
+        clock = Clock()
+        channel, transport = connectedChannel(clock)
+        transport.pauseProducing()
+        channel.requests.append(object())
+        self.assertTrue(clock.getDelayedCalls())
+        _twistedcompat.releaseChannel(channel)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIsNone(transport.producer)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertTrue(channel._handlingRequest)
+        self.assertEqual(channel.requests, [])
+
+    def test_releaseCancelsAbort(self) -> None:
+        """A forced abort scheduled on the channel is cancelled."""
+        clock = Clock()
+        channel, _ = connectedChannel(clock)
+        channel._abortingCall = clock.callLater(channel.abortTimeout, channel.forceAbortClient)
+        _twistedcompat.releaseChannel(channel)
+        self.assertIsNone(channel._abortingCall)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_swapProtocol(self) -> None:
+        """The wrapper forwards to the new protocol; the transport is returned."""
+        channel, transport = connectedChannel()
+        wrapper = _twistedcompat.wrapChannel(channel)
+        self.assertIs(wrapper._channel, channel)
+        new = Protocol()
+        self.assertIs(_twistedcompat.swapProtocol(channel, new), transport)
+        self.assertIs(wrapper._channel, new)
+        self.assertEqual(wrapper._negotiatedProtocol, b"http/1.1")
+        self.assertFalse(hasattr(channel, "_txupgradeWrapper"))
