@@ -713,6 +713,16 @@ class ChannelRuleTestsMixin(ChannelMixin):
         self.assertEqual(response.code, 500)
         self.assertEqual(len(self.flushLoggedErrors(UpgradeError)), 1)
 
+    def test_refuseWithBadHeader(self) -> None:
+        """A C{Refuse} whose headers hold CR/LF gets a logged C{500}, not a partial answer."""
+        refusal = Refuse(403, ((b"X-Ok", b"fine"), (b"X-Bad", b"a\r\nInjected: 1")), b"no\n")
+        conn = self.exchange(offering(), [RecordingUpgrade(decision=refusal)])
+        (response,), _ = parseResponses(conn.received)
+        self.assertEqual(response.code, 500)
+        self.assertNotIn(b"Injected", conn.received)
+        self.assertEqual(len(self.flushLoggedErrors(UpgradeError)), 1)
+        self.assertServesHTTP(conn)
+
     def test_negotiateReturnsGarbage(self) -> None:
         """A decision that is none of Accept, Decline, Refuse gets a C{500}."""
         conn = self.exchange(offering(), [RecordingUpgrade(decision="yes")])

@@ -143,7 +143,7 @@ class UpgradeAwareRequest(server.Request):
                 )
                 if not 400 <= decision.status <= 599:
                     raise UpgradeError(f"refusal status {decision.status} is not an error", 500)
-                self._answer(decision.status, decision.headers, decision.body)
+                self._answer(decision.status, negotiation.validateHeaders(decision.headers), decision.body)
                 return True
             if not isinstance(decision, Accept):
                 raise UpgradeError(f"negotiate returned {decision!r}", 500)
@@ -172,11 +172,7 @@ class UpgradeAwareRequest(server.Request):
     def _answer(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
         """Finish this request with a small error response, keeping HTTP/1.1 intact."""
         self.setResponseCode(status)
-        try:
-            checked = negotiation.validateHeaders(headers)
-        except UpgradeError:
-            checked = ()
-        for name, value in checked:
+        for name, value in headers:
             self.responseHeaders.addRawHeader(name, value)
         if body and not self.responseHeaders.hasHeader(b"Content-Type"):
             self.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])

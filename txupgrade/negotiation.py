@@ -241,7 +241,7 @@ def parseProtocolList(values: Sequence[bytes]) -> tuple[ProtocolName, ...]:
     for element in elements:
         match = _PROTOCOL_RE.fullmatch(element)
         if match is None:
-            raise UpgradeError(f"malformed protocol in Upgrade: {element!r}")
+            raise UpgradeError(f"malformed protocol in Upgrade: {element.decode('latin-1')!r}")
         name, version = match.group(1), match.group(2)
         protocols.append(
             ProtocolName(name.decode("ascii"), None if version is None else version.decode("ascii"))
