@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
@@ -37,7 +38,7 @@ class ShoutExampleTests(SynchronousTestCase):
 
     def test_guideSnippet(self) -> None:
         """The guide's in-memory snippet passes, one byte at a time."""
-        site = UpgradeSite(Resource(), [self.shout])
+        site = UpgradeSite(Resource(), [self.shout], reactor=Clock())
         conn = MemoryConnection(site, chunkSize=1)
         conn.send(upgradeRequest(["shout/1"], method=b"POST", body=b"hi") + b"abc")
         self.assertTrue(conn.received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
@@ -47,18 +48,20 @@ class ShoutExampleTests(SynchronousTestCase):
 
     def test_versionMustMatch(self) -> None:
         """C{shout/2} is not C{shout/1}: the request is served as plain HTTP."""
-        site = UpgradeSite(Resource(), [self.shout])
+        site = UpgradeSite(Resource(), [self.shout], reactor=Clock())
         conn = MemoryConnection(site)
         conn.send(upgradeRequest(["shout/2"]))
         self.assertTrue(conn.received.startswith(b"HTTP/1.1 404 "), conn.received[:40])
         self.assertIn(b"\r\nUpgrade: shout/1\r\n", conn.received)
+        conn.close()
 
     def test_refuse(self) -> None:
         """A refusal answers its status and the connection serves HTTP/1.1 after."""
-        site = UpgradeSite(Resource(), [self.shout])
+        site = UpgradeSite(Resource(), [self.shout], reactor=Clock())
         conn = MemoryConnection(site)
         conn.send(upgradeRequest(["shout/1"], headers=((b"X-Quiet", b"1"),)))
         self.assertTrue(conn.received.startswith(b"HTTP/1.1 403 "), conn.received[:40])
         self.assertTrue(conn.received.endswith(b"no shouting here\n"))
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(conn.received.count(b"HTTP/1.1 "), 2)
+        conn.close()

@@ -7,7 +7,7 @@ Example::
     from txupgrade import UpgradeSite
     from txupgrade.testing import MemoryConnection, upgradeRequest
 
-    site = UpgradeSite(Resource(), [MyUpgrade()])
+    site = UpgradeSite(Resource(), [MyUpgrade()], reactor=Clock())
     conn = MemoryConnection(site)
     conn.send(upgradeRequest(["my-protocol"]) + b"first bytes")
     assert conn.received.startswith(b"HTTP/1.1 101 ")

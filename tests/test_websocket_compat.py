@@ -1,0 +1,443 @@
+"""
+Guards on autobahn's private state, and in-memory tests of the handshake
+decisions of L{txupgrade.websocket.WebSocketUpgrade}.
+
+txupgrade brings an autobahn protocol up directly in the OPEN state, setting
+by hand what autobahn's own C{connectionMade}/C{_connectionMade} and
+handshake would have set (L{txupgrade.websocket._openDirectly}). The guards
+here build the same factory's protocol both ways and compare their
+attributes, so that an autobahn upgrade that adds or renames state fails
+loudly here instead of in production.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any
+
+import autobahn
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+
+from tests.websocket_helpers import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame
+from txupgrade.channel import UpgradeSite
+from txupgrade.testing import MemoryConnection
+from txupgrade.websocket import WebSocketEndpoint, acceptKey
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+HOST = IPv4Address("TCP", "127.0.0.1", 8080)
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+
+#: The autobahn version whose private state L{txupgrade.websocket} sets.
+PINNED_AUTOBAHN = "26.10.2"
+
+#: Attributes autobahn's own handshake sets that txupgrade deliberately
+#: leaves out or sets differently: the raw request bytes (txupgrade never
+#: re-serializes the parsed request, so C{http_request_data} is L{None}) and
+#: the raw 101 bytes (written by the channel, not by autobahn).
+KNOWN_DIFFERENCES = {"http_request_data", "http_response_data"}
+
+
+def handshake(
+    target: bytes = b"/ws",
+    *,
+    method: bytes = b"GET",
+    key: bytes | None = KEY,
+    version: bytes | None = b"13",
+    host: bytes | None = b"127.0.0.1:8080",
+    upgrade: bool = True,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """The bytes of a WebSocket opening handshake (RFC 6455 §4.1) to L{HOST}."""
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    if host is not None:
+        lines.append(b"Host: " + host)
+    if upgrade:
+        lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
+    if key is not None:
+        lines.append(b"Sec-WebSocket-Key: " + key)
+    if version is not None:
+        lines.append(b"Sec-WebSocket-Version: " + version)
+    lines.extend(name + b": " + value for name, value in extra)
+    if method == b"POST":
+        lines.append(b"Content-Length: 0")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class _EchoProtocol(WebSocketServerProtocol):
+    """Echo; C{onConnect} answers with the factory's C{answer} callable."""
+
+    def onConnect(self, request: ConnectionRequest) -> Any:
+        self.factory.requests.append(request)
+        return self.factory.answer(request)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.sendMessage(payload, isBinary)
+
+
+class _EchoFactory(WebSocketServerFactory):
+    """
+    A factory of L{_EchoProtocol}s.
+
+    @ivar requests: Every C{ConnectionRequest} its protocols saw.
+    @ivar answer: Called with each request; its result is C{onConnect}'s.
+    """
+
+    protocol = _EchoProtocol
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__()
+        self.requests: list[ConnectionRequest] = []
+        self.answer = answer
+
+
+def _factory(answer: Any = lambda request: None, **options: Any) -> _EchoFactory:
+    """
+    An echo factory with C{options}; without autobahn's handshake timers,
+    which run on the global reactor (these tests use no reactor).
+    """
+    factory = _EchoFactory(answer)
+    factory.openHandshakeTimeout = 0
+    factory.closeHandshakeTimeout = 0
+    if options:
+        # (setProtocolOptions also resets allowNullOrigin unless given.)
+        factory.setProtocolOptions(**options)
+    return factory
+
+
+def _site(root: Resource) -> UpgradeSite:
+    """A site whose HTTP timeouts run on a clock nobody advances."""
+    return UpgradeSite(root, reactor=MemoryReactorClock())
+
+
+def _response(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes]:
+    """The status, headers and what follows the head of the first response in C{data}."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers: dict[bytes, list[bytes]] = {}
+    for line in lines[1:]:
+        name, value = line.split(b":", 1)
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return int(lines[0].split(b" ")[1]), headers, rest
+
+
+class AutobahnPrivateStateTests(SynchronousTestCase):
+    """txupgrade's OPEN-state bring-up still matches autobahn's own."""
+
+    def _standard(self, factory: WebSocketServerFactory, handshakeBytes: bytes | None) -> Any:
+        """autobahn's own server protocol, connected, optionally after C{handshakeBytes}."""
+        proto: Any = factory.buildProtocol(PEER)
+        proto.makeConnection(StringTransport(hostAddress=HOST, peerAddress=PEER))
+        if handshakeBytes is not None:
+            proto.dataReceived(handshakeBytes)
+            self.assertEqual(proto.state, WebSocketServerProtocol.STATE_OPEN)
+        return proto
+
+    def _switched(self, factory: WebSocketServerFactory, handshakeBytes: bytes) -> Any:
+        """The same factory's protocol, after a txupgrade switch in memory."""
+        root = Resource()
+        root.putChild(b"ws", WebSocketEndpoint(factory))
+        conn = MemoryConnection(_site(root), peer=PEER, host=HOST)
+        conn.send(handshakeBytes)
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 101 "), conn.received)
+        proto = conn.server._channel
+        self.assertIsInstance(proto, _EchoProtocol)
+        return proto
+
+    def _assertNoneMissing(self, expected: set[str], actual: set[str], when: str) -> None:
+        missing = sorted(expected - actual)
+        if missing:
+            self.fail(
+                f"autobahn {autobahn.__version__} sets attributes {when} that txupgrade's "
+                f"OPEN-state bring-up (txupgrade/websocket.py, _openDirectly and "
+                f"_connectionMadeInit) does not: {missing}"
+            )
+
+    def test_connectionMadeState(self) -> None:
+        """Every attribute autobahn's C{connectionMade} creates is set on a switched protocol."""
+        factory = _factory()
+        standard = set(vars(self._standard(factory, None)))
+        ours = set(vars(self._switched(factory, handshake())))
+        self._assertNoneMissing(standard, ours, "in connectionMade/_connectionMade")
+
+    def test_openState(self) -> None:
+        """
+        Every attribute autobahn's own handshake leaves on an open protocol is
+        set on a switched one (but for L{KNOWN_DIFFERENCES}), and none more.
+        """
+        factory = _factory()
+        standard = set(vars(self._standard(factory, handshake())))
+        ours = set(vars(self._switched(factory, handshake())))
+        self._assertNoneMissing(standard - KNOWN_DIFFERENCES, ours, "by the end of the handshake")
+        self.assertEqual(sorted(ours - standard), [], "txupgrade sets attributes autobahn does not")
+
+    def test_openStateValues(self) -> None:
+        """
+        The plain values (state, options, handshake fields) of a switched
+        protocol equal those of autobahn's own after the same handshake.
+        """
+        factory = _factory(
+            lambda request: "chat",
+            autoPingInterval=0,
+            maxFramePayloadSize=1234,
+            echoCloseCodeReason=True,
+        )
+        extra = [(b"Sec-WebSocket-Protocol", b"chat, other"), (b"Origin", b"http://127.0.0.1:8080")]
+        standard = self._standard(factory, handshake(b"/ws?a=1", extra=extra))
+        ours = self._switched(factory, handshake(b"/ws?a=1", extra=extra))
+        plain = (bool, int, float, str, bytes, list, dict, tuple, type(None))
+        differing = []
+        for name in sorted((set(vars(standard)) & set(vars(ours))) - KNOWN_DIFFERENCES):
+            theirs, mine = getattr(standard, name), getattr(ours, name)
+            if isinstance(theirs, plain) and theirs != mine:
+                differing.append(f"{name}: autobahn {theirs!r}, txupgrade {mine!r}")
+        self.assertEqual(differing, [])
+        self.assertEqual(ours.state, WebSocketServerProtocol.STATE_OPEN)
+        self.assertEqual(ours.websocket_protocol_in_use, "chat")
+        self.assertEqual(ours.maxFramePayloadSize, 1234)
+        self.assertEqual(factory.countConnections, 2)
+
+    def test_autobahnVersion(self) -> None:
+        """autobahn is the version whose private state txupgrade sets."""
+        self.assertEqual(
+            autobahn.__version__,
+            PINNED_AUTOBAHN,
+            f"autobahn is {autobahn.__version__}, not {PINNED_AUTOBAHN}: re-check the OPEN-state "
+            "bring-up in txupgrade/websocket.py (_openDirectly, _connectionMadeInit) against "
+            "autobahn's _connectionMade, processHandshake and succeedHandshake, then update "
+            "the pin in setup.cfg and this test",
+        )
+
+
+class NegotiateTests(SynchronousTestCase):
+    """The handshake decisions, through the real channel in memory."""
+
+    chunkSize: int | None = None
+
+    def connect(
+        self, factory: _EchoFactory | None = None, allowedOrigins: list[str] | None = None
+    ) -> tuple[MemoryConnection, _EchoFactory]:
+        factory = factory if factory is not None else _factory()
+        root = Resource()
+        root.putChild(b"ws", WebSocketEndpoint(factory, allowedOrigins))
+        conn = MemoryConnection(_site(root), chunkSize=self.chunkSize, peer=PEER, host=HOST)
+        return conn, factory
+
+    def assertRefused(
+        self, request: bytes, status: int, factory: _EchoFactory | None = None, **kwargs: Any
+    ) -> dict[bytes, list[bytes]]:
+        """C{request} gets C{status}, and the connection still serves HTTP/1.1."""
+        conn, factory = self.connect(factory, **kwargs)
+        opened = factory.countConnections
+        conn.send(request)
+        got, headers, _ = _response(conn.received)
+        self.assertEqual(got, status, conn.received)
+        self.assertNotIn(b" 101 ", conn.received)
+        self.assertEqual(factory.countConnections, opened)
+        before = len(conn.received)
+        conn.send(b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
+        self.assertTrue(conn.received[before:].startswith(b"HTTP/1.1 404 "), conn.received[before:])
+        conn.close()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        return headers
+
+    def assertOpens(
+        self, request: bytes, factory: _EchoFactory | None = None, **kwargs: Any
+    ) -> dict[bytes, list[bytes]]:
+        """C{request} gets a 101; a frame sent with it is echoed; the close is clean."""
+        conn, factory = self.connect(factory, **kwargs)
+        conn.send(request + encodeFrame(OP_TEXT, b"hello"))
+        status, headers, rest = _response(conn.received)
+        self.assertEqual(status, 101, conn.received)
+        frames = [frame for frame, _ in decodeAll(rest)]
+        self.assertEqual(frames, [(True, OP_TEXT, b"hello", False)])
+        before = len(conn.received)
+        conn.send(encodeFrame(OP_CLOSE, b"\x03\xe8"))
+        frames = [frame for frame, _ in decodeAll(conn.received[before:])]
+        self.assertEqual(frames, [(True, OP_CLOSE, b"\x03\xe8", False)])
+        self.assertTrue(conn.serverTransport.disconnected)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        return headers
+
+    def test_valid(self) -> None:
+        """A valid handshake opens, with the RFC 6455 accept key."""
+        headers = self.assertOpens(handshake())
+        self.assertEqual(headers[b"sec-websocket-accept"], [acceptKey(KEY)])
+        self.assertEqual(headers[b"sec-websocket-accept"], [b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="])
+        self.assertEqual(headers[b"upgrade"], [b"websocket"])
+        self.assertEqual(headers[b"connection"], [b"Upgrade"])
+
+    def test_missingKey(self) -> None:
+        """No C{Sec-WebSocket-Key}: 400."""
+        self.assertRefused(handshake(key=None), 400)
+
+    def test_keyNot16Bytes(self) -> None:
+        """A key that decodes to other than 16 bytes: 400."""
+        self.assertRefused(handshake(key=base64.b64encode(b"x" * 15)), 400)
+        self.assertRefused(handshake(key=base64.b64encode(b"x" * 17)), 400)
+
+    def test_keyNotBase64(self) -> None:
+        """A key that is not base64: 400."""
+        self.assertRefused(handshake(key=b"!!!!!!!!!!!!!!!!!!!!!!=="), 400)
+
+    def test_twoKeys(self) -> None:
+        """Two C{Sec-WebSocket-Key} lines: 400."""
+        self.assertRefused(handshake(extra=[(b"Sec-WebSocket-Key", KEY)]), 400)
+
+    def test_version8(self) -> None:
+        """C{Sec-WebSocket-Version: 8}: 426 naming version 13."""
+        headers = self.assertRefused(handshake(version=b"8"), 426)
+        self.assertEqual(headers[b"sec-websocket-version"], [b"13"])
+
+    def test_noVersion(self) -> None:
+        """No C{Sec-WebSocket-Version}: 426 naming version 13."""
+        headers = self.assertRefused(handshake(version=None), 426)
+        self.assertEqual(headers[b"sec-websocket-version"], [b"13"])
+
+    def test_post(self) -> None:
+        """A POST offering websocket: 405 with C{Allow: GET}, never 101."""
+        headers = self.assertRefused(handshake(method=b"POST"), 405)
+        self.assertEqual(headers[b"allow"], [b"GET"])
+
+    def test_noHost(self) -> None:
+        """A handshake without C{Host}: 400."""
+        self.assertRefused(handshake(host=None), 400)
+
+    def test_crossOrigin(self) -> None:
+        """By default, a foreign C{Origin}: 403."""
+        self.assertRefused(handshake(extra=[(b"Origin", b"http://evil.example")]), 403)
+
+    def test_otherPortOrigin(self) -> None:
+        """By default, the same host on another port is another origin: 403."""
+        self.assertRefused(handshake(extra=[(b"Origin", b"http://127.0.0.1:9999")]), 403)
+
+    def test_sameOrigin(self) -> None:
+        """By default, the server's own origin opens."""
+        self.assertOpens(handshake(extra=[(b"Origin", b"http://127.0.0.1:8080")]))
+
+    def test_allowedOriginPattern(self) -> None:
+        """With C{allowedOrigins}, an origin matching a pattern opens; another gets 403."""
+        patterns = ["http://*.example.com:*"]
+        self.assertOpens(handshake(extra=[(b"Origin", b"http://a.example.com:80")]), allowedOrigins=patterns)
+        self.assertRefused(
+            handshake(extra=[(b"Origin", b"http://127.0.0.1:8080")]), 403, allowedOrigins=patterns
+        )
+
+    def test_nullOriginSameOriginPolicy(self) -> None:
+        """
+        Under the default same-origin policy, C{Origin: null} (a sandboxed
+        frame of any site) gets 403, although autobahn's C{allowNullOrigin}
+        is on by default.
+        """
+        factory = _factory()
+        self.assertTrue(factory.allowNullOrigin)
+        self.assertRefused(handshake(extra=[(b"Origin", b"null")]), 403, factory)
+
+    def test_nullOriginPatterns(self) -> None:
+        """With C{allowedOrigins}, the factory's C{allowNullOrigin} decides on C{Origin: null}."""
+        request = handshake(extra=[(b"Origin", b"null")])
+        self.assertOpens(request, _factory(), allowedOrigins=["*"])
+        self.assertRefused(request, 403, _factory(allowNullOrigin=False), allowedOrigins=["*"])
+
+    def test_plainGet(self) -> None:
+        """A plain GET on the endpoint: 426 with the WebSocket upgrade headers."""
+        headers = self.assertRefused(handshake(upgrade=False, key=None, version=None), 426)
+        self.assertEqual(headers[b"upgrade"], [b"websocket"])
+        self.assertEqual(headers[b"connection"], [b"Upgrade"])
+        self.assertEqual(headers[b"sec-websocket-version"], [b"13"])
+
+    def test_duplicateSubprotocols(self) -> None:
+        """A subprotocol offered twice: 400."""
+        self.assertRefused(handshake(extra=[(b"Sec-WebSocket-Protocol", b"a, a")]), 400)
+
+    def test_connectionDeny(self) -> None:
+        """C{ConnectionDeny(403, "no")} from C{onConnect}: 403 with the reason."""
+
+        def deny(request: ConnectionRequest) -> None:
+            raise ConnectionDeny(403, "no")
+
+        conn, _ = self.connect(_factory(deny))
+        conn.send(handshake())
+        status, _, body = _response(conn.received)
+        self.assertEqual((status, body), (403, b"no\n"))
+
+    def test_asyncConnectionDeny(self) -> None:
+        """A Deferred C{onConnect} failing with C{ConnectionDeny}: that refusal."""
+        pending: list[Deferred[Any]] = []
+
+        def later(request: ConnectionRequest) -> Deferred[Any]:
+            pending.append(Deferred())
+            return pending[-1]
+
+        conn, factory = self.connect(_factory(later))
+        conn.send(handshake())
+        self.assertEqual(conn.received, b"")
+        pending[0].errback(ConnectionDeny(401, "later, no"))
+        conn.flush()
+        status, _, body = _response(conn.received)
+        self.assertEqual((status, body), (401, b"later, no\n"))
+        self.assertEqual(factory.countConnections, 0)
+
+    def test_asyncAccept(self) -> None:
+        """A Deferred C{onConnect}: frames sent meanwhile are echoed after the 101."""
+        pending: list[Deferred[Any]] = []
+
+        def later(request: ConnectionRequest) -> Deferred[Any]:
+            pending.append(Deferred())
+            return pending[-1]
+
+        conn, _ = self.connect(_factory(later))
+        conn.send(handshake(extra=[(b"Sec-WebSocket-Protocol", b"x, y")]) + encodeFrame(OP_TEXT, b"early"))
+        self.assertEqual(conn.received, b"")
+        pending[0].callback("y")
+        conn.flush()
+        status, headers, rest = _response(conn.received)
+        self.assertEqual(status, 101)
+        self.assertEqual(headers[b"sec-websocket-protocol"], [b"y"])
+        self.assertEqual([f for f, _ in decodeAll(rest)], [(True, OP_TEXT, b"early", False)])
+
+    def test_unofferedSubprotocol(self) -> None:
+        """C{onConnect} choosing a subprotocol the client did not offer: 500, logged."""
+        conn, _ = self.connect(_factory(lambda request: "nope"))
+        conn.send(handshake(extra=[(b"Sec-WebSocket-Protocol", b"a")]))
+        self.assertEqual(_response(conn.received)[0], 500)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_maxConnections(self) -> None:
+        """Past the factory's C{maxConnections}: 503."""
+        factory = _factory(maxConnections=1)
+        first, _ = self.connect(factory)
+        first.send(handshake())
+        self.assertEqual(_response(first.received)[0], 101)
+        self.assertRefused(handshake(), 503, factory)
+
+    def test_oversizeFirstFrame(self) -> None:
+        """A first frame over C{maxFramePayloadSize}: close 1009, never echoed."""
+        factory = _factory(maxFramePayloadSize=1024, failByDrop=False)
+        conn, _ = self.connect(factory)
+        conn.send(handshake() + encodeFrame(OP_TEXT, b"x" * 4096))
+        status, _, rest = _response(conn.received)
+        self.assertEqual(status, 101)
+        frames = [frame for frame, _ in decodeAll(rest)]
+        self.assertEqual([(f[1], closePayload(f[2])[0]) for f in frames], [(OP_CLOSE, 1009)])
+
+    def test_clientLeavesMidHandshake(self) -> None:
+        """A client gone after half its headers: nothing built, nothing logged."""
+        conn, factory = self.connect()
+        data = handshake()
+        conn.send(data[: len(data) // 2])
+        conn.close()
+        self.assertEqual(factory.requests, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class NegotiateOneByteTests(NegotiateTests):
+    """The same decisions, every byte delivered on its own."""
+
+    chunkSize = 1
