@@ -251,12 +251,22 @@ class TrackedRequest(UpgradeAwareRequest):
         TrackedRequest.refs.append(weakref.ref(channel))
 
 
+class DynamicRoot(Resource):
+    """A root whose children are found in code: no static shortcut applies."""
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+        return super().getChildWithDefault(path, request)
+
+
 class ChannelMixin:
     """
     Builds sites and connections, delivering writes in C{chunkSize} pieces.
     """
 
     chunkSize: int | None = None
+    #: Whether the tree's root finds children in code, so that only
+    #: twisted.web's traversal can tell the resource (the render-time path).
+    dynamic = False
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -265,7 +275,7 @@ class ChannelMixin:
 
     def makeSite(self, protocols: Iterable[IUpgradeProtocol] = (), **kwargs: Any) -> UpgradeSite:
         """A site over the test tree, timing out on L{clock}."""
-        root = Resource()
+        root = DynamicRoot() if self.dynamic else Resource()
         root.putChild(b"show", Show())
         root.putChild(b"chat", Show())
         root.putChild(b"echo", EchoResource())
@@ -801,6 +811,19 @@ class ChannelRuleByteTests(ChannelRuleTestsMixin, SynchronousTestCase):
     chunkSize = 1
 
 
+class ChannelRuleDynamicTests(ChannelRuleTestsMixin, SynchronousTestCase):
+    """The rules over a dynamic tree (decided in render), whole writes."""
+
+    dynamic = True
+
+
+class ChannelRuleDynamicByteTests(ChannelRuleTestsMixin, SynchronousTestCase):
+    """The rules over a dynamic tree (decided in render), one byte at a time."""
+
+    dynamic = True
+    chunkSize = 1
+
+
 class SegmentationTests(ChannelMixin, SynchronousTestCase):
     """
     R12: TCP segmentation changes nothing that either side sees.
@@ -1106,3 +1129,53 @@ class TestingHelperTests(SynchronousTestCase):
         conn = MemoryConnection(UpgradeSite(Show(), [plugin], reactor=Clock()), peer=peer, host=HOST)
         conn.send(upgradeRequest(["test"]))
         self.assertEqual((plugin.protocol.request.peer, plugin.protocol.request.host), (peer, HOST))
+
+
+class AsyncNegotiateDynamicTests(AsyncNegotiateTests):
+    """A L{Deferred} from C{negotiate}, decided in render over a dynamic tree."""
+
+    dynamic = True
+
+
+class CountingRequest(UpgradeAwareRequest):
+    """Counts how often twisted.web's C{process} ran."""
+
+    processed = 0
+
+    def process(self) -> None:
+        CountingRequest.processed += 1
+        super().process()
+
+
+class DecisionPointTests(ChannelMixin, SynchronousTestCase):
+    """
+    A static path switches before twisted.web processes the request; a
+    dynamic one after its traversal. The answers are the same.
+    """
+
+    def switchOver(self, dynamic: bool, target: bytes) -> tuple[int, bytes]:
+        self.dynamic = dynamic
+        CountingRequest.processed = 0
+        site = self.makeSite([self.ws])
+        site.requestFactory = CountingRequest
+        conn = self.connect(site)
+        conn.send(offering(target=target, protocols=b"ws") + b"after")
+        return CountingRequest.processed, conn.received
+
+    def test_staticSwitchSkipsProcessing(self) -> None:
+        """Over a static tree the switch happens without C{Request.process}."""
+        processed, received = self.switchOver(False, b"/ws")
+        self.assertEqual(processed, 0)
+        self.assertTrue(received.startswith(head101(b"ws")), received)
+
+    def test_dynamicSwitchAfterProcessing(self) -> None:
+        """Over a dynamic tree the same switch happens from render."""
+        processed, received = self.switchOver(True, b"/ws")
+        self.assertEqual(processed, 1)
+        self.assertTrue(received.startswith(head101(b"ws")), received)
+
+    def test_unknownChildIsNotStatic(self) -> None:
+        """A path missing from C{children} falls back to twisted.web's traversal."""
+        processed, received = self.switchOver(False, b"/nothing/here")
+        self.assertEqual(processed, 1)
+        self.assertTrue(received.startswith(head101(b"ws")), received)

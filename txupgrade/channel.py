@@ -17,15 +17,15 @@ protocol (R8, R12).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import HTTPChannel
-from twisted.web.resource import IResource
+from twisted.web.http import HTTPChannel, unquote
+from twisted.web.resource import IResource, Resource
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade import negotiation
@@ -42,18 +42,144 @@ def _nameOf(protocol: IUpgradeProtocol) -> tuple[str, str | None]:
     return protocol.name, protocol.version
 
 
+def _staticResource(root: IResource, target: bytes) -> IResource | None:
+    """
+    The resource for C{target} when reaching it needs no code: every node on
+    the way is a plain L{Resource} whose child is in its C{children} (as
+    C{putChild} leaves it), or a leaf. Otherwise L{None}: only twisted.web's
+    own traversal, with a full request, can tell.
+    """
+    path = target.split(b"?", 1)[0]
+    if not path.startswith(b"/"):
+        return None
+    node = root
+    for segment in path[1:].split(b"/"):
+        if node.isLeaf:
+            return node
+        if type(node).getChildWithDefault is not Resource.getChildWithDefault:
+            return None
+        child = node.children.get(unquote(segment))  # type: ignore[attr-defined]
+        if child is None:
+            return None
+        node = child
+    return node
+
+
+def _candidates(resrc: IResource, siteWide: Iterable[IUpgradeProtocol]) -> list[IUpgradeProtocol]:
+    """The resource's own protocols, then the site's, without repeats."""
+    bound = IUpgradeResource(resrc, None)
+    if bound is None:
+        return list(siteWide)
+    ordered = list(bound.upgradeProtocols)
+    seen = {id(p) for p in ordered}
+    ordered.extend(p for p in siteWide if id(p) not in seen)
+    return ordered
+
+
+class _Negotiation:
+    """
+    One request's trip through its candidate protocols, best first (R6).
+
+    L{run} asks them in turn until one answers; its outcome is C{None} (all
+    declined), or a tuple: C{("switch", newProtocol, head)}, C{("refuse",
+    decision, protocol)}, C{("fail", failure, protocol)} or C{("wait",
+    deferred, protocol)} when a C{negotiate} returned a L{Deferred}.
+    """
+
+    def __init__(
+        self,
+        request: UpgradeAwareRequest,
+        upgradeRequest: negotiation.UpgradeRequest,
+        candidates: list[IUpgradeProtocol],
+        order: list[tuple[Any, IUpgradeProtocol]],
+    ) -> None:
+        self.request = request
+        self.upgradeRequest = upgradeRequest
+        self.candidates = candidates
+        self.remaining = iter(order)
+        self.outcome: tuple[Any, ...] | None = None
+
+    def run(self) -> tuple[Any, ...] | None:
+        """Ask the remaining candidates until one answers."""
+        for _offered, protocol in self.remaining:
+            try:
+                decision = protocol.negotiate(self.upgradeRequest)
+            except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
+                return ("fail", Failure(), protocol)
+            if isinstance(decision, Deferred):
+                return ("wait", decision, protocol)
+            outcome = self.judge(decision, protocol)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def judge(self, decision: object, protocol: IUpgradeProtocol) -> tuple[Any, ...] | None:
+        """What one candidate's decision means; L{None} for a C{Decline}."""
+        if isinstance(decision, Decline):
+            _log.debug(
+                "{protocol} declined: {reason}", protocol=protocolName(protocol), reason=decision.reason
+            )
+            return None
+        try:
+            if isinstance(decision, Refuse):
+                if not 400 <= decision.status <= 599:
+                    raise UpgradeError(f"refusal status {decision.status} is not an error", 500)
+                negotiation.validateHeaders(decision.headers)
+                return ("refuse", decision, protocol)
+            if not isinstance(decision, Accept):
+                raise UpgradeError(f"negotiate returned {decision!r}", 500)
+            head = negotiation.switchingResponse(
+                decision.upgrade or (protocolName(protocol),), decision.headers
+            )
+            newProtocol = decision.protocol
+            if newProtocol is None:
+                site = self.request.channel.site  # type: ignore[attr-defined]
+                newProtocol = protocol.buildProtocol(self.upgradeRequest, site)
+            if newProtocol is None:
+                raise UpgradeError("buildProtocol returned None", 500)
+        except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
+            return ("fail", Failure(), protocol)
+        return ("switch", newProtocol, head)
+
+
 class UpgradeAwareRequest(server.Request):
     """
-    A request that negotiates an upgrade once its resource is known.
+    A request that negotiates an upgrade offer before it is rendered.
+
+    When the path's resource is static (see L{_staticResource}), the decision
+    is made as soon as the request is read, before twisted.web processes it:
+    a switch then costs less than answering the request would. Otherwise it
+    is made in L{render}, once twisted.web's traversal found the resource.
+    Only a switch happens outside twisted.web: a refusal, an error, a wait
+    or a plain answer go through the usual processing.
 
     A site's custom request factory must subclass this one.
     """
 
     _upgradeOffer: Offer | None = None
     _upgradeError: UpgradeError | None = None
+    _upgradeNegotiation: _Negotiation | None = None
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Decide an offer for a static path at once; else process as usual."""
+        offer = self._upgradeOffer
+        if offer is not None:
+            site = cast(UpgradeSite, self.channel.site)  # type: ignore[attr-defined]
+            resrc = _staticResource(site.resource, path)
+            if resrc is not None:
+                self._upgradeOffer = None
+                state = self._negotiation(offer, resrc, site, command, path, version)
+                state.outcome = state.run()
+                if state.outcome is not None and state.outcome[0] == "switch":
+                    self.method, self.uri, self.clientproto = command, path, version
+                    self.site = site
+                    self._switch(state.outcome)
+                    return
+                self._upgradeNegotiation = state
+        super().requestReceived(command, path, version)
 
     def render(self, resrc: IResource) -> None:
-        """Switch, refuse, or render C{resrc} as usual (advertising, R5)."""
+        """Act on the negotiation (switch, refuse, wait) or render C{resrc} (R5)."""
         if self._upgradeError is not None:
             error, self._upgradeError = self._upgradeError, None
             _log.info(
@@ -63,18 +189,65 @@ class UpgradeAwareRequest(server.Request):
             )
             self._answer(error.statusHint, (), str(error).encode("utf-8", "replace"))
             return
-        offer = self._upgradeOffer
-        if offer is None:
-            return super().render(resrc)
-        self._upgradeOffer = None
-        site = cast(UpgradeSite, self.site)
+        state, self._upgradeNegotiation = self._upgradeNegotiation, None
+        if state is None:
+            offer, self._upgradeOffer = self._upgradeOffer, None
+            if offer is None:
+                return super().render(resrc)
+            site = cast(UpgradeSite, self.site)
+            state = self._negotiation(offer, resrc, site, self.method, self.uri, self.clientproto)
+            state.outcome = state.run()
+        self._act(state, resrc)
+
+    def _negotiation(
+        self, offer: Offer, resrc: IResource, site: UpgradeSite, method: bytes, target: bytes, version: bytes
+    ) -> _Negotiation:
+        """Start negotiating C{offer} for C{resrc}."""
         candidates = _candidates(resrc, site.protocols)
         order = negotiation.selectionOrder(offer, candidates, _nameOf, site.policy)
-        if not order:
-            return self._renderPlain(resrc, candidates)
-        channel = cast(UpgradeChannel, self.channel)
-        upgradeRequest = channel._upgradeRequest(self, offer)
-        self._tryNext(iter(order), upgradeRequest, resrc, candidates)
+        upgradeRequest = None
+        if order:
+            channel = cast(UpgradeChannel, self.channel)
+            upgradeRequest = channel._upgradeRequest(self, offer, method, target, version)
+        return _Negotiation(self, upgradeRequest, candidates, order)  # type: ignore[arg-type]
+
+    def _act(self, state: _Negotiation, resrc: IResource) -> None:
+        """Carry out C{state.outcome} as the answer to this (processed) request."""
+        outcome = state.outcome
+        if outcome is None:
+            self._renderPlain(resrc, state.candidates)
+            return
+        kind, value, protocol = outcome
+        if kind == "switch":
+            self._switch(outcome)
+        elif kind == "refuse":
+            _log.info(
+                "{protocol} refused {target} from {peer} with {status}: {reason}",
+                protocol=protocolName(protocol),
+                target=self.uri,
+                peer=self.getClientAddress(),
+                status=value.status,
+                reason=value.reason,
+            )
+            self._answer(value.status, value.headers, value.body)
+        elif kind == "fail":
+            self._failed(value, protocol)
+        else:
+
+            def decided(decision: object) -> None:
+                if not self._disconnected:
+                    state.outcome = state.judge(decision, protocol) or state.run()
+                    self._act(state, resrc)
+
+            def failed(reason: Failure) -> None:
+                if not self._disconnected:
+                    self._failed(reason, protocol)
+
+            value.addCallbacks(decided, failed)
+
+    def _switch(self, outcome: tuple[Any, ...]) -> None:
+        _kind, newProtocol, head = outcome
+        cast(UpgradeChannel, self.channel).switchProtocol(self, newProtocol, head)
 
     def _renderPlain(self, resrc: IResource, candidates: Sequence[IUpgradeProtocol]) -> None:
         """Render C{resrc} without switching, listing what we could switch to."""
@@ -85,79 +258,6 @@ class UpgradeAwareRequest(server.Request):
             )
             self.responseHeaders.addRawHeader(b"Connection", b"Upgrade")
         server.Request.render(self, resrc)
-
-    def _tryNext(
-        self,
-        order: Iterator[tuple[Any, IUpgradeProtocol]],
-        upgradeRequest: negotiation.UpgradeRequest,
-        resrc: IResource,
-        candidates: Sequence[IUpgradeProtocol],
-    ) -> None:
-        """
-        Ask each candidate in turn until one answers; render plainly if none does.
-
-        A candidate's C{negotiate} may return a L{Deferred}: the channel keeps
-        buffering meanwhile, and the remaining candidates wait for it.
-        """
-        for _offered, protocol in order:
-            try:
-                decision = protocol.negotiate(upgradeRequest)
-            except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
-                self._failed(Failure(), protocol)
-                return
-            if isinstance(decision, Deferred):
-
-                def decided(result: object, protocol: IUpgradeProtocol = protocol) -> None:
-                    if self._disconnected:
-                        return
-                    if not self._decide(result, protocol, upgradeRequest):
-                        self._tryNext(order, upgradeRequest, resrc, candidates)
-
-                def failed(reason: Failure, protocol: IUpgradeProtocol = protocol) -> None:
-                    if not self._disconnected:
-                        self._failed(reason, protocol)
-
-                decision.addCallbacks(decided, failed)
-                return
-            if self._decide(decision, protocol, upgradeRequest):
-                return
-        self._renderPlain(resrc, candidates)
-
-    def _decide(
-        self, decision: object, protocol: IUpgradeProtocol, upgradeRequest: negotiation.UpgradeRequest
-    ) -> bool:
-        """Act on one candidate's decision; C{True} once the request is answered."""
-        name = protocolName(protocol)
-        try:
-            if isinstance(decision, Decline):
-                _log.debug("{protocol} declined: {reason}", protocol=name, reason=decision.reason)
-                return False
-            if isinstance(decision, Refuse):
-                _log.info(
-                    "{protocol} refused {target} from {peer} with {status}: {reason}",
-                    protocol=name,
-                    target=self.uri,
-                    peer=self.getClientAddress(),
-                    status=decision.status,
-                    reason=decision.reason,
-                )
-                if not 400 <= decision.status <= 599:
-                    raise UpgradeError(f"refusal status {decision.status} is not an error", 500)
-                self._answer(decision.status, negotiation.validateHeaders(decision.headers), decision.body)
-                return True
-            if not isinstance(decision, Accept):
-                raise UpgradeError(f"negotiate returned {decision!r}", 500)
-            head = negotiation.switchingResponse(decision.upgrade or (name,), decision.headers)
-            newProtocol = decision.protocol
-            if newProtocol is None:
-                newProtocol = protocol.buildProtocol(upgradeRequest, self.site)
-            if newProtocol is None:
-                raise UpgradeError("buildProtocol returned None", 500)
-        except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
-            self._failed(Failure(), protocol)
-            return True
-        cast(UpgradeChannel, self.channel).switchProtocol(self, newProtocol, head)
-        return True
 
     def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> None:
         """Log a plugin's failure and answer C{500}; HTTP/1.1 goes on."""
@@ -181,15 +281,6 @@ class UpgradeAwareRequest(server.Request):
         self.finish()
 
 
-def _candidates(resrc: IResource, siteWide: Iterable[IUpgradeProtocol]) -> list[IUpgradeProtocol]:
-    """The resource's own protocols, then the site's, without repeats."""
-    bound = IUpgradeResource(resrc, None)
-    ordered = list(bound.upgradeProtocols) if bound is not None else []
-    seen = {id(p) for p in ordered}
-    ordered.extend(p for p in siteWide if id(p) not in seen)
-    return ordered
-
-
 class UpgradeChannel(HTTPChannel):
     """
     An L{HTTPChannel} that can hand its connection to another protocol.
@@ -201,38 +292,38 @@ class UpgradeChannel(HTTPChannel):
     maxUpgradeBodySize = 1 << 20
     _log = Logger(namespace="txupgrade.channel")
     _pendingRequest: UpgradeAwareRequest | None = None
-    _refused = False
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         """
         As L{HTTPChannel.checkPersistence}, reading C{Connection} as the token
         list it is (C{close, Upgrade}, several lines), which Twisted does not.
         """
-        options = negotiation.parseConnectionOptions(request.requestHeaders.getRawHeaders(b"connection", ()))
-        if version == b"HTTP/1.1" and b"close" in options:
-            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-            return False
-        return bool(super().checkPersistence(request, version))
-
-    def dataReceived(self, data: bytes) -> None:
-        """Parse C{data}, unless a 413 was sent and the connection is closing."""
-        if not self._refused:
-            super().dataReceived(data)
+        persistent = bool(super().checkPersistence(request, version))
+        if persistent:
+            connection = request.requestHeaders.getRawHeaders(b"connection")
+            if (
+                connection is not None
+                and (len(connection) > 1 or b"," in connection[0])
+                and b"close" in negotiation.parseConnectionOptions(connection)
+            ):
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                return False
+        return persistent
 
     def allHeadersReceived(self) -> None:
         """Note an upgrade offer (R1-R4), bounding its body, then carry on."""
         req = self.requests[-1]
         headers = req.requestHeaders
         self._pendingRequest = None
-        try:
-            offer = negotiation.offerFromHeaders(
-                _compat.requestVersion(self),
-                headers.getRawHeaders(b"upgrade", ()),
-                headers.getRawHeaders(b"connection", ()),
-            )
-        except UpgradeError as error:
-            req._upgradeError = error
-            offer = None
+        offer = None
+        upgrade = headers.getRawHeaders(b"upgrade")
+        if upgrade is not None:
+            try:
+                offer = negotiation.offerFromHeaders(
+                    _compat.requestVersion(self), upgrade, headers.getRawHeaders(b"connection", ())
+                )
+            except UpgradeError as error:
+                req._upgradeError = error
         if offer is not None:
             if self.length is not None and self.length > self.maxUpgradeBodySize:
                 self._refuseBody()
@@ -278,10 +369,13 @@ class UpgradeChannel(HTTPChannel):
         body = b"The upgrade request's body is too large.\n"
         self._transport().write(negotiation.simpleResponse(413, (), body, close=True))
         self.length = None
-        self._refused = True
+        # Like HTTPChannel after a last request: ignore whatever else arrives.
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
         self.loseConnection()
 
-    def _upgradeRequest(self, req: UpgradeAwareRequest, offer: Offer) -> negotiation.UpgradeRequest:
+    def _upgradeRequest(
+        self, req: UpgradeAwareRequest, offer: Offer, method: bytes, target: bytes, version: bytes
+    ) -> negotiation.UpgradeRequest:
         """The sans-IO view of C{req}, as protocols receive it."""
         content = req.content
         body = b""
@@ -289,11 +383,10 @@ class UpgradeChannel(HTTPChannel):
             content.seek(0)
             body = content.read()
             content.seek(0)
-        transport = self._transport()
         return negotiation.UpgradeRequest(
-            method=req.method,
-            target=req.uri,
-            version=req.clientproto,
+            method=method,
+            target=target,
+            version=version,
             headers=tuple(
                 (name.lower(), value)
                 for name, values in req.requestHeaders.getAllRawHeaders()
@@ -301,8 +394,8 @@ class UpgradeChannel(HTTPChannel):
             ),
             body=body,
             offer=offer,
-            peer=transport.getPeer(),
-            host=transport.getHost(),
+            peer=req.client,
+            host=req.host,
             secure=self.isSecure(),
         )
 

@@ -78,6 +78,25 @@ def _refuse(status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] =
     return Refuse(status, headers, (reason + "\n").encode("utf-8", "replace"), reason)
 
 
+def _autobahnHeaders(request: UpgradeRequest) -> tuple[dict[str, str], dict[str, int]]:
+    """
+    The headers as autobahn's C{parseHttpHeader} presents them (lower-cased
+    names, repeated lines joined with C{", "}), and how many lines each had.
+    """
+    headers: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for name, value in request.headers:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        if key in headers:
+            headers[key] = f"{headers[key]}, {text}"
+            counts[key] += 1
+        else:
+            headers[key] = text
+            counts[key] = 1
+    return headers, counts
+
+
 _switchedClasses: dict[type, type] = {}
 
 
@@ -247,29 +266,28 @@ class WebSocketUpgrade:
         """Check the RFC 6455 handshake, then ask the protocol's C{onConnect}."""
         if request.method != b"GET":
             return _refuse(405, "a WebSocket handshake must be a GET", ((b"Allow", b"GET"),))
-        hosts = request.getHeaders(b"host")
-        if len(hosts) != 1:
+        headers, counts = _autobahnHeaders(request)
+        if counts.get("host") != 1:
             return _refuse(400, "a WebSocket handshake needs exactly one Host")
-        if request.getHeaders(b"sec-websocket-version") != [b"13"]:
+        if counts.get("sec-websocket-version") != 1 or headers["sec-websocket-version"] != "13":
             return _refuse(
                 426,
                 "this server speaks WebSocket version 13",
                 ((b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), *_VERSION_HEADERS),
             )
-        keys = request.getHeaders(b"sec-websocket-key")
-        key = keys[0].strip() if len(keys) == 1 else b""
+        key = headers.get("sec-websocket-key", "").strip().encode("latin-1")
         try:
-            valid = len(base64.b64decode(key, validate=True)) == 16
-        except (binascii.Error, ValueError):
+            valid = counts["sec-websocket-key"] == 1 and len(base64.b64decode(key, validate=True)) == 16
+        except (KeyError, binascii.Error, ValueError):
             valid = False
         if not valid:
             return _refuse(400, "Sec-WebSocket-Key must be 16 bytes in base64")
-        headers = self._autobahnHeaders(request)
-        host = hosts[0].decode("latin-1").strip()
+        host = headers["host"].strip()
         origin = headers.get("origin", "")
         if origin and not self._originAllowed(origin, host, request.secure):
             return _refuse(403, f"origin {origin!r} not allowed")
-        protocols = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        offered = headers.get("sec-websocket-protocol")
+        protocols = [p.strip() for p in offered.split(",") if p.strip()] if offered else []
         if len(set(protocols)) != len(protocols):
             return _refuse(400, "duplicate Sec-WebSocket-Protocol values")
         if 0 < self.factory.maxConnections <= self.factory.countConnections:
@@ -279,15 +297,19 @@ class WebSocketUpgrade:
         proto.factory = self.factory
         self._copyOptions(proto)
         target = request.target.decode("latin-1")
-        parts = urlsplit(target)
+        if target.startswith("/"):
+            path, _, query = target.partition("?")
+        else:
+            parts = urlsplit(target)
+            path, query = parts.path, parts.query
         hostName = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
         proto.peer = _peerString(request.peer)
         proto.http_request_data = None
         proto.http_status_line = f"GET {target} HTTP/1.1"
         proto.http_headers = headers
         proto.http_request_uri = target
-        proto.http_request_path = parts.path
-        proto.http_request_params = parse_qs(parts.query)
+        proto.http_request_path = path
+        proto.http_request_params = parse_qs(query) if query else {}
         proto.http_request_host = hostName
         proto.websocket_version = 13
         proto.websocket_origin = origin
@@ -296,19 +318,19 @@ class WebSocketUpgrade:
         proto.websocket_extensions = proto._parseExtensionsHeader(extensions) if extensions else []
         proto._wskey = key.decode("ascii")
         proto._perMessageCompress = None
+        if self._defaultOnConnect:
+            return self._accept(proto, key, None)
         connectionRequest = ConnectionRequest(
             proto.peer,
             headers,
             hostName,
-            parts.path,
+            path,
             proto.http_request_params,
             13,
             origin,
             protocols,
             proto.websocket_extensions,
         )
-        if self._defaultOnConnect:
-            return self._accept(proto, key, None)
         try:
             answer = proto.onConnect(connectionRequest)
         except ConnectionDeny as deny:
@@ -341,16 +363,6 @@ class WebSocketUpgrade:
         reason.trap(ConnectionDeny)
         deny: Any = reason.value
         return _refuse(deny.code, deny.reason or "denied")
-
-    @staticmethod
-    def _autobahnHeaders(request: UpgradeRequest) -> dict[str, str]:
-        """The headers as autobahn's C{parseHttpHeader} presents them."""
-        headers: dict[str, str] = {}
-        for name, value in request.headers:
-            key = name.decode("latin-1")
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        return headers
 
     def _originAllowed(self, origin: str, host: str, secure: bool) -> bool:
         """Apply L{allowedOrigins} to the request's C{Origin}."""
