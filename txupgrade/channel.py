@@ -67,10 +67,9 @@ def _staticResource(root: IResource, target: bytes) -> IResource | None:
 
 def _candidates(resrc: IResource, siteWide: Iterable[IUpgradeProtocol]) -> list[IUpgradeProtocol]:
     """The resource's own protocols, then the site's, without repeats."""
-    bound = IUpgradeResource(resrc, None)
-    if bound is None:
+    if not IUpgradeResource.providedBy(resrc):
         return list(siteWide)
-    ordered = list(bound.upgradeProtocols)
+    ordered = list(resrc.upgradeProtocols)  # type: ignore[attr-defined]
     seen = {id(p) for p in ordered}
     ordered.extend(p for p in siteWide if id(p) not in seen)
     return ordered

@@ -265,15 +265,43 @@ def offerFromHeaders(version: bytes, upgrade: Sequence[bytes], connection: Seque
     An offer needs HTTP/1.1 (R4), an ``upgrade`` option in ``Connection``
     (R3), and at least one listed protocol.
 
+    Clients send the same few field values again and again, so answers are
+    remembered (a bounded cache of pure results, errors included).
+
     @raise UpgradeError: (400) when an honoured ``Upgrade`` is malformed.
     """
     if not upgrade or version != b"HTTP/1.1":
         return None
+    key = (tuple(upgrade), tuple(connection))
+    answer = _offerCache.get(key)
+    if answer is None:
+        try:
+            answer = _parseOffer(upgrade, connection)
+        except UpgradeError as error:
+            answer = error
+        if sum(map(len, upgrade)) + sum(map(len, connection)) <= _CACHED_FIELDS_SIZE:
+            if len(_offerCache) >= _OFFER_CACHE_SIZE:
+                _offerCache.clear()
+            _offerCache[key] = answer
+    if isinstance(answer, UpgradeError):
+        raise UpgradeError(str(answer), answer.statusHint)
+    return answer if isinstance(answer, Offer) else None
+
+
+#: Most remembered offers (and 101 heads); the cache is emptied when full.
+_OFFER_CACHE_SIZE = 512
+#: Field values longer than this (bytes, all lines) are parsed every time.
+_CACHED_FIELDS_SIZE = 256
+_offerCache: dict[tuple[tuple[bytes, ...], tuple[bytes, ...]], Offer | UpgradeError | bool] = {}
+
+
+def _parseOffer(upgrade: Sequence[bytes], connection: Sequence[bytes]) -> Offer | bool:
+    """L{offerFromHeaders} without its cache; C{False} for no offer."""
     if b"upgrade" not in parseConnectionOptions(connection):
-        return None
+        return False
     protocols = parseProtocolList(upgrade)
     if not protocols:
-        return None
+        return False
     return Offer(protocols)
 
 
@@ -366,11 +394,25 @@ def switchingResponse(upgrade: Sequence[str], extra: Headers = ()) -> bytes:
     @param extra: Headers the plugin adds; validated here.
     @raise UpgradeError: (500) when the plugin's names or headers are invalid.
     """
-    value = formatProtocols(upgrade)
-    headers = validateHeaders(extra)
-    reserved = {b"upgrade", b"connection"}
-    headers = tuple(h for h in headers if h[0].lower() not in reserved)
-    return _head(101, ((b"Upgrade", value), (b"Connection", b"Upgrade"), *headers))
+    key = tuple(upgrade)
+    start = _switchingStarts.get(key)
+    if start is None:
+        value = formatProtocols(upgrade)
+        start = _head(101, ((b"Upgrade", value), (b"Connection", b"Upgrade")))[:-2]
+        if len(_switchingStarts) >= _OFFER_CACHE_SIZE:
+            _switchingStarts.clear()
+        _switchingStarts[key] = start
+    if not extra:
+        return start + b"\r\n"
+    lines = [start]
+    for name, value in validateHeaders(extra):
+        if name.lower() not in (b"upgrade", b"connection"):
+            lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+_switchingStarts: dict[tuple[str, ...], bytes] = {}
 
 
 def upgradeRequiredHeaders(protocols: Sequence[str]) -> Headers:

@@ -40,6 +40,7 @@ from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -105,10 +106,12 @@ def _connectionMadeQuiet(self: Any) -> None:
     self._transport_details = create_transport_details(self.transport, self.is_server)
     self._transport_details.channel_framing = TransportDetails.CHANNEL_FRAMING_WEBSOCKET
     self.peer = self._transport_details.peer
-    try:
-        self.transport.setTcpNoDelay(self.tcpNoDelay)
-    except Exception:  # noqa: BLE001 - as autobahn: not every transport has TCP options
-        pass
+    # HTTPChannel.connectionMade already turned Nagle off on a TCP transport.
+    if not (self.tcpNoDelay and ITCPTransport.providedBy(self.transport)):
+        try:
+            self.transport.setTcpNoDelay(self.tcpNoDelay)
+        except Exception:  # noqa: BLE001 - as autobahn: not every transport has TCP options
+            pass
     self._connectionMade()
 
 
