@@ -7,12 +7,17 @@ L{UpgradeChannel} notes the client's offer once the headers are in
 (L{negotiation.offerFromHeaders}), bounds the body of an upgrade request, and
 otherwise lets L{HTTPChannel} do what it does: answer earlier pipelined
 requests first (R13), send C{100 Continue} (R10), read the whole body (R11).
-L{UpgradeAwareRequest.render} then runs when the resource for the path is
-known, so path-bound protocols (L{IUpgradeResource}) and the site's
-connection-wide ones are negotiated together in the client's order (R6). On
-an C{Accept}, L{UpgradeChannel.switchProtocol} writes the C{101}, detaches the
-HTTP machinery and hands the transport and every trailing byte to the new
-protocol (R8, R12).
+
+The offer is then negotiated once the resource for the path is known, so
+that path-bound protocols (L{IUpgradeResource}) and the site's
+connection-wide ones are tried together in the client's order (R6): at once
+in L{UpgradeAwareRequest.requestReceived} when the path crosses only static
+C{putChild} children (no twisted.web processing, so a switch costs less than
+an answer), else in L{UpgradeAwareRequest.render} after twisted.web's own
+traversal. On an C{Accept}, L{UpgradeChannel.switchProtocol} writes the
+C{101}, detaches the HTTP machinery and hands the transport and every
+trailing byte to the new protocol (R8, R12); every other outcome is answered
+through the usual twisted.web processing.
 """
 
 from __future__ import annotations
