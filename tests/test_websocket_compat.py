@@ -441,3 +441,13 @@ class NegotiateOneByteTests(NegotiateTests):
     """The same decisions, every byte delivered on its own."""
 
     chunkSize = 1
+
+
+class EndpointConstructionTests(SynchronousTestCase):
+    """A factory whose protocol cannot run under Twisted is refused at once."""
+
+    def test_genericProtocolRefused(self) -> None:
+        """autobahn's default (framework-neutral) protocol class gives a clear TypeError."""
+        factory = WebSocketServerFactory()
+        error = self.assertRaises(TypeError, WebSocketEndpoint, factory)
+        self.assertIn("WebSocketServerProtocol", str(error))

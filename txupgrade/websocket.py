@@ -32,7 +32,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import txaio
 from autobahn.twisted.util import create_transport_details
-from autobahn.twisted.websocket import WebSocketAdapterProtocol, WebSocketServerFactory
+from autobahn.twisted.websocket import (
+    WebSocketAdapterProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
 from autobahn.util import _is_tls_error, _maybe_tls_reason, wildcards2patterns
 from autobahn.wamp.types import TransportDetails
 from autobahn.websocket import protocol as _wsprotocol
@@ -253,6 +257,11 @@ class WebSocketUpgrade:
     version = None
 
     def __init__(self, factory: WebSocketServerFactory, allowedOrigins: Sequence[str] | None = None) -> None:
+        if not (isinstance(factory.protocol, type) and issubclass(factory.protocol, WebSocketServerProtocol)):
+            raise TypeError(
+                f"{factory!r}.protocol must be a subclass of "
+                f"autobahn.twisted.websocket.WebSocketServerProtocol, not {factory.protocol!r}"
+            )
         self.factory = factory
         self.allowedOrigins = None if allowedOrigins is None else list(allowedOrigins)
         self._originPatterns = None if allowedOrigins is None else wildcards2patterns(self.allowedOrigins)
