@@ -17,6 +17,13 @@ Bringing autobahn up in the OPEN state means setting its private state by
 hand (L{_openDirectly}); C{tests/test_websocket_compat.py} checks it against
 what autobahn's own C{_connectionMade} sets, and fails loudly when a new
 autobahn version changes it. The autobahn version is pinned in C{setup.cfg}.
+
+The protocol class the factory names is subclassed once (L{_switchedClass})
+to start in the OPEN state and, where the user did not override them, to
+replace the few autobahn methods that format debug log arguments eagerly on
+every connection, read or write (L{_QUIET}): about 16 µs each, even with
+debug logging off, and the largest cost of a handshake after autobahn's own
+request parsing.
 """
 
 from __future__ import annotations
