@@ -13,7 +13,6 @@ loudly here instead of in production.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 from typing import Any
 
 import autobahn
@@ -25,7 +24,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from tests.websocket_helpers import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame
+from tests.websocket_helpers import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
 from txupgrade.channel import UpgradeSite
 from txupgrade.testing import MemoryConnection
 from txupgrade.websocket import WebSocketEndpoint, acceptKey
@@ -47,27 +46,12 @@ KNOWN_DIFFERENCES = {"http_request_data", "http_response_data"}
 def handshake(
     target: bytes = b"/ws",
     *,
-    method: bytes = b"GET",
     key: bytes | None = KEY,
-    version: bytes | None = b"13",
     host: bytes | None = b"127.0.0.1:8080",
-    upgrade: bool = True,
-    extra: Iterable[tuple[bytes, bytes]] = (),
+    **kwargs: Any,
 ) -> bytes:
-    """The bytes of a WebSocket opening handshake (RFC 6455 §4.1) to L{HOST}."""
-    lines = [method + b" " + target + b" HTTP/1.1"]
-    if host is not None:
-        lines.append(b"Host: " + host)
-    if upgrade:
-        lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
-    if key is not None:
-        lines.append(b"Sec-WebSocket-Key: " + key)
-    if version is not None:
-        lines.append(b"Sec-WebSocket-Version: " + version)
-    lines.extend(name + b": " + value for name, value in extra)
-    if method == b"POST":
-        lines.append(b"Content-Length: 0")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    """A handshake to L{HOST} with the RFC's sample key, unless told otherwise."""
+    return handshakeBytes(target, key=key, host=host, **kwargs)
 
 
 class _EchoProtocol(WebSocketServerProtocol):

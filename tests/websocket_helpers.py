@@ -323,6 +323,35 @@ def newKey() -> bytes:
     return base64.b64encode(os.urandom(16))
 
 
+def handshakeBytes(
+    target: bytes = WS_PATH,
+    *,
+    method: bytes = b"GET",
+    key: bytes | None,
+    version: bytes | None = b"13",
+    host: bytes | None,
+    upgrade: bool = True,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """
+    The bytes of a WebSocket opening handshake (RFC 6455 §4.1); a C{None}
+    key, version or host, or C{upgrade=False}, leaves that header out.
+    """
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    if host is not None:
+        lines.append(b"Host: " + host)
+    if upgrade:
+        lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
+    if key is not None:
+        lines.append(b"Sec-WebSocket-Key: " + key)
+    if version is not None:
+        lines.append(b"Sec-WebSocket-Version: " + version)
+    lines.extend(name + b": " + value for name, value in extra)
+    if method == b"POST":
+        lines.append(b"Content-Length: 0")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 def handshake(
     port: int,
     target: bytes = WS_PATH,
@@ -333,21 +362,15 @@ def handshake(
     extra: Iterable[tuple[bytes, bytes]] = (),
     omitKey: bool = False,
 ) -> bytes:
-    """The bytes of a WebSocket opening handshake (RFC 6455 §4.1)."""
-    lines = [
-        method + b" " + target + b" HTTP/1.1",
-        b"Host: 127.0.0.1:%d" % port,
-        b"Upgrade: websocket",
-        b"Connection: Upgrade",
-    ]
-    if not omitKey:
-        lines.append(b"Sec-WebSocket-Key: " + (key if key is not None else newKey()))
-    if version is not None:
-        lines.append(b"Sec-WebSocket-Version: " + version)
-    lines.extend(name + b": " + value for name, value in extra)
-    if method == b"POST":
-        lines.append(b"Content-Length: 0")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    """A handshake to C{127.0.0.1:port}, with a fresh key unless one is given or omitted."""
+    return handshakeBytes(
+        target,
+        method=method,
+        key=None if omitKey else (key if key is not None else newKey()),
+        version=version,
+        host=b"127.0.0.1:%d" % port,
+        extra=extra,
+    )
 
 
 def encodeFrame(opcode: int, payload: bytes, *, fin: bool = True, maskKey: bytes | None = None) -> bytes:
