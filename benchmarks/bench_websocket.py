@@ -377,8 +377,8 @@ class Client:
             epoll.register(fd, IN if sent else OUT)
             started += 1
 
-        busy0, cpu0, wall0, own0 = _machineBusy(), self.serverCpu(), time.monotonic(), _ownCpu()
-        deadline = wall0 + maxSeconds
+        window = self._windowStart()
+        deadline = window[2] + maxSeconds
         for _ in range(min(concurrency, maxCount)):
             start()
         stopping = False
@@ -437,13 +437,24 @@ class Client:
                 sock.close()
                 if not stopping and started < maxCount:
                     start()
+        epoll.close()
+        return self._window(window, done, failures, failure)
+
+    def _windowStart(self) -> tuple[float, float, float, float]:
+        """Machine busy time, server CPU, wall clock and own CPU, at a window's start."""
+        return _machineBusy(), self.serverCpu(), time.monotonic(), _ownCpu()
+
+    def _window(
+        self, window: tuple[float, float, float, float], count: int, failures: int, failure: str
+    ) -> dict[str, Any]:
+        """A rate phase's result: C{count} done since C{window} began, and who used the CPU."""
+        busy0, cpu0, wall0, own0 = window
         wall = time.monotonic() - wall0
         cpu = self.serverCpu() - cpu0
         own = _ownCpu() - own0
         other = max(0.0, _machineBusy() - busy0 - cpu - own)
-        epoll.close()
         return {
-            "count": done,
+            "count": count,
             "wall": wall,
             "server_cpu": cpu,
             "client_cpu": own,
@@ -555,8 +566,8 @@ class Client:
                 entry[2] = memoryview(frame)[n:]
                 epoll.modify(fd, IN | OUT)
 
-        busy0, cpu0, wall0, own0 = _machineBusy(), self.serverCpu(), time.monotonic(), _ownCpu()
-        deadline = wall0 + maxSeconds
+        window = self._windowStart()
+        deadline = window[2] + maxSeconds
         for sock in socks:
             fd = sock.fileno()
             entry: list[Any] = [sock, 0, None, bytearray()]
@@ -610,20 +621,8 @@ class Client:
                 messages += 1
                 if not stopping:
                     send(fd, entry)
-        wall = time.monotonic() - wall0
-        cpu = self.serverCpu() - cpu0
-        own = _ownCpu() - own0
-        other = max(0.0, _machineBusy() - busy0 - cpu - own)
         epoll.close()
-        return {
-            "count": messages,
-            "wall": wall,
-            "server_cpu": cpu,
-            "client_cpu": own,
-            "other_cpu": other,
-            "failures": 0,
-            "failure": "",
-        }
+        return self._window(window, messages, 0, "")
 
     def idleRss(self, n: int) -> dict[str, Any]:
         """Server RSS growth per idle WebSocket connection, over C{n} of them."""
