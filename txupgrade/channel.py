@@ -314,6 +314,16 @@ class UpgradeChannel(HTTPChannel):
                 return False
         return persistent
 
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Parse C{data}, unless the channel already chose to close: over TLS,
+        reading goes on after C{loseConnection} (for the peer's close_notify),
+        and Twisted's parser, left mid-request by a C{400}, would raise.
+        """
+        if getattr(self.transport, "disconnecting", False):
+            return
+        super().dataReceived(data)
+
     def allHeadersReceived(self) -> None:
         """Note an upgrade offer (R1-R4), bounding its body, then carry on."""
         req = self.requests[-1]

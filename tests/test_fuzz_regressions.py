@@ -1,0 +1,135 @@
+"""
+Regression tests for what fuzzing found (C{tests/test_fuzz_channel.py}).
+
+Each test names the input that broke the channel, in memory (one read per
+write, and one byte at a time) and, where a transport made it reachable,
+over real sockets.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+import trustme
+from OpenSSL import crypto
+from twisted.internet import reactor, threads
+from twisted.internet import ssl as tssl
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+
+from tests.channel_oracle import PEER, checkStream, runStream
+from txupgrade.channel import UpgradeSite
+from txupgrade.echo import EchoUpgrade
+
+#: Inputs after which Twisted's parser, fed more bytes once it answered 400,
+#: raised (C{_version} missing; no transfer decoder). Each is (first, later).
+AFTER_400 = [
+    (b"\x00\r\n", b"\r\n"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\nchunked\r\n", b"\r\n0\r\n\r\n\x00"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\nX: y\r\n", b"\r\nabc"),
+]
+
+
+class AfterBadRequestTests(SynchronousTestCase):
+    """
+    Bytes that arrive after the channel answered C{400} and chose to close
+    are ignored (over TLS, reading goes on after C{loseConnection}).
+    """
+
+    def test_laterBytesIgnored(self) -> None:
+        """Each input, then more bytes in a later read: a 400, no exception, nothing more."""
+        for first, later in AFTER_400:
+            site = UpgradeSite(Resource(), [EchoUpgrade()], reactor=Clock())
+            protocol = site.buildProtocol(PEER)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(first)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), (first, transport.value()))
+            self.assertTrue(transport.disconnecting)
+            answered = transport.value()
+            protocol.dataReceived(later)
+            for byte in later:
+                protocol.dataReceived(bytes([byte]))
+            self.assertEqual(transport.value(), answered)
+            protocol.connectionLost(Failure(ConnectionDone()))
+
+    def test_byteByByte(self) -> None:
+        """Each input one byte per read, through the fuzzing invariants: they hold."""
+        for first, later in AFTER_400:
+            stream = first + later
+            seen = runStream([stream], chunkSize=1)
+            checkStream(stream, seen)
+            self.assertTrue(seen.received.startswith(b"HTTP/1.1 400 "))
+
+
+def _tlsOptions() -> tuple[trustme.CA, Any]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    key = crypto.load_privatekey(crypto.FILETYPE_PEM, cert.private_key_pem.bytes())
+    chain = crypto.load_certificate(crypto.FILETYPE_PEM, cert.cert_chain_pems[0].bytes())
+    return ca, tssl.CertificateOptions(privateKey=key, certificate=chain)
+
+
+def _sendTwice(ca: trustme.CA, port: int, first: bytes, later: bytes) -> bytes:
+    """A TLS client: C{first}, then, once the 400 is in, C{later}; what it received."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(first)
+        received = conn.recv(4096)
+        try:
+            conn.sendall(later)
+            while chunk := conn.recv(4096):
+                received += chunk
+        except (OSError, ssl.SSLError):
+            pass
+    return received
+
+
+class AfterBadRequestTLSTests(TestCase):
+    """
+    Over real TLS on 127.0.0.1, bytes after a C{400} leave no traceback.
+    """
+
+    @inlineCallbacks
+    def test_tlsLaterRecords(self) -> Any:
+        """Each input, then more bytes in a later TLS record: a 400 and no logged error."""
+        ca, options = _tlsOptions()
+        site = _LossTrackingSite(Resource(), [EchoUpgrade()])
+        port = reactor.listenSSL(0, site, options, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        for first, later in AFTER_400:
+            received = yield threads.deferToThread(_sendTwice, ca, port.getHost().port, first, later)
+            self.assertTrue(received.startswith(b"HTTP/1.1 400 "), (first, received))
+            # The server read the later record and the close.
+            yield site.lost.pop()
+        # trial fails the test on any error logged meanwhile (the traceback was one).
+
+
+class _LossTrackingSite(UpgradeSite):
+    """A site that hands out, in L{lost}, a Deferred per connection fired when it is lost."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        lost: Deferred[None] = Deferred()
+        self.lost.append(lost)
+        original = protocol.connectionLost
+
+        def connectionLost(reason: Any) -> None:
+            original(reason)
+            lost.callback(None)
+
+        protocol.connectionLost = connectionLost
+        return protocol
