@@ -104,7 +104,7 @@ class CallOrderTests(SynchronousTestCase):
         self.checkOrder(1)
 
     def test_trailingBytesInOneCall(self) -> None:
-        """Bytes that came with the request reach the protocol in one C{dataReceived}, after makeConnection."""
+        """Bytes that came with the request arrive in one C{dataReceived}, after makeConnection."""
         plugin = _RecordingUpgrade()
         conn = self.connect(plugin, None)
         conn.send(upgradeRequest(["order"]) + b"frame1frame2")
