@@ -42,22 +42,22 @@ def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
 
 def requestVersion(channel: HTTPChannel) -> bytes:
     """The HTTP version of the request whose headers were just read."""
-    return channel._version  # type: ignore[attr-defined, no-any-return]
+    return channel._version
 
 
 def readingRequestLine(channel: HTTPChannel) -> bool:
     """Whether the next line the channel parses is a request line (not a header)."""
-    return channel._HTTPChannel__first_line != 0  # type: ignore[attr-defined, no-any-return]
+    return channel._HTTPChannel__first_line != 0  # type: ignore[attr-defined]
 
 
 def headBytesReceived(channel: HTTPChannel) -> int:
     """How many bytes of the current request's head (line and headers) were read."""
-    return channel._receivedHeaderSize  # type: ignore[attr-defined, no-any-return]
+    return channel._receivedHeaderSize
 
 
 def requestGone(request: Request) -> bool:
     """Whether the client of C{request} disconnected before it was finished."""
-    return request._disconnected  # type: ignore[no-any-return]
+    return bool(request._disconnected)
 
 
 def takeTrailingData(channel: HTTPChannel) -> bytes:

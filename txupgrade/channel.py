@@ -368,7 +368,7 @@ class UpgradeSite(server.Site):
             return negotiation.LOOPBACK_HOSTS if _isLoopback(host) else None
         return cast("frozenset[str] | None", allowed)
 
-    def protocol(self) -> Any:  # type: ignore[override]
+    def protocol(self) -> Any:
         """Build the wrapped channel, as L{Site} does."""
         channel = UpgradeChannel()
         channel.maxUpgradeBodySize = self.maxUpgradeBodySize

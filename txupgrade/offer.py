@@ -143,7 +143,7 @@ def _candidates(resrc: IResource, siteWide: Iterable[IUpgradeProtocol]) -> tuple
     """The resource's own protocols, then the site's, without repeats."""
     if not IUpgradeResource.providedBy(resrc):
         return tuple(siteWide)
-    ordered = list(resrc.upgradeProtocols)  # type: ignore[attr-defined]
+    ordered = list(resrc.upgradeProtocols)
     seen = {id(p) for p in ordered}
     ordered.extend(p for p in siteWide if id(p) not in seen)
     return tuple(ordered)
