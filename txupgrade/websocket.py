@@ -440,7 +440,7 @@ class WebSocketUpgrade:
         if offers:
             accept = proto.perMessageCompressionAccept(offers)
             if accept is not None:
-                pmce = PERMESSAGE_COMPRESSION_EXTENSION[accept.EXTENSION_NAME]  # type: ignore[assignment]
+                pmce = PERMESSAGE_COMPRESSION_EXTENSION[accept.EXTENSION_NAME]
                 proto._perMessageCompress = pmce["PMCE"].create_from_offer_accept(True, accept)
                 proto.websocket_extensions_in_use.append(proto._perMessageCompress)
                 response.append((b"Sec-WebSocket-Extensions", accept.get_extension_string().encode("ascii")))
