@@ -258,13 +258,13 @@ class _UpgradeClient(Protocol):
 
     def readConnectionLost(self) -> None:
         if IHalfCloseableProtocol.providedBy(self.inner):
-            self.inner.readConnectionLost()  # type: ignore[union-attr]
+            self.inner.readConnectionLost()
         elif self.transport is not None:
             self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         if IHalfCloseableProtocol.providedBy(self.inner):
-            self.inner.writeConnectionLost()  # type: ignore[union-attr]
+            self.inner.writeConnectionLost()
 
     def connectionLost(self, reason: Failure = _CLOSED) -> None:
         if self.inner is not None:

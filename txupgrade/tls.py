@@ -264,13 +264,13 @@ class TLSRequiredResource(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         """Over TLS the wrapped resource's child; otherwise this resource (426)."""
         if request.isSecure():
-            return self.resource.getChildWithDefault(path, request)  # type: ignore[no-any-return]
+            return self.resource.getChildWithDefault(path, request)
         return self
 
     def render(self, request: Request) -> bytes:
         """Over TLS render the wrapped resource; otherwise answer C{426}."""
         if request.isSecure():
-            return self.resource.render(request)  # type: ignore[no-any-return]
+            return self.resource.render(request)
         request.setResponseCode(426, b"Upgrade Required")
         request.responseHeaders.removeHeader(b"Upgrade")
         for name, value in self._426:
