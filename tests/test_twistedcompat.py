@@ -42,6 +42,8 @@ PRIVATE_NAMES = {
     "_HTTPChannel__first_line": "HTTPChannel",
     "_receivedHeaderSize": "HTTPChannel",
     "_disconnected": "Request",
+    "_command": "HTTPChannel",
+    "_path": "HTTPChannel",
 }
 
 #: txupgrade's own attribute, set by L{_twistedcompat.wrapChannel}.
@@ -151,6 +153,12 @@ class PrivateNamesTests(SynchronousTestCase):
         self.assertIs(channel._networkProducer, transport)
         self.assertTrue(IPushProducer.providedBy(channel._networkProducer))
         self.assertIs(transport.producer, channel)
+
+    def test_requestLineState(self) -> None:
+        """The request line waits in C{_command}, C{_path}, C{_version} until dispatch (injectRequest)."""
+        channel, _ = connectedChannel()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n")
+        self.assertEqual((channel._command, channel._path, channel._version), (b"GET", b"/x", b"HTTP/1.1"))
 
     def test_clearLineBuffer(self) -> None:
         """C{LineReceiver.clearLineBuffer} returns and empties the buffer."""
