@@ -370,7 +370,8 @@ def breakCycles(proto: Any) -> None:
     Drop a closed protocol's references that form cycles, so that reference
     counting frees it: the resolved C{is_closed} future (whose result is the
     protocol), timer handles that hold its bound methods, and the answer
-    kept for the portable path.
+    kept for the portable path. (The transport is left: Twisted's own
+    transports drop their protocol when the connection is lost.)
     """
     future = proto.__dict__.get("is_closed")
     if isinstance(future, Deferred) and future.called:
