@@ -39,7 +39,7 @@ def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
 
 def requestVersion(channel: HTTPChannel) -> bytes:
     """The HTTP version of the request whose headers were just read."""
-    return channel._version  # type: ignore[attr-defined, no-any-return]
+    return channel._version
 
 
 def takeTrailingData(channel: HTTPChannel) -> bytes:

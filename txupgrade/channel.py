@@ -74,7 +74,7 @@ def _candidates(resrc: IResource, siteWide: Iterable[IUpgradeProtocol]) -> list[
     """The resource's own protocols, then the site's, without repeats."""
     if not IUpgradeResource.providedBy(resrc):
         return list(siteWide)
-    ordered = list(resrc.upgradeProtocols)  # type: ignore[attr-defined]
+    ordered = list(resrc.upgradeProtocols)
     seen = {id(p) for p in ordered}
     ordered.extend(p for p in siteWide if id(p) not in seen)
     return ordered
@@ -461,7 +461,7 @@ class UpgradeSite(server.Site):
             UpgradeChannel.maxUpgradeBodySize if maxUpgradeBodySize is None else maxUpgradeBodySize
         )
 
-    def protocol(self) -> Any:  # type: ignore[override]
+    def protocol(self) -> Any:
         """Build the wrapped channel, as L{Site} does."""
         channel = UpgradeChannel()
         channel.maxUpgradeBodySize = self.maxUpgradeBodySize
