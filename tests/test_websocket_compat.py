@@ -94,9 +94,9 @@ def _factory(answer: Any = lambda request: None, **options: Any) -> _EchoFactory
     return factory
 
 
-def _site(root: Resource) -> UpgradeSite:
+def _site(root: Resource, **kwargs: Any) -> UpgradeSite:
     """A site whose HTTP timeouts run on a clock nobody advances."""
-    return UpgradeSite(root, reactor=MemoryReactorClock())
+    return UpgradeSite(root, reactor=MemoryReactorClock(), **kwargs)
 
 
 def _response(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes]:
@@ -267,12 +267,16 @@ class NegotiateTests(SynchronousTestCase):
     chunkSize: int | None = None
 
     def connect(
-        self, factory: _EchoFactory | None = None, allowedOrigins: list[str] | None = None
+        self,
+        factory: _EchoFactory | None = None,
+        allowedOrigins: list[str] | None = None,
+        allowedHosts: Any = "auto",
     ) -> tuple[MemoryConnection, _EchoFactory]:
         factory = factory if factory is not None else _factory()
         root = Resource()
         root.putChild(b"ws", WebSocketEndpoint(factory, allowedOrigins))
-        conn = MemoryConnection(_site(root), chunkSize=self.chunkSize, peer=PEER, host=HOST)
+        site = _site(root, allowedHosts=allowedHosts)
+        conn = MemoryConnection(site, chunkSize=self.chunkSize, peer=PEER, host=HOST)
         return conn, factory
 
     def assertRefused(
@@ -372,6 +376,22 @@ class NegotiateTests(SynchronousTestCase):
     def test_sameOrigin(self) -> None:
         """By default, the server's own origin opens."""
         self.assertOpens(handshake(extra=[(b"Origin", b"http://127.0.0.1:8080")]))
+
+    def test_originAgainstAllowedHosts(self) -> None:
+        """
+        With a host allow-list, the origin's host is compared with it, not
+        with the request's C{Host}: another allowed name of this server opens.
+        """
+        hosts = ["localhost", "127.0.0.1"]
+        self.assertOpens(handshake(extra=[(b"Origin", b"http://localhost:8080")]), allowedHosts=hosts)
+        self.assertRefused(
+            handshake(extra=[(b"Origin", b"http://rebound.example:8080")]), 403, allowedHosts=hosts
+        )
+
+    def test_originWithoutAllowedHosts(self) -> None:
+        """Without an allow-list (any host), the origin must name the request's C{Host}."""
+        self.assertRefused(handshake(extra=[(b"Origin", b"http://localhost:8080")]), 403, allowedHosts=None)
+        self.assertOpens(handshake(extra=[(b"Origin", b"http://127.0.0.1:8080")]), allowedHosts=None)
 
     def test_allowedOriginPattern(self) -> None:
         """With C{allowedOrigins}, an origin matching a pattern opens; another gets 403."""

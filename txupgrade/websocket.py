@@ -122,7 +122,7 @@ class WebSocketUpgrade:
                 secure=request.secure,
                 originPatterns=self._originPatterns,
                 allowNullOrigin=bool(self.factory.allowNullOrigin),
-                allowedHosts=getattr(request, "allowedHosts", None),
+                allowedHosts=request.allowedHosts,
             )
         except HandshakeError as error:
             return _refuse(error.status, error.reason, error.headers)
