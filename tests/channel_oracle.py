@@ -246,6 +246,20 @@ def _chunkedEnd(data: bytes, req: RefRequest, pos: int) -> int | None:
             req.tolerated.append("malformed trailer")
 
 
+#: What a site on a loopback address answers to by default (a defence
+#: against DNS rebinding): any other C{Host} is answered 400.
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+_HOST = re.compile(rb"(?:\[([0-9A-Fa-f:.]+)\]|([^\[\]:]+))(?::[0-9]*)?")
+
+
+def _hostName(value: bytes) -> str | None:
+    """The lower-cased host of a C{Host} value (no port, no brackets), or L{None}."""
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return None
+    return (match.group(1) or match.group(2)).decode("latin-1").lower()
+
+
 def _parseOne(data: bytes, start: int) -> RefRequest:
     req = RefRequest(start)
     headEnd = _parseHead(data, req, start)
@@ -257,6 +271,8 @@ def _parseOne(data: bytes, start: int) -> RefRequest:
     hosts = req.values(b"host")
     if len(hosts) > 1 or (req.version == b"HTTP/1.1" and not hosts):
         req.problems.append("Host count")
+    elif hosts and _hostName(hosts[0]) not in LOOPBACK_NAMES:
+        req.problems.append("Host not allowed")
     te = req.values(b"transfer-encoding")
     cl = req.values(b"content-length")
     chunked = False
@@ -459,6 +475,9 @@ class Observation:
     maxUpgradeBodySize: int
 
 
+#: Sites are kept between runs (they hold no state between connections).
+_sites: dict[tuple[bool, int | None], tuple[Clock, UpgradeSite]] = {}
+
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
 
@@ -474,8 +493,11 @@ def runStream(
     Send C{pieces} (one write each, delivered in C{chunkSize} reads) to a
     fresh test site in memory; then let the idle timeout pass, then hang up.
     """
-    clock = Clock()
-    site = makeSite(clock, dynamic, maxUpgradeBodySize)
+    key = (dynamic, maxUpgradeBodySize)
+    if key not in _sites:
+        clock = Clock()
+        _sites[key] = (clock, makeSite(clock, dynamic, maxUpgradeBodySize))
+    clock, site = _sites[key]
     with ErrorCollector() as collector:
         conn = MemoryConnection(site, chunkSize=chunkSize, peer=PEER, host=HOST)
         for piece in pieces:

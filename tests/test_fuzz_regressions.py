@@ -69,6 +69,35 @@ class AfterBadRequestTests(SynchronousTestCase):
             self.assertTrue(seen.received.startswith(b"HTTP/1.1 400 "))
 
 
+class FoundByFuzzingTests(SynchronousTestCase):
+    """
+    Inputs on which the channel broke the RFC 9112 rules the fuzzing checks.
+    """
+
+    def test_headRejectedWithoutContent(self) -> None:
+        """A HEAD the channel rejects (obs-fold, no Host, 431) gets a head and no content."""
+        for stream in [
+            b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade:\r\n echo\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"x" * 20000 + b"\r\n\r\n",
+        ]:
+            for chunkSize in (None, 1):
+                seen = runStream([stream], chunkSize=chunkSize)
+                checkStream(stream, seen)
+                head, sep, rest = seen.received.partition(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 4"), seen.received)
+                self.assertEqual((sep, rest), (b"\r\n\r\n", b""))
+                self.assertTrue(seen.closedBeforeTimeout)
+
+    def test_twoHostsHTTP10(self) -> None:
+        """An HTTP/1.0 request with two Host lines is answered 400 and closed (RFC 9112 §3.2)."""
+        stream = b"GET /show HTTP/1.0\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n"
+        seen = runStream([stream])
+        checkStream(stream, seen)
+        self.assertTrue(seen.received.startswith(b"HTTP/1.1 400 Bad Request\r\n"), seen.received)
+        self.assertTrue(seen.closedBeforeTimeout)
+
+
 def _tlsOptions() -> tuple[trustme.CA, Any]:
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")

@@ -170,10 +170,14 @@ class UpgradeChannel(HTTPChannel):
     maxUpgradeBodySize = 1 << 20
     _log = Logger(namespace="txupgrade.channel")
     _bodyLimited: UpgradeAwareRequest | None = None
+    #: Whether the request being read is a C{HEAD}: its answer has no content.
+    _headOnly = False
 
     def lineReceived(self, line: bytes) -> None:
         """Refuse an oversized head (414, 431) and obs-fold (R16) before Twisted parses the line."""
         requestLine = _compat.readingRequestLine(self)
+        if requestLine:
+            self._headOnly = line.startswith(b"HEAD ")
         if _compat.headBytesReceived(self) + len(line) > self.totalHeadersSize:
             self.lineLengthExceeded(line)
         elif not requestLine and line[:1] in (b" ", b"\t"):
@@ -184,6 +188,7 @@ class UpgradeChannel(HTTPChannel):
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer a request line over the limit with 414, a header with 431, and close."""
         if _compat.readingRequestLine(self):
+            self._headOnly = line.startswith(b"HEAD ")
             self._reject(414, "the request line is too long")
         else:
             self._reject(431, "the request's header fields are too large")
@@ -282,12 +287,16 @@ class UpgradeChannel(HTTPChannel):
             rejectStatus=status,
         )
         body = (reason[:1].upper() + reason[1:] + ".\n").encode("utf-8", "replace")
-        self._transport().write(negotiation.simpleResponse(status, (), body, close=True))
+        response = negotiation.simpleResponse(status, (), body, close=True)
+        if self._headOnly:
+            # A response to HEAD ends with its head (RFC 9112 §6.3).
+            response = response[: len(response) - len(body)]
+        self._transport().write(response)
         # Nothing more is dispatched (HTTPChannel dispatches a request whose
         # length is 0 after its headers), and, like HTTPChannel after a last
         # request, whatever else arrives is ignored.
         self.length = None
-        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
+        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign, assignment]
         self.loseConnection()
 
     def switchProtocol(self, req: UpgradeAwareRequest, protocol: Any, head: bytes) -> None:
