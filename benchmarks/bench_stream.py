@@ -648,9 +648,10 @@ def measure(parts: list[str], rounds: int, seconds: float, warmup: float) -> lis
                 )
             )
         cpuShare = statistics.mean(r["serverCpu"] / r["wall"] for r in results["upgrade"] + results["alone"])
+        single = {"calls": "call", "MB": "MB", "conns": "connection"}[unit]
         perUnit = {k: 1e6 / max(statistics.mean(perCpu(r) for r in v), 1e-9) for k, v in results.items()}
         say(
-            f"  {part}: server busy {cpuShare:.0%} of the window on average; server CPU per {unit[:-1]}:"
+            f"  {part}: server busy {cpuShare:.0%} of the window on average; server CPU per {single}:"
             f" {perUnit['upgrade']:.1f} µs through the upgrade, {perUnit['alone']:.1f} µs alone"
         )
     return rows
