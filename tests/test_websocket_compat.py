@@ -24,7 +24,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from tests.websocket_helpers import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
+from tests.support.websocket import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
 from txupgrade.channel import UpgradeSite
 from txupgrade.testing import MemoryConnection
 from txupgrade.websocket import WebSocketEndpoint, acceptKey
