@@ -75,23 +75,24 @@ def freePort() -> int:
 
 class ServerConnection:
     """
-    The server side of one accepted connection: what it read, and its end.
+    The server side of one accepted connection: what it read, and whether
+    its socket is closed.
 
-    The wrapper the site built (what the transport calls, before and after a
-    switch) becomes an instance of a subclass of its own class that reports
-    to this object and then does what the wrapper does; the code under test
-    still sees the real transport.
+    The wrapper the site built (what the transport calls) becomes an instance
+    of a subclass of its own class that counts what it reads and then does
+    what the wrapper does; the code under test still sees the real transport.
+    A protocol that takes the transport over from the wrapper after a switch
+    (a raw stream, a TLS upgrade) reads uncounted; L{closed} looks at the
+    socket itself, so it holds for every connection.
 
-    @ivar received: How many bytes the server has read.
+    @ivar received: How many bytes the wrapper has read.
     @ivar reads: In how many C{dataReceived} calls.
-    @ivar lost: Fires once the connection is closed.
     @ivar transport: The server's transport, once connected.
     """
 
     def __init__(self, protocol: Any) -> None:
         self.received = 0
         self.reads = 0
-        self.lost: Deferred[None] = Deferred()
         self.transport: Any = None
         self._waiters: list[tuple[int, Deferred[None]]] = []
         protocol.__class__ = _trackedClass(type(protocol))
@@ -99,8 +100,16 @@ class ServerConnection:
 
     @property
     def closed(self) -> bool:
-        """Whether the connection is closed."""
-        return self.lost.called
+        """Whether the connection's socket is closed (below any TLS layer)."""
+        transport = self.transport
+        while transport is not None and not hasattr(transport, "disconnected"):
+            transport = getattr(transport, "transport", None)
+        return transport is not None and bool(transport.disconnected)
+
+    def abort(self) -> None:
+        """Abort the connection, if still open."""
+        if not self.closed and self.transport is not None:
+            self.transport.abortConnection()
 
     def waitReceived(self, count: int, seconds: float = TIMEOUT) -> Deferred[None]:
         """Fire once the server has read at least C{count} bytes."""
@@ -142,16 +151,30 @@ def _trackedClass(wrapperClass: type) -> type:
                 finally:
                     self._serverConnection._afterRead()
 
-            def connectionLost(self, reason: Failure) -> Any:
-                try:
-                    return super().connectionLost(reason)
-                finally:
-                    self._serverConnection.lost.callback(None)
-
         # Logs and reprs name the connection as before.
         Tracked.__name__ = Tracked.__qualname__ = wrapperClass.__name__
         _trackedClasses[wrapperClass] = Tracked
     return _trackedClasses[wrapperClass]
+
+
+def trackConnections(site: Any) -> list[ServerConnection]:
+    """
+    Make C{site} (any L{Site}) track the connections it accepts from now on;
+    return its list of L{ServerConnection}s, also kept as C{site.connections}.
+    """
+    if "connections" not in vars(site):
+        build = site.buildProtocol
+        connections: list[ServerConnection] = []
+
+        def buildProtocol(addr: Any) -> Any:
+            protocol = build(addr)
+            connections.append(ServerConnection(protocol))
+            return protocol
+
+        site.buildProtocol = buildProtocol
+        site.connections = connections
+    tracked: list[ServerConnection] = site.connections
+    return tracked
 
 
 class TrackingSite(UpgradeSite):
@@ -161,57 +184,58 @@ class TrackingSite(UpgradeSite):
     @ivar connections: A L{ServerConnection} per accepted connection, in order.
     """
 
+    connections: list[ServerConnection]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.noisy = False
-        self.connections: list[ServerConnection] = []
-
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
-        self.connections.append(ServerConnection(protocol))
-        return protocol
+        trackConnections(self)
 
     def allClosed(self) -> bool:
         """Whether every connection this site accepted is closed."""
         return all(connection.closed for connection in self.connections)
 
-    def abortAll(self) -> None:
-        """Abort every connection still open."""
-        for connection in self.connections:
-            if not connection.closed and connection.transport is not None:
-                connection.transport.abortConnection()
 
-
-def listen(test: TestCase, site: TrackingSite, tlsOptions: Any = None) -> int:
+def listen(test: TestCase, site: Any, tlsOptions: Any = None) -> int:
     """
-    Serve C{site} on a free port of 127.0.0.1 (TLS with C{tlsOptions} if
-    given); return the port number.
-
-    The cleanup stops listening and waits (bounded) until every connection the
-    site accepted is closed: a server that keeps one open after its client
-    left fails the test, after the connection is aborted.
+    Serve C{site} (any L{Site}) on a free port of 127.0.0.1, over TLS with
+    C{tlsOptions} if given; return the port number. See L{stopAtCleanup}.
     """
-    assert isinstance(site, TrackingSite), "listen() needs a TrackingSite, to check its connections closed"
+    connections = trackConnections(site)
     port: IListeningPort
     if tlsOptions is None:
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
     else:
         port = reactor.listenSSL(0, site, tlsOptions, interface="127.0.0.1")
+    stopAtCleanup(test, port, connections)
+    address: Any = port.getHost()
+    number: int = address.port
+    return number
+
+
+def stopAtCleanup(test: TestCase, port: IListeningPort, connections: list[ServerConnection]) -> None:
+    """
+    At C{test}'s cleanup, stop C{port} listening and wait (bounded) until
+    every one of its C{connections} (see L{trackConnections}) is closed: a
+    server that keeps one open after its client left fails the test, after
+    the connection is aborted.
+    """
+
+    def allClosed() -> bool:
+        return all(connection.closed for connection in connections)
 
     @inlineCallbacks
     def cleanup() -> Any:
         yield port.stopListening()
         try:
-            yield wait(site.allClosed)
+            yield wait(allClosed)
         except AssertionError:
-            site.abortAll()
-            yield wait(site.allClosed, 2.0)
+            for connection in connections:
+                connection.abort()
+            yield wait(allClosed, 2.0)
             test.fail("a server connection stayed open after its client left")
 
     test.addCleanup(cleanup)
-    address: Any = port.getHost()
-    number: int = address.port
-    return number
 
 
 class TLSPair:
