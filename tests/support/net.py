@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -85,23 +86,33 @@ class ServerConnection:
     (a raw stream, a TLS upgrade) reads uncounted; L{closed} looks at the
     socket itself, so it holds for every connection.
 
+    It keeps the transport through a weak reference only, so that a test of
+    what the server frees still sees it freed.
+
     @ivar received: How many bytes the wrapper has read.
     @ivar reads: In how many C{dataReceived} calls.
-    @ivar transport: The server's transport, once connected.
     """
 
     def __init__(self, protocol: Any) -> None:
         self.received = 0
         self.reads = 0
-        self.transport: Any = None
+        self._transport: Callable[[], Any] = lambda: None
+        self._connected = False
         self._waiters: list[tuple[int, Deferred[None]]] = []
         protocol.__class__ = _trackedClass(type(protocol))
         protocol._serverConnection = self
 
     @property
+    def transport(self) -> Any:
+        """The server's transport, once connected (L{None} once freed)."""
+        return self._transport()
+
+    @property
     def closed(self) -> bool:
         """Whether the connection's socket is closed (below any TLS layer)."""
         transport = self.transport
+        if transport is None:
+            return self._connected  # freed: closed, once it was connected
         while transport is not None and not hasattr(transport, "disconnected"):
             transport = getattr(transport, "transport", None)
         return transport is not None and bool(transport.disconnected)
@@ -141,7 +152,8 @@ def _trackedClass(wrapperClass: type) -> type:
             _serverConnection: ServerConnection
 
             def makeConnection(self, transport: Any) -> Any:
-                self._serverConnection.transport = transport
+                self._serverConnection._transport = weakref.ref(transport)
+                self._serverConnection._connected = True
                 return super().makeConnection(transport)
 
             def dataReceived(self, data: bytes) -> Any:
