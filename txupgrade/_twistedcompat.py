@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IProtocol
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 __all__ = [
+    "currentProtocol",
     "releaseChannel",
     "requestVersion",
     "swapProtocol",
@@ -93,3 +94,11 @@ def swapProtocol(channel: HTTPChannel, protocol: IProtocol) -> Any:
     transport = channel.transport
     del channel._txupgradeWrapper  # type: ignore[attr-defined]
     return transport
+
+
+def currentProtocol(wrapper: _GenericHTTPChannelProtocol) -> Any:
+    """
+    The protocol a wrapper built by L{wrapChannel} now forwards to: its
+    L{HTTPChannel} until a switch, the upgraded protocol after it.
+    """
+    return wrapper._channel
