@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
@@ -27,7 +27,7 @@ from txupgrade.config import ConfigError, parseMount
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tracking import ConnectionTracker, peerText
 
-__all__ = ["DaemonError", "DaemonService", "buildRoot", "loadCertificate", "tlsDescriptions"]
+__all__ = ["DaemonError", "DaemonService", "buildRoot", "loadTLSOptions", "tlsDescriptions"]
 
 _log = Logger(namespace="txupgrade.daemon")
 
@@ -62,7 +62,7 @@ def loadResource(name: str) -> IResource:
             f"--resource {name!r} is {type(found).__name__}, not a twisted.web resource "
             "nor a callable returning one"
         )
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def loadWebSocketFactory(name: str) -> Any:
@@ -97,7 +97,7 @@ def mount(root: Resource, path: str, child: IResource) -> None:
         elif not isinstance(existing, Resource):
             raise DaemonError(f"--websocket {path}: {segment.decode()!r} is not a plain Resource")
         node = existing
-    node.putChild(segments[-1], child)  # type: ignore[arg-type]
+    node.putChild(segments[-1], child)
 
 
 def buildRoot(settings: dict[str, Any], protocols: ProtocolRegistry, webSocket: bool) -> IResource:
@@ -127,28 +127,19 @@ def buildRoot(settings: dict[str, Any], protocols: ProtocolRegistry, webSocket: 
     return root
 
 
-def loadCertificate(path: str) -> Any:
+def loadTLSOptions(path: str) -> Any:
     """
-    The private key and certificate in the PEM file at C{path}, as a
-    L{twisted.internet.ssl.PrivateCertificate}.
+    TLS server options from the PEM file at C{path} (private key and
+    certificate chain in one file), by L{txupgrade.tls.certificateOptionsFromPEM}.
     """
     try:
-        from twisted.internet.ssl import PrivateCertificate
+        from txupgrade.tls import CertificateError, certificateOptionsFromPEM
     except ImportError:
         raise DaemonError("--tls-certificate needs pyOpenSSL (pip install 'txupgrade[tls]')") from None
     try:
-        with open(path, "rb") as f:
-            pem = f.read()
-    except OSError as error:
-        raise DaemonError(f"--tls-certificate {path}: {error.strerror or error}") from None
-    if b"PRIVATE KEY-----" not in pem:
-        raise DaemonError(f"--tls-certificate {path}: no private key in the file (key and certificate)")
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise DaemonError(f"--tls-certificate {path}: no certificate in the file (key and certificate)")
-    try:
-        return PrivateCertificate.loadPEM(pem)
-    except Exception as error:  # noqa: BLE001 - pyOpenSSL raises its own errors
-        raise DaemonError(f"--tls-certificate {path}: not a usable key and certificate ({error})") from None
+        return certificateOptionsFromPEM(path)
+    except CertificateError as error:
+        raise DaemonError(f"--tls-certificate {error}") from None
 
 
 _WRAPPERS = ("haproxy:",)
@@ -168,7 +159,11 @@ def tlsDescriptions(descriptions: Sequence[str], certificate: str | None) -> lis
         if inner.startswith("ssl:") and "privateKey=" not in inner:
             if certificate is None:
                 raise DaemonError(f"--listen {description}: an ssl: listener needs --tls-certificate")
-            description += ":privateKey=" + quoteStringArgument(certificate)
+            from txupgrade.tls import sslListenDescription
+
+            description = description[: len(description) - len(inner)] + sslListenDescription(
+                inner, certificate
+            )
         result.append(description)
     return result
 
@@ -237,7 +232,7 @@ class DaemonService(MultiService):
             socketError = getattr(reason, "socketError", None)
             text = str(socketError) if socketError is not None else _describe(reason)
             raise DaemonError(f"cannot listen on {description}: {text}")
-        return outcome[0]  # type: ignore[no-any-return]
+        return outcome[0]
 
     def addListener(self, description: str, factory: Any, what: str) -> None:
         """Also bind C{description} for C{factory} (say, the metrics page)."""

@@ -46,6 +46,7 @@ def protocolChoices(registry: ProtocolRegistry) -> list[tuple[str, str]]:
     choices = [(name, registry.moduleOf(p)) for name, p in zip(registry.names(), registry, strict=True)]
     if _webSocketAvailable():
         choices.append(("websocket", "txupgrade.websocket (path-bound: /ws, --websocket mounts)"))
+    choices.append(("TLS", "txupgrade.tls (RFC 2817; offered with --tls-certificate)"))
     return choices
 
 
@@ -125,10 +126,16 @@ class Options(usage.Options):
         registry = ProtocolRegistry.fromPlugins()
         names = [name for name, _module in protocolChoices(registry)]
         chosen = config.selectProtocols(names, settings["enable"], settings["disable"])
+        from txupgrade.daemon import loadTLSOptions, tlsDescriptions
+
         self.protocols = ProtocolRegistry(
             p for n, p in zip(registry.names(), registry, strict=True) if n in chosen
         )
         settings["protocols"] = chosen
+        settings["tls-options"] = None
+        if settings["tls-certificate"] is not None:
+            settings["tls-options"] = loadTLSOptions(settings["tls-certificate"])
+        settings["listen"] = tlsDescriptions(settings["listen"], settings["tls-certificate"])
         # The old dict-style keys, for code that reads Options directly.
         self.update({k: v for k, v in settings.items() if k != "protocols"})
         return settings
@@ -141,6 +148,11 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
     if protocols is None:
         protocols = ProtocolRegistry.fromPlugins()
     webSocket = "websocket" in settings.get("protocols", ["websocket"]) and _webSocketAvailable()
+    tlsOptions = settings.get("tls-options")
+    if tlsOptions is not None and "TLS" in settings.get("protocols", ["TLS"]):
+        from txupgrade.tls import TLSUpgrade
+
+        protocols = ProtocolRegistry([*protocols, TLSUpgrade(tlsOptions)])
     return UpgradeSite(
         buildRoot(settings, protocols, webSocket),
         protocols,
@@ -158,15 +170,12 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
 
     @raise ConfigError: a setting that cannot be used, or a listener that cannot bind.
     """
-    from txupgrade.daemon import DaemonService, loadCertificate, tlsDescriptions
+    from txupgrade.daemon import DaemonService
 
-    if settings["tls-certificate"] is not None:
-        loadCertificate(settings["tls-certificate"])
-    descriptions = tlsDescriptions(settings["listen"], settings["tls-certificate"])
     site = makeSite(settings, protocols)
     service = DaemonService(
         site,
-        descriptions,
+        settings["listen"],
         drainTimeout=settings["drain-timeout"],
         protocolNames=settings.get("protocols", protocols.names()),
         reactor=reactor,
@@ -190,4 +199,4 @@ def makeService(options: Options) -> IService:
         from txupgrade.logs import jsonLogging
 
         jsonLogging(service, options)
-    return service  # type: ignore[no-any-return]
+    return service

@@ -120,7 +120,7 @@ class TrackedConnection(ProtocolWrapper):
         """The protocol now speaking on this connection (the HTTP channel, or the upgraded one)."""
         if self.wrappedProtocol is None:
             return None
-        return _compat.currentProtocol(self.wrappedProtocol)  # type: ignore[arg-type]
+        return _compat.currentProtocol(self.wrappedProtocol)
 
     def drain(self) -> None:
         """
@@ -182,7 +182,7 @@ class ConnectionTracker(WrappingFactory):
     def __init__(self, site: Factory[Any], clock: IReactorTime | None = None) -> None:
         super().__init__(site)
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor as clock
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.connections: set[TrackedConnection] = set()
         self.onUpgrade: list[Callable[[TrackedConnection, float], None]] = []
