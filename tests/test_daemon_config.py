@@ -23,8 +23,8 @@ from txupgrade.config import ConfigError
 from txupgrade.daemon import (
     DaemonError,
     buildRoot,
-    loadCertificate,
     loadResource,
+    loadTLSOptions,
     loadWebSocketFactory,
     tlsDescriptions,
 )
@@ -241,7 +241,7 @@ class OptionsTests(SynchronousTestCase):
         """A bad setting exits with one line naming it."""
         error = self.assertRaises(SystemExit, _parse, "--enable", "gopher")
         self.assertEqual(
-            error.code, "txupgrade: --enable: unknown protocol 'gopher' (available: echo, websocket)"
+            error.code, "txupgrade: --enable: unknown protocol 'gopher' (available: echo, websocket, TLS)"
         )
 
 
@@ -284,13 +284,15 @@ class LoadTests(SynchronousTestCase):
         cert = trustme.CA().issue_cert("localhost")
         both = _write(self, "", "both.pem")
         cert.private_key_and_cert_chain_pem.write_to_path(both)
-        self.assertTrue(loadCertificate(both).privateKey.matches(loadCertificate(both).getPublicKey()))
+        self.assertIsNotNone(loadTLSOptions(both).getContext())
         certOnly = _write(self, "", "cert.pem")
         cert.cert_chain_pems[0].write_to_path(certOnly)
-        self.assertIn("no private key", str(self.assertRaises(DaemonError, loadCertificate, certOnly)))
+        error = self.assertRaises(DaemonError, loadTLSOptions, certOnly)
+        self.assertEqual(str(error).splitlines(), [str(error)])
+        self.assertIn("--tls-certificate " + certOnly + ": no private key", str(error))
         keyOnly = _write(self, "", "key.pem")
         cert.private_key_pem.write_to_path(keyOnly)
-        self.assertIn("no certificate", str(self.assertRaises(DaemonError, loadCertificate, keyOnly)))
+        self.assertIn("no certificate", str(self.assertRaises(DaemonError, loadTLSOptions, keyOnly)))
 
     def test_tlsDescriptions(self) -> None:
         """C{ssl:} listeners (also under C{haproxy:}) get the PEM, quoted; others are untouched."""

@@ -131,7 +131,7 @@ class Options(usage.Options):
         self.protocols = ProtocolRegistry(
             p for n, p in zip(registry.names(), registry, strict=True) if n in chosen
         )
-        settings["protocols"] = chosen
+        settings["protocols"] = [n for n in chosen if n != "TLS" or settings["tls-certificate"] is not None]
         settings["tls-options"] = None
         if settings["tls-certificate"] is not None:
             settings["tls-options"] = loadTLSOptions(settings["tls-certificate"])
