@@ -20,15 +20,8 @@ from twisted.protocols import amp
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 
-from tests.e2e_helpers import (
-    TIMEOUT,
-    Hello,
-    RawClient,
-    SimpleUpgrade,
-    listen,
-    reactor,
-    withTimeout,
-)
+from tests.support.http import Hello, SimpleUpgrade
+from tests.support.net import TIMEOUT, RawClient, listen, reactor, withTimeout
 from tests.test_stream import loadExample
 from txupgrade import Refuse, UpgradeRequiredResource, UpgradeSite
 from txupgrade.client import UpgradeFailed, UpgradeResponse, upgrade
