@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.defer import TimeoutError as DeferTimeoutError
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
@@ -225,6 +226,15 @@ class OddServerTests(TestCase):
         """A body delimited by the close is read whole."""
         error = yield self.fails(b"HTTP/1.1 503 Busy\r\nX-A: b\r\n\r\nlater", 503)
         self.assertEqual((error.body, error.getHeader(b"x-a")), (b"later", b"b"))
+
+    @inlineCallbacks
+    def test_refusedConnection(self) -> Any:
+        """Nobody listening: the connection error itself, nothing left behind."""
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        number = port.getHost().port
+        yield port.stopListening()
+        with self.assertRaises(ConnectionRefusedError):
+            yield withTimeout(upgrade(endpointFor(number), ["echo"], lambda r: Protocol()))
 
     @inlineCallbacks
     def test_timeout(self) -> Any:

@@ -299,6 +299,20 @@ class TLSUpgradeSocketTests(TestCase):
         self.assertTrue(any("no handshake within 5 s" in m for m in messages), messages)
 
     @inlineCallbacks
+    def test_stalledHandshake(self) -> Any:
+        """A ClientHello cut short (the handshake stalls) is closed at the timeout too."""
+        messages = self.logged()
+        clock = Clock()
+        port = listen(self, self.site(reactor=clock))
+        client = yield connectClient(self, port)
+        client.send(upgrade(b"TLS/1.2") + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        yield client.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        clock.advance(6)
+        data = yield client.waitForClose()
+        self.assertTrue(data.startswith(b"HTTP/1.1 101 "))
+        self.assertTrue(any("no handshake within 5 s" in m for m in messages), messages)
+
+    @inlineCallbacks
     def test_badHandshakeLeavesOthersAlone(self) -> Any:
         """Garbage instead of a ClientHello closes that connection; another client is served."""
         messages = self.logged()
