@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import itertools
 import os
 import shutil
 import subprocess
@@ -75,29 +74,10 @@ for _owner in (
 
 from twisted.logger import globalLogBeginner  # noqa: E402
 
-from tests.channel_oracle import checkStream, runStream  # noqa: E402
+from tests.channel_oracle import checkStream, decodeInput, runStream  # noqa: E402
 
-#: How the first byte's bits 1-2 cut the reads.
-_CHUNK_SIZES = (None, None, 1, 3)
 #: Inputs longer than this are cut (the channel's size limits are tested elsewhere).
 MAX_LEN = 4096
-
-
-def decode(data: bytes) -> tuple[bytes, list[bytes], dict[str, object]]:
-    """An input's stream, its writes and the run's options."""
-    if not data:
-        return b"", [], {}
-    flags = data[0]
-    options: dict[str, object] = {
-        "dynamic": bool(flags & 1),
-        "chunkSize": _CHUNK_SIZES[(flags >> 1) & 3],
-        "maxUpgradeBodySize": 16 if flags & 8 else None,
-    }
-    cutCount = (flags >> 4) & 3
-    cuts, stream = data[1 : 1 + cutCount], data[1 + cutCount :]
-    bounds = [0, *sorted(c * len(stream) // 255 for c in cuts), len(stream)]
-    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
-    return stream, pieces, options
 
 
 #: With this set, one byte the client received is dropped before the check:
@@ -107,7 +87,7 @@ _SELFTEST = os.environ.get("TXUPGRADE_FUZZ_SELFTEST") == "1"
 
 def testOneInput(data: bytes) -> None:
     """Run one input through the channel and assert every invariant."""
-    stream, pieces, options = decode(data)
+    stream, pieces, options = decodeInput(data)
     seen = runStream(pieces, **options)  # type: ignore[arg-type]
     if _SELFTEST:
         seen.received = seen.received[:-1]
@@ -135,6 +115,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=int, help="stop after this many seconds")
     parser.add_argument("--corpus", help="corpus directory to keep (default: a scratch one, removed)")
     parser.add_argument("--artifacts", default="./", help="where a crashing input is written (prefix)")
+    parser.add_argument("--jobs", type=int, default=1, help="fuzzing processes, the runs shared among them")
     parser.add_argument("inputs", nargs="*", help="replay these input files instead of fuzzing")
     args, extra = parser.parse_known_args(argv[1:])
     if not (args.runs or args.seconds or args.inputs):
@@ -160,13 +141,29 @@ def main(argv: list[str]) -> int:
         os.makedirs(corpus, exist_ok=True)
         # New inputs go to the first directory; the seeds are only read.
         dirs = [corpus, os.path.join(HERE, "seeds")]
-    command = [sys.executable, os.path.abspath(__file__), "--worker", *flags]
-    command += [e for e in extra if e != "--"] + dirs
+    jobs = max(1, args.jobs) if not args.inputs else 1
+    processes = []
+    for job in range(jobs):
+        jobFlags = list(flags)
+        if jobs > 1:
+            # Each job its own share of the runs and its own random seed; they
+            # share the corpus directory (each reads what is there when it starts).
+            jobFlags = [f for f in jobFlags if not f.startswith("-runs=")]
+            if args.runs:
+                jobFlags.append(f"-runs={-(-args.runs // jobs)}")
+            jobFlags.append(f"-seed={job + 1}")
+        command = [sys.executable, os.path.abspath(__file__), "--worker", *jobFlags]
+        command += [e for e in extra if e != "--"] + dirs
+        processes.append(subprocess.Popen(command))
     try:
-        return subprocess.call(command)
+        codes = [p.wait() for p in processes]
     finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+    return next((c for c in codes if c), 0)
 
 
 if __name__ == "__main__":

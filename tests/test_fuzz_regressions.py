@@ -8,6 +8,7 @@ over real sockets.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from typing import Any
@@ -24,9 +25,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
-from tests.channel_oracle import PEER, checkStream, runStream
+from tests.channel_oracle import PEER, checkStream, decodeInput, runStream
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoUpgrade
+
+FUZZ = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz")
 
 #: Inputs after which Twisted's parser, fed more bytes once it answered 400,
 #: raised (C{_version} missing; no transfer decoder). Each is (first, later).
@@ -96,6 +99,25 @@ class FoundByFuzzingTests(SynchronousTestCase):
         checkStream(stream, seen)
         self.assertTrue(seen.received.startswith(b"HTTP/1.1 400 Bad Request\r\n"), seen.received)
         self.assertTrue(seen.closedBeforeTimeout)
+
+
+class ReplayTests(SynchronousTestCase):
+    """
+    Every seed and every input the long mode stopped on (C{fuzz/seeds},
+    C{fuzz/regressions}) passes the invariants.
+    """
+
+    def test_replay(self) -> None:
+        """Each stored input, decoded as C{fuzz/fuzz_channel.py} does: every invariant holds."""
+        replayed = 0
+        for folder in ("seeds", "regressions"):
+            path = os.path.join(FUZZ, folder)
+            for name in sorted(os.listdir(path)):
+                with open(os.path.join(path, name), "rb") as f:
+                    stream, pieces, options = decodeInput(f.read())
+                checkStream(stream, runStream(pieces, **options))
+                replayed += 1
+        self.assertGreaterEqual(replayed, 17)
 
 
 def _tlsOptions() -> tuple[trustme.CA, Any]:
