@@ -24,6 +24,7 @@ control socket and stops too.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from twisted.logger import ILogObserver, Logger, eventFromJSON, globalLogPublish
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txupgrade.daemon import DaemonError, DaemonService
 from txupgrade.workerplan import (
     ENVIRONMENT,
     STABLE_AFTER,
@@ -48,11 +50,15 @@ from txupgrade.workerplan import (
     restartDelay,
     shareable,
     splitWrappers,
+    workerArguments,
 )
 
 __all__ = [
     "ListenError",
     "Supervisor",
+    "WorkerService",
+    "buildService",
+    "isWorker",
     "watchSupervisor",
     "workerEndpoint",
     "workerLogObserver",
@@ -71,10 +77,14 @@ _CONTROL_FD = 3
 #: Seconds a worker still gets after the drain timeout before C{SIGKILL}.
 STOP_MARGIN = 5.0
 
+#: Settings the supervisor does not pass on: it binds the listeners, and
+#: the workers' logs come to it as JSON events whatever its own format.
+_NOT_PASSED_ON = ("listen", "workers", "log-format")
+
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
 
-class ListenError(Exception):
+class ListenError(DaemonError):
     """A listener cannot be bound or shared; C{str()} is one line naming it."""
 
 
@@ -100,6 +110,11 @@ def _addressText(address: Any) -> str:
 
 class _NeverAccepts(Factory):
     """The supervisor's listening ports never read: their workers accept."""
+
+    noisy = False
+
+    def logPrefix(self) -> str:
+        return "txupgrade supervisor (shared with its workers)"
 
     def buildProtocol(self, addr: Any) -> None:  # pragma: no cover - the port never reads
         return None
@@ -169,6 +184,9 @@ class _WorkerProcess(ProcessProtocol):
 def _endText(reason: Failure) -> str:
     value = reason.value
     if isinstance(value, ProcessTerminated):
+        if value.signal == signal.SIGTERM:
+            # twistd ends itself with the signal that stopped it, once stopped.
+            return "stopped on SIGTERM"
         if value.signal is not None:
             return f"killed by signal {value.signal}"
         return f"exited with status {value.exitCode}"
@@ -218,6 +236,13 @@ class Supervisor(Service):
         self._pending: dict[int, Any] = {}
         self._controls: dict[int, socket.socket] = {}
         self._stopping = False
+        self.logObserver: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join C{parent}; give it L{logObserver} (the JSON log), as L{DaemonService} does."""
+        super().setServiceParent(parent)
+        if self.logObserver is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.logObserver)
 
     def listen(self) -> None:
         """Bind every listener now; on the first that fails, close the others and raise L{ListenError}."""
@@ -479,3 +504,62 @@ def workerLogObserver() -> ILogObserver:
     out = sys.__stdout__
     assert out is not None
     return jsonFileLogObserver(out, recordSeparator="")
+
+
+class WorkerService(DaemonService):
+    """
+    A worker's L{DaemonService}: the site on the sockets its supervisor
+    handed it (L{WorkerSpec}), drained on C{SIGTERM} like any
+    C{twistd txupgrade}; it stops by itself when the supervisor is gone.
+    """
+
+    def __init__(self, spec: WorkerSpec, site: Any, **kwargs: Any) -> None:
+        super().__init__(site, [listener.description for listener in spec.listeners], **kwargs)
+        self.spec = spec
+
+    def listen(self) -> None:
+        """Adopt the inherited sockets (with their wrappers and TLS)."""
+        for listener in self.spec.listeners:
+            endpoint = workerEndpoint(self.reactor, listener)
+            self.ports.append(self._listenNow(listener.description, endpoint, self.tracker))
+
+    def startService(self) -> None:
+        watchSupervisor(self.reactor, self.spec)
+        super().startService()
+
+
+def isWorker() -> bool:
+    """Whether this process was started by a supervisor as one of its workers."""
+    return ENVIRONMENT in os.environ
+
+
+def buildService(settings: dict[str, Any], site: Any, reactor: Any = None) -> Any:
+    """
+    For C{twistd txupgrade}: the supervisor when C{--workers} is set, or the
+    worker's service in a worker; bound (the one-line L{DaemonError} when a
+    listener cannot be).
+    """
+    from txupgrade.config import SETTINGS
+
+    try:
+        spec = workerSpecFromEnvironment()
+    except ValueError as error:
+        raise DaemonError(str(error)) from None
+    if spec is not None:
+        service: Any = WorkerService(
+            spec,
+            site,
+            drainTimeout=settings["drain-timeout"],
+            protocolNames=settings.get("protocols", ()),
+            reactor=reactor,
+        )
+    else:
+        service = Supervisor(
+            settings["listen"],
+            settings["workers"],
+            workerArguments(settings, SETTINGS, drop=_NOT_PASSED_ON),
+            drainTimeout=settings["drain-timeout"],
+            reactor=reactor,
+        )
+    service.listen()
+    return service
