@@ -8,7 +8,7 @@ txupgrade's C{haproxy:} listeners, the real client's.
 
 Each instance is a site in the test's reactor on its own loopback port (the
 daemon's C{--listen haproxy:tcp:...} builds the same listener); the
-proxies run from their Debian binaries (L{tests.proxy_helpers}).
+proxies run from their Debian binaries (L{tests.support.proxies}).
 """
 
 from __future__ import annotations
@@ -21,9 +21,19 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 from websockets.sync.client import connect as wsConnect
 
-from tests.e2e_helpers import RawClient, connectClient, upgrade, withTimeout
-from tests.proxy_helpers import haproxyPairConfig, nginxPairConfig, startProxy
-from tests.websocket_helpers import RecordingServerFactory, TrackingSite, inThread, listen, wait
+from tests.support.http import upgrade
+from tests.support.net import (
+    RawClient,
+    TrackingSite,
+    connectClient,
+    inThread,
+    listen,
+    stopAtCleanup,
+    wait,
+    withTimeout,
+)
+from tests.support.proxies import haproxyPairConfig, nginxPairConfig, startProxy
+from tests.support.websocket import RecordingServerFactory
 from txupgrade.demo import demoRoot
 from txupgrade.echo import EchoUpgrade
 from txupgrade.registry import ProtocolRegistry
@@ -63,7 +73,6 @@ class _Instance:
         self.factory = RecordingServerFactory()
         root.putChild(b"ws", WebSocketEndpoint(self.factory))
         self.site = TrackingSite(root, protocols)
-        self.site.noisy = False
         self.proxied = proxied
 
     @inlineCallbacks
@@ -73,13 +82,7 @@ class _Instance:
             self.port = listen(test, self.site)
             return
         port = yield serverFromString(_reactor(), "haproxy:tcp:0:interface=127.0.0.1").listen(self.site)
-
-        @inlineCallbacks
-        def cleanup() -> Any:
-            yield port.stopListening()
-            yield wait(self.site.allClosed)
-
-        test.addCleanup(cleanup)
+        stopAtCleanup(test, port, self.site.connections)
         self.port = port.getHost().port
 
 
@@ -186,7 +189,7 @@ class _PairTests:
             test.assertEqual(client.data[len(head) + 4 :], payload)
             client.transport.loseConnection()
             yield client.waitForClose()
-        switched = [len(instance.site.wrappers) for instance in self.instances]
+        switched = [len(instance.site.connections) for instance in self.instances]
         test.assertEqual(switched, [CLIENTS // 2, CLIENTS // 2], "round robin over both instances")
         for instance in self.instances:
             yield wait(instance.site.allClosed)

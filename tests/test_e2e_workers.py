@@ -24,8 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as wsConnect
 
 from tests.daemon_helpers import LOCAL, Daemon, runToEnd, startDaemon
-from tests.e2e_helpers import reactor
-from tests.websocket_helpers import inThread
+from tests.support.net import inThread, reactor
 
 CLIENT_TIMEOUT = 10.0
 

@@ -269,11 +269,17 @@ class SSLServerEndpointTests(SynchronousTestCase):
 
     def test_sslContextFactory(self) -> None:
         """C{serverFromString} keeps the context factory it built in C{_sslContextFactory}."""
+        import os
+        import shutil
+        import tempfile
+
         import trustme
         from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 
         authority = trustme.CA()
-        pem = self.mktemp()
+        directory = tempfile.mkdtemp(prefix="txupgrade-compat-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        pem = os.path.join(directory, "site.pem")
         with open(pem, "wb") as f:
             f.write(authority.issue_cert("localhost").private_key_and_cert_chain_pem.bytes())
         endpoint = serverFromString(Clock(), f"ssl:0:privateKey={pem}")
