@@ -19,10 +19,11 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from tests.daemon_helpers import LOCAL, startDaemon
 from tests.daemon_sample import SLOW_FIRST, SLOW_REST
-from tests.e2e_helpers import RawClient, connectClient, reactor, request, upgrade, withTimeout
-from tests.websocket_helpers import decodeAll, encodeFrame, handshake, wait
+from tests.support.daemon import LOCAL, startDaemon
+from tests.support.http import request, upgrade
+from tests.support.net import RawClient, connectClient, reactor, wait, withTimeout
+from tests.support.websocket import decodeAll, encodeFrame, handshake
 
 #: How many WebSocket clients are connected when the daemon is told to stop.
 CLIENTS = 100
