@@ -82,7 +82,10 @@ class DemoEchoTests(TestCase):
         Send C{payload} in the handshake's segment; expect the C{101}, then
         a Close with C{expected}, then the server closing TCP (no reset).
         """
-        port, refs = self.serve()
+        factory, refs = _trackedDemoFactory()
+        # autobahn's default 1 s for the client's Close is short on a loaded machine.
+        factory.setProtocolOptions(closeHandshakeTimeout=10)
+        port, _ = self.serve(factory)
 
         def run() -> tuple[int, list[tuple[bool, int, bytes, bool]], bytes]:
             client = BlockingClient(port, timeout=CLIENT_TIMEOUT)
@@ -111,9 +114,9 @@ class DemoEchoTests(TestCase):
     def test_oversizeMessage(self) -> Any:
         """Fragments adding up past the demo's message limit get Close 1009."""
         fragment = b"\0" * demo.MAX_FRAME_PAYLOAD
-        count = demo.MAX_MESSAGE_PAYLOAD // len(fragment) + 1
+        count = demo.MAX_MESSAGE_PAYLOAD // len(fragment)
         frames = [encodeFrame(OP_BINARY if i == 0 else 0, fragment, fin=False) for i in range(count)]
-        return self._closeFrame(b"".join(frames), 1009)
+        return self._closeFrame(b"".join(frames) + encodeFrame(0, b"\0" * 1024, fin=False), 1009)
 
     def test_protocolError(self) -> Any:
         """An unmasked client frame (a protocol error) gets the 101, then Close 1002, not a reset."""
