@@ -21,23 +21,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor as _globalReactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.e2e_helpers import RawClient, request
-
-reactor: Any = _globalReactor
+from tests.support.http import parseResponse, request
+from tests.support.net import RawClient, freePort, reactor
+from tests.support.processes import binaryOrSkip
 
 NGINX = "/usr/sbin/nginx"
 HAPROXY = "/usr/sbin/haproxy"
@@ -56,28 +54,6 @@ READY_PATH = "/__txupgrade_proxy_ready"
 
 #: What the binaries say when their port is taken.
 _ADDRESS_IN_USE = b"Address already in use"
-
-
-def binaryOrSkip(path: str, package: str) -> str:
-    """
-    C{path}, when it is an executable.
-
-    A missing one fails the test in CI (C{CI} set) and skips it otherwise.
-    """
-    if os.access(path, os.X_OK):
-        return path
-    message = f"{path} is missing (install the Debian package {package}, as .ci/install does)"
-    if os.environ.get("CI"):
-        raise AssertionError(message)
-    raise SkipTest(message)
-
-
-def freePort() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def nginxConfig(directory: Path, listenPort: int, backendPort: int, token: str) -> str:
@@ -324,11 +300,12 @@ def probe(port: int, token: str) -> Any:
     except Exception:
         pass
     finally:
-        if client.lostReason is None and client.transport is not None:
-            client.transport.abortConnection()  # type: ignore[attr-defined]
-            yield client.lost
-    head, _, body = client.data.partition(b"\r\n\r\n")
-    return head.startswith(b"HTTP/1.1 200 ") and body == token.encode("ascii")
+        yield client.close()
+    try:
+        response = parseResponse(client.data)
+    except AssertionError:
+        return False
+    return response.code == 200 and response.body == token.encode("ascii")
 
 
 @inlineCallbacks
@@ -351,10 +328,18 @@ def _waitReady(process: ProxyProcess, port: int, token: str) -> Any:
 
 
 @inlineCallbacks
-def startProxy(test: TestCase, kind: str, backendPort: int) -> Any:
+def startProxy(
+    test: TestCase,
+    kind: str,
+    backendPort: int,
+    config: Callable[[Path, int, str], str] | None = None,
+) -> Any:
     """
     Start the C{kind} (C{"nginx"} or C{"haproxy"}) proxy in front of
     C{127.0.0.1:backendPort}; return the port it serves.
+
+    C{config}, when given, writes the config instead:
+    C{config(directory, listenPort, token)} (see L{pairConfig}).
 
     The test's cleanups stop it and remove its directory; register the
     backend's cleanups first, so that they run after the proxy is gone (the
@@ -372,13 +357,17 @@ def startProxy(test: TestCase, kind: str, backendPort: int) -> Any:
     for attempt in range(START_ATTEMPTS):
         port = freePort()
         token = os.urandom(12).hex()
-        config = directory / f"{kind}-{attempt}.conf"
-        if kind == "nginx":
-            config.write_text(nginxConfig(directory, port, backendPort, token))
-            argv = [executable, "-p", str(directory), "-e", "stderr", "-c", str(config), "-g", "daemon off;"]
+        path = directory / f"{kind}-{attempt}.conf"
+        if config is not None:
+            path.write_text(config(directory, port, token))
+        elif kind == "nginx":
+            path.write_text(nginxConfig(directory, port, backendPort, token))
         else:
-            config.write_text(haproxyConfig(port, backendPort, token))
-            argv = [executable, "-f", str(config), "-db"]
+            path.write_text(haproxyConfig(port, backendPort, token))
+        if kind == "nginx":
+            argv = [executable, "-p", str(directory), "-e", "stderr", "-c", str(path), "-g", "daemon off;"]
+        else:
+            argv = [executable, "-f", str(path), "-db"]
         process = ProxyProcess(kind)
         reactor.spawnProcess(process, executable, argv, env=dict(os.environ), path=str(directory))
         test.addCleanup(_stopAndCheck, process)
@@ -402,31 +391,95 @@ def _stopAndCheck(process: ProxyProcess) -> Any:
         raise AssertionError(f"the proxy exited during the test: {process.describe()}")
 
 
-def parseResponse(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes, bytes]:
+def nginxPairConfig(backendPorts: list[int]) -> Callable[[Path, int, str], str]:
     """
-    One HTTP/1.1 response from the start of C{data}:
-    C{(status, {lower-case name: [values]}, body, rest)}.
+    The config writer (for L{startProxy}) of nginx balancing over several
+    txupgrade instances, as docs/operators.md shows it: an C{upstream}
+    (round robin), the client's C{Host} passed on, C{Upgrade}/C{Connection}
+    as nginx's WebSocket documentation says, C{X-Forwarded-For} added.
+    """
+    servers = "".join(f"        server 127.0.0.1:{port};\n" for port in backendPorts)
 
-    The body is framed by C{Content-Length} or chunked; C{rest} is what follows.
+    def write(directory: Path, listenPort: int, token: str) -> str:
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp = {name: directory / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        return f"""\
+{user}worker_processes 1;
+pid {directory / "nginx.pid"};
+error_log stderr notice;
+events {{
+    worker_connections 64;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {temp["body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
+
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        '' close;
+    }}
+
+    upstream txupgrade {{
+{servers}    }}
+
+    server {{
+        listen 127.0.0.1:{listenPort};
+
+        location = {READY_PATH} {{
+            return 200 "{token}";
+        }}
+
+        location / {{
+            proxy_pass http://txupgrade;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 30s;
+        }}
+    }}
+}}
+"""
+
+    return write
+
+
+def haproxyPairConfig(backendPorts: list[int], sendProxy: str = "") -> Callable[[Path, int, str], str]:
     """
-    head, separator, rest = data.partition(b"\r\n\r\n")
-    if not separator:
-        raise AssertionError(f"no whole response head in {data!r}")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    headers: dict[bytes, list[bytes]] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    if b"chunked" in b",".join(headers.get(b"transfer-encoding", [])).lower():
-        body = b""
-        while True:
-            sizeLine, _, rest = rest.partition(b"\r\n")
-            size = int(sizeLine.split(b";")[0], 16)
-            if size == 0:
-                _, _, rest = rest.partition(b"\r\n")
-                return status, headers, body, rest
-            body += rest[:size]
-            rest = rest[size + 2 :]
-    length = int(headers.get(b"content-length", [b"0"])[0])
-    return status, headers, rest[:length], rest[length:]
+    The config writer (for L{startProxy}) of HAProxy in C{mode http}
+    balancing round robin over several txupgrade instances, each server line
+    ending with C{sendProxy} (C{"send-proxy"}, C{"send-proxy-v2"} or nothing),
+    as docs/operators.md shows it.
+    """
+    suffix = f" {sendProxy}" if sendProxy else ""
+    servers = "".join(
+        f"    server site{i} 127.0.0.1:{port}{suffix}\n" for i, port in enumerate(backendPorts, 1)
+    )
+
+    def write(directory: Path, listenPort: int, token: str) -> str:
+        return f"""\
+global
+    maxconn 100
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 30s
+
+frontend front
+    bind 127.0.0.1:{listenPort}
+    http-request return status 200 content-type text/plain string "{token}" if {{ path {READY_PATH} }}
+    default_backend txupgrade
+
+backend txupgrade
+    balance roundrobin
+{servers}"""
+
+    return write
