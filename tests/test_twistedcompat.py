@@ -3,7 +3,7 @@ Tests for L{txupgrade._twistedcompat}: the private Twisted names it relies on.
 
 These fail loudly, naming what is missing, when an installed Twisted renames
 or changes any of the private attributes the protocol swap needs
-(TWISTED_NOTES.md, "Where the bytes are"); fix C{txupgrade/_twistedcompat.py}
+(docs/internals.md, "Where the bytes are"); fix C{txupgrade/_twistedcompat.py}
 then, not the channel.
 """
 

@@ -2,7 +2,7 @@
 The Twisted glue: an HTTP/1.1 channel and site that switch protocols in place.
 
 Theory of operation
--------------------
+===================
 L{UpgradeChannel} notes the client's offer once the headers are in
 (L{negotiation.offerFromHeaders}), bounds the body of an upgrade request, and
 otherwise lets L{HTTPChannel} do what it does: answer earlier pipelined
@@ -462,7 +462,7 @@ class UpgradeSite(server.Site):
         )
 
     def protocol(self) -> Any:
-        """Build the wrapped channel, as L{Site} does."""
+        """Build the wrapped channel, as L{twisted.web.server.Site} does."""
         channel = UpgradeChannel()
         channel.maxUpgradeBodySize = self.maxUpgradeBodySize
         return _compat.wrapChannel(channel)
