@@ -37,6 +37,8 @@ PRIVATE_NAMES = {
     "_savedTimeOut": "HTTPChannel",
     "_abortingCall": "HTTPChannel",
     "_version": "HTTPChannel",
+    "_command": "HTTPChannel",
+    "_path": "HTTPChannel",
 }
 
 #: txupgrade's own attribute, set by L{_twistedcompat.wrapChannel}.
@@ -126,6 +128,12 @@ class PrivateNamesTests(SynchronousTestCase):
         self.assertIs(channel._networkProducer, transport)
         self.assertTrue(IPushProducer.providedBy(channel._networkProducer))
         self.assertIs(transport.producer, channel)
+
+    def test_requestLineState(self) -> None:
+        """The request line waits in C{_command}, C{_path}, C{_version} until dispatch (injectRequest)."""
+        channel, _ = connectedChannel()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n")
+        self.assertEqual((channel._command, channel._path, channel._version), (b"GET", b"/x", b"HTTP/1.1"))
 
     def test_clearLineBuffer(self) -> None:
         """C{LineReceiver.clearLineBuffer} returns and empties the buffer."""

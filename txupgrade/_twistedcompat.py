@@ -17,6 +17,9 @@ from twisted.internet.interfaces import IProtocol
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 __all__ = [
+    "bypassWrapper",
+    "feedTLS",
+    "injectRequest",
     "releaseChannel",
     "requestVersion",
     "swapProtocol",
@@ -93,3 +96,63 @@ def swapProtocol(channel: HTTPChannel, protocol: IProtocol) -> Any:
     transport = channel.transport
     del channel._txupgradeWrapper  # type: ignore[attr-defined]
     return transport
+
+
+def bypassWrapper(transport: Any, protocol: IProtocol) -> bool:
+    """
+    Make C{protocol} the one the transport calls, in place of the Site's wrapper.
+
+    After a switch the transport still calls L{_GenericHTTPChannelProtocol},
+    which forwards only L{IProtocol}: Twisted asks the transport's own
+    C{protocol} (a TCP connection's attribute, or a TLS layer's
+    C{wrappedProtocol}) for C{IHalfCloseableProtocol} and
+    C{IHandshakeListener}, and C{startTLS} wraps that C{protocol}. Returns
+    whether the wrapper was found (it is not when another layer, such as a
+    TLS upgrade, forwards to the channel).
+    """
+    for attribute in ("protocol", "wrappedProtocol"):
+        holder = vars(transport).get(attribute) if hasattr(transport, "__dict__") else None
+        if isinstance(holder, _GenericHTTPChannelProtocol) and holder._channel is protocol:
+            setattr(transport, attribute, protocol)
+            return True
+    return False
+
+
+def feedTLS(transport: Any, data: bytes) -> None:
+    """
+    Hand C{data} (TLS records read before C{startTLS}) to the TLS layer.
+
+    C{startTLS} makes its TLS protocol the transport's C{protocol}; bytes of
+    the ClientHello that the HTTP channel had already read must go there,
+    ahead of anything the transport reads next.
+    """
+    transport.protocol.dataReceived(data)
+
+
+def injectRequest(
+    wrapper: Any,
+    method: bytes,
+    target: bytes,
+    version: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> Any:
+    """
+    Have the channel behind C{wrapper} (from C{Site.buildProtocol}) receive a
+    request that was parsed elsewhere, as if it had read it: the same
+    header, body and dispatch steps, without serializing it again.
+
+    Returns the channel's request object.
+    """
+    channel = wrapper._channel
+    req = channel.requestFactory(channel, len(channel.requests))
+    channel.requests.append(req)
+    channel._command, channel._path, channel._version = method, target, version
+    for name, value in headers:
+        req.requestHeaders.addRawHeader(name, value)
+    channel.length = len(body)
+    channel.allHeadersReceived()
+    if body:
+        req.handleContentChunk(body)
+    channel.allContentReceived()
+    return req
