@@ -129,15 +129,13 @@ class SphinxBuildTests(SynchronousTestCase):
         self.assertIn('href="api/txupgrade.IUpgradeProtocol.html"', guide)
 
     def test_brokenDocstringFails(self) -> None:
-        """Control: a docstring pydoctor cannot parse fails the build."""
+        """Control: a docstring link that resolves nowhere fails the build."""
         work = Path(tempfile.mkdtemp(prefix="txupgrade-docs-bad-"))
         self.addCleanup(shutil.rmtree, work, True)
-        shutil.copytree(DOCS, work / "docs", ignore=shutil.ignore_patterns("examples"))
+        shutil.copytree(DOCS, work / "docs", ignore=shutil.ignore_patterns("__pycache__", "_build"))
         shutil.copytree(ROOT / "txupgrade", work / "txupgrade", ignore=shutil.ignore_patterns("__pycache__"))
-        bad = work / "txupgrade" / "echo.py"
-        bad.write_text(
-            bad.read_text().replace('"""Write back every byte received."""', '"""See L{nowhere.at.all}."""')
-        )
+        with (work / "txupgrade" / "echo.py").open("a") as f:
+            f.write('\n\ndef _broken() -> None:\n    """See L{nowhere.at.all}."""\n')
         result = subprocess.run(
             [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(work / "docs"), str(work / "out")],
             capture_output=True,
@@ -195,16 +193,10 @@ class RulesTests(SynchronousTestCase):
         self.assertEqual(undefined, {}, "cited but not defined in docs/rules.md")
 
     def test_namedTestsExist(self) -> None:
-        """Every test named in docs/rules.md exists; every rule but R16 names some."""
+        """Every test named in docs/rules.md exists, and every rule names some."""
         missing = []
         for rule, text in _ruleSections().items():
             refs = _TEST_REF.findall(text)
-            if rule == "R16":
-                # Stated as untested on the page; this fails once tests exist
-                # to remind whoever adds them to list them.
-                self.assertEqual(refs, [])
-                self.assertIn("Tests: none yet", text)
-                continue
             self.assertTrue(refs, f"{rule} names no test")
             for path, className, method in refs:
                 module = ".".join(Path(path).with_suffix("").parts)
@@ -356,6 +348,7 @@ class QuickstartTests(TestCase):
         port = yield withTimeout(daemon.ready, 60)
         blocks = _consoleBlocks(DOCS / "quickstart.md")
         self.assertGreaterEqual(len(blocks), 4)
+        self.assertIn("python docs/examples/echo_client.py 8080", [command for command, _ in blocks])
         for command, expected in blocks:
             argv = shlex.split(command.replace("8080", str(port)))
             self.assertIn(argv[0], ("curl", "python"), command)
@@ -373,6 +366,21 @@ class QuickstartTests(TestCase):
 
 
 # -- the protocol author's guide --------------------------------------------------------
+
+
+class ExamplesTests(SynchronousTestCase):
+    """Every example file is shown in the docs and run by the tests."""
+
+    def test_shownAndRun(self) -> None:
+        """Each C{docs/examples} source is included by a page and named by a test module."""
+        pages = "".join(path.read_text() for path in DOCS.glob("*.md"))
+        tests = "".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+        examples = sorted(p for p in EXAMPLES.rglob("*") if p.suffix in (".py", ".toml"))
+        self.assertGreaterEqual(len(examples), 10)
+        for path in examples:
+            relative = path.relative_to(DOCS).as_posix()
+            self.assertIn(f"{{literalinclude}} {relative}", pages, relative)
+            self.assertIn(path.stem if path.suffix == ".py" else path.name, tests, relative)
 
 
 class ShoutExampleTests(SynchronousTestCase):
@@ -480,6 +488,97 @@ class ServeShoutExampleTests(TestCase):
         )
         port = yield withTimeout(process.ready, 30)
         yield self.checkServes(port)
+
+
+def _withExamplesOnPath(test: SynchronousTestCase, *modules: str) -> None:
+    """C{docs/examples} on C{sys.path} (as running a script there has it), undone at cleanup."""
+    saved = list(sys.path)
+    sys.path.insert(0, str(EXAMPLES))
+
+    def restore() -> None:
+        sys.path[:] = saved
+        for name in modules:
+            sys.modules.pop(name, None)
+
+    test.addCleanup(restore)
+
+
+class ClientExampleTests(TestCase):
+    """amp_client.py and tls_client.py against the example services, over real sockets."""
+
+    timeout = 60
+
+    def serveAMP(self) -> Any:
+        from txupgrade import UpgradeSite
+
+        _withExamplesOnPath(self, "amp_service", "amp_client")
+        service = importlib.import_module("amp_service")
+        return listen(self, UpgradeSite(Resource(), [service.amp_]))
+
+    @inlineCallbacks
+    def test_ampClient(self) -> Any:
+        """callService switches to AMP and gets the sum and the original request's path and header."""
+        port = self.serveAMP()
+        client = importlib.import_module("amp_client")
+        total, who = yield withTimeout(client.callService(reactor, port.getHost().port))
+        self.assertEqual(total, 42)
+        self.assertEqual(who, {"path": "/rpc", "token": "secret"})
+
+    @inlineCallbacks
+    def test_ampClientScript(self) -> Any:
+        """C{python amp_client.py PORT} prints the answers."""
+        port = self.serveAMP()
+        out, err, code = yield withTimeout(
+            getProcessOutputAndValue(
+                sys.executable,
+                [str(EXAMPLES / "amp_client.py"), str(port.getHost().port)],
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            ),
+            30,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(
+            out.decode().splitlines(),
+            ["20 + 22 = 42", "the service saw {'path': '/rpc', 'token': 'secret'}"],
+        )
+
+    @inlineCallbacks
+    def test_ampClientRefused(self) -> Any:
+        """Against a server without C{amp}, callService fails with UpgradeFailed, carrying the status."""
+        from txupgrade import UpgradeSite
+        from txupgrade.client import UpgradeFailed
+
+        _withExamplesOnPath(self, "amp_service", "amp_client")
+        port = listen(self, UpgradeSite(Resource()))
+        client = importlib.import_module("amp_client")
+        with self.assertRaises(UpgradeFailed) as caught:
+            yield withTimeout(client.callService(reactor, port.getHost().port))
+        self.assertEqual(caught.exception.status, 404)
+
+    @inlineCallbacks
+    def test_tlsSiteAndClient(self) -> Any:
+        """/private is a 426 in plain HTTP; through the TLS upgrade it answers, and the connection goes on."""
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        work = Path(tempfile.mkdtemp(prefix="txupgrade-docs-tls-"))
+        self.addCleanup(shutil.rmtree, work, True)
+        pem = work / "server.pem"
+        pem.write_bytes(cert.private_key_and_cert_chain_pem.bytes())
+        site = _loadModule(EXAMPLES / "tls_site.py", "txupgrade_docs_tls_site").makeSite(str(pem))
+        port = listen(self, site)
+        plain = yield connectClient(self, port)
+        plain.send(request(target=b"/private"))
+        yield plain.waitFor(lambda d: d.endswith(b"TLS/1.2.\n"))
+        self.assertTrue(plain.data.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"), plain.data)
+        self.assertIn(b"\r\nUpgrade: TLS/1.2, HTTP/1.1\r\n", plain.data)
+        client = _loadModule(EXAMPLES / "tls_client.py", "txupgrade_docs_tls_client")
+        response, again = yield withTimeout(
+            client.fetchPrivate(reactor, port.getHost().port, ca.cert_pem.bytes())
+        )
+        self.assertEqual((response.status, response.body), (200, b"secret\n"))
+        self.assertEqual((again.status, again.body), (200, b"public\n"))
 
 
 def _venvSitePackages(venv: Path) -> Path:

@@ -13,11 +13,13 @@ import ast
 import inspect
 
 from twisted.copyright import version as twistedVersion
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http import HTTPChannel
@@ -37,6 +39,9 @@ PRIVATE_NAMES = {
     "_savedTimeOut": "HTTPChannel",
     "_abortingCall": "HTTPChannel",
     "_version": "HTTPChannel",
+    "_HTTPChannel__first_line": "HTTPChannel",
+    "_receivedHeaderSize": "HTTPChannel",
+    "_disconnected": "Request",
     "_command": "HTTPChannel",
     "_path": "HTTPChannel",
 }
@@ -86,6 +91,26 @@ class PrivateNamesTests(SynchronousTestCase):
             if alias.name.startswith("_")
         }
         self.assertEqual(used - OWN_NAMES, set(PRIVATE_NAMES))
+
+    def test_headState(self) -> None:
+        """The channel tells a request line from a header line, and counts the head's bytes."""
+        channel, _transport = connectedChannel()
+        self.assertTrue(_twistedcompat.readingRequestLine(channel))
+        self.assertEqual(_twistedcompat.headBytesReceived(channel), 0)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.assertFalse(_twistedcompat.readingRequestLine(channel))
+        self.assertEqual(_twistedcompat.headBytesReceived(channel), len(b"GET / HTTP/1.1"))
+        channel.dataReceived(b"Host: x\r\n")
+        self.assertFalse(_twistedcompat.readingRequestLine(channel))
+        self.assertEqual(_twistedcompat.headBytesReceived(channel), len(b"GET / HTTP/1.1Host: x"))
+
+    def test_requestGone(self) -> None:
+        """A request learns that its client went away."""
+        channel, _transport = connectedChannel()
+        request = http.Request(channel)
+        self.assertFalse(_twistedcompat.requestGone(request))
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(_twistedcompat.requestGone(request))
 
     def test_genericChannelProtocol(self) -> None:
         """C{_GenericHTTPChannelProtocol} wraps a channel in C{_channel}."""

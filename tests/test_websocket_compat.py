@@ -290,8 +290,14 @@ class NegotiateTests(SynchronousTestCase):
         self.assertEqual(headers[b"allow"], [b"GET"])
 
     def test_noHost(self) -> None:
-        """A handshake without C{Host}: 400."""
-        self.assertRefused(handshake(host=None), 400)
+        """A handshake without C{Host}: 400 from the channel, and closed (R16)."""
+        conn, factory = self.connect(None)
+        conn.send(handshake(host=None))
+        got, _, _ = _response(conn.received)
+        self.assertEqual(got, 400, conn.received)
+        self.assertNotIn(b" 101 ", conn.received)
+        self.assertEqual(factory.countConnections, 0)
+        self.assertTrue(conn.serverTransport.disconnected)
 
     def test_crossOrigin(self) -> None:
         """By default, a foreign C{Origin}: 403."""

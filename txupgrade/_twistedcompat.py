@@ -2,11 +2,12 @@
 The one place that touches private Twisted attributes.
 
 The swap of a connection's protocol needs state Twisted keeps private: the
-C{_GenericHTTPChannelProtocol} wrapper that L{twisted.web.server.Site} puts around each channel
-(and its C{_channel}), the channel's network producer, and the two buffers
-where bytes that follow a request wait (C{docs/internals.md}, "Where the
-bytes are"). Everything is named here, and C{tests/test_twistedcompat.py} fails
-loudly when a supported Twisted version renames any of it.
+C{_GenericHTTPChannelProtocol} wrapper that L{twisted.web.server.Site} puts
+around each channel (and its C{_channel}), the channel's network producer,
+and the two buffers where bytes that follow a request wait
+(C{docs/internals.md}, "Where the bytes are"). Everything is named here, and
+C{tests/test_twistedcompat.py} fails loudly when a supported Twisted version
+renames any of it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IProtocol
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 
 __all__ = [
     "bypassWrapper",
     "feedTLS",
+    "headBytesReceived",
     "injectRequest",
+    "readingRequestLine",
     "releaseChannel",
+    "requestGone",
     "requestVersion",
     "swapProtocol",
     "takeTrailingData",
@@ -43,6 +47,21 @@ def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
 def requestVersion(channel: HTTPChannel) -> bytes:
     """The HTTP version of the request whose headers were just read."""
     return channel._version
+
+
+def readingRequestLine(channel: HTTPChannel) -> bool:
+    """Whether the next line the channel parses is a request line (not a header)."""
+    return channel._HTTPChannel__first_line != 0  # type: ignore[attr-defined]
+
+
+def headBytesReceived(channel: HTTPChannel) -> int:
+    """How many bytes of the current request's head (line and headers) were read."""
+    return channel._receivedHeaderSize
+
+
+def requestGone(request: Request) -> bool:
+    """Whether the client of C{request} disconnected before it was finished."""
+    return bool(request._disconnected)
 
 
 def takeTrailingData(channel: HTTPChannel) -> bytes:

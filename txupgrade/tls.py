@@ -49,6 +49,7 @@ __all__ = [
     "TLSRequiredResource",
     "TLSUpgrade",
     "certificateOptionsFromPEM",
+    "sslListenDescription",
 ]
 
 _log = Logger(namespace="txupgrade.tls")
@@ -100,6 +101,18 @@ def certificateOptionsFromPEM(path: str | Path, **options: Any) -> Any:
         )
     except (SSL.Error, ValueError) as error:
         raise CertificateError(f"{path}: unusable key or certificate: {error}") from None
+
+
+def sslListenDescription(description: str, pem: str | Path) -> str:
+    """
+    C{description} with C{privateKey=pem} added when it is an C{ssl:} server
+    endpoint that names no key (C{certKey} then defaults to the same file);
+    any other description unchanged.
+    """
+    if not description.startswith("ssl:") or re.search(r"(?:^|:)privateKey=", description):
+        return description
+    escaped = str(pem).replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+    return f"{description}:privateKey={escaped}"
 
 
 @implementer(IUpgradeProtocol)
