@@ -96,7 +96,13 @@ def _buildDocs() -> Path:
         )
         if result.returncode != 0:
             shutil.rmtree(out, True)
-            raise AssertionError(f"sphinx-build -W failed:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"sphinx-build -W failed:\n{result.stdout}\n{result.stderr}\n"
+                "Docstrings are epytext, read by pydoctor: a top-level heading in a"
+                " docstring is underlined with '=' ('-' is a subsection), fields"
+                " (@param, @ivar...) come last, and L{name} must resolve (use the"
+                " full dotted name of a Twisted or Python object, or C{name})."
+            )
         _built = out
     return _built
 
@@ -410,6 +416,8 @@ class ShoutExampleTests(SynchronousTestCase):
         module = _loadModule(EXAMPLES / "websocket_site.py", "txupgrade_docs_websocket_site")
         site = module.makeSite()
         site.reactor = Clock()
+        factory = site.resource.children[b"chat"].upgrade.factory
+        self.assertEqual((factory.maxFramePayloadSize, factory.failByDrop), (1 << 20, False))
         conn = MemoryConnection(site, chunkSize=1)
         conn.send(request(target=b"/chat"))
         self.assertTrue(conn.received.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"), conn.received[:60])
@@ -447,6 +455,33 @@ class ShoutExampleTests(SynchronousTestCase):
         self.assertTrue(conn.received.endswith(b"\r\n\r\nhello\n"), conn.received)
         self.assertIsInstance(site.resource, Resource)
         conn.close()
+
+
+class BoundedEchoExampleTests(SynchronousTestCase):
+    """bounded_echo.py registers a producer that pauses reading while the write buffer is full."""
+
+    def test_pausesReading(self) -> None:
+        """After the switch its producer is registered; pausing it pauses the transport, resuming resumes."""
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from txupgrade import UpgradeSite
+        from txupgrade.demo import PauseReadingWhileFull
+
+        module = _loadModule(EXAMPLES / "bounded_echo.py", "txupgrade_docs_bounded_echo")
+        site = UpgradeSite(Resource(), [module.boundedEcho], reactor=Clock())
+        peer = IPv4Address("TCP", "127.0.0.1", 40000)
+        protocol = site.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(upgradeRequest(["bounded-echo"]) + b"ping")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nping"))
+        self.assertIsInstance(transport.producer, PauseReadingWhileFull)
+        transport.producer.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
 
 
 _LOUD = upgradeRequest(["shout/1"], b"/loud", method=b"POST", body=b"hi") + b"abc"

@@ -31,6 +31,8 @@ def makeSite():
     """A page at /, and the WebSocket service at /chat."""
     factory = WebSocketServerFactory()
     factory.protocol = ChatProtocol
+    # Bound what one client can make the server hold; answer with Close frames.
+    factory.setProtocolOptions(maxFramePayloadSize=1 << 20, maxMessagePayloadSize=4 << 20, failByDrop=False)
     root = Resource()
     root.putChild(b"", Data(b"hello\n", "text/plain"))
     # Browsers may open it only from pages of https://*.example.com (clients
