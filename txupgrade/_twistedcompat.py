@@ -19,6 +19,7 @@ from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 
 __all__ = [
     "bypassWrapper",
+    "currentProtocol",
     "feedTLS",
     "headBytesReceived",
     "injectRequest",
@@ -175,3 +176,14 @@ def injectRequest(
         req.handleContentChunk(body)
     channel.allContentReceived()
     return req
+
+
+def currentProtocol(holder: Any) -> Any:
+    """
+    The protocol speaking on a connection whose transport calls C{holder}:
+    the channel or upgraded protocol a L{wrapChannel} wrapper forwards to,
+    else C{holder} itself (after L{bypassWrapper} took the wrapper out).
+    """
+    if isinstance(holder, _GenericHTTPChannelProtocol):
+        return holder._channel
+    return holder
