@@ -300,12 +300,26 @@ class _Process(ProcessProtocol):
         self.ready: Deferred[int] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.endReason: Failure | None = None
+        self.waiters: list[tuple[bytes, Deferred[None]]] = []
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
         match = self.portPattern.search(self.output)
         if match and not self.ready.called:
             self.ready.callback(int(match.group(1)))
+        for waiter in list(self.waiters):
+            if waiter[0] in self.output:
+                self.waiters.remove(waiter)
+                waiter[1].callback(None)
+
+    def waitFor(self, text: bytes) -> Deferred[None]:
+        """Fire once C{text} is in the output."""
+        d: Deferred[None] = Deferred()
+        if text in self.output:
+            d.callback(None)
+        else:
+            self.waiters.append((text, d))
+        return d
 
     errReceived = outReceived
 
@@ -368,7 +382,15 @@ class QuickstartTests(TestCase):
             self.assertEqual(code, 0, (command, err))
             got = _DATE_SERVER.sub("", out.decode().replace("\r\n", "\n"))
             self.assertEqual(got.rstrip("\n"), expected.rstrip("\n"), command)
-        self.assertIn(b'"GET / HTTP/1.1" 101 - "-" "-"', daemon.output)
+        # The log lines the page shows ("..." for what changes) are in the log.
+        yield withTimeout(daemon.waitFor(b" bytes out"), 30)
+        log = daemon.output.decode("utf-8", "replace")
+        shown = re.findall(r"```text\n(.*?)```", (DOCS / "quickstart.md").read_text(), re.DOTALL)
+        lines = [line for block in shown for line in block.splitlines() if line.startswith("... ")]
+        self.assertGreaterEqual(len(lines), 6)
+        for line in lines:
+            pattern = ".*".join(re.escape(part) for part in line.replace("8080", str(port)).split("..."))
+            self.assertRegex(log, pattern)
 
 
 # -- the protocol author's guide --------------------------------------------------------
