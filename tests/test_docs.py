@@ -32,15 +32,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 import txupgrade.plugins
-from tests.e2e_helpers import (
-    TIMEOUT,
-    connectClient,
-    listen,
-    normalize,
-    reactor,
-    request,
-    withTimeout,
-)
+from tests.support.http import normalize, request
+from tests.support.net import TIMEOUT, connectClient, listen, reactor, withTimeout
 from txupgrade.tap import Options
 from txupgrade.testing import MemoryConnection, upgradeRequest
 
@@ -577,7 +570,7 @@ class ClientExampleTests(TestCase):
         """callService switches to AMP and gets the sum and the original request's path and header."""
         port = self.serveAMP()
         client = importlib.import_module("amp_client")
-        total, who = yield withTimeout(client.callService(reactor, port.getHost().port))
+        total, who = yield withTimeout(client.callService(reactor, port))
         self.assertEqual(total, 42)
         self.assertEqual(who, {"path": "/rpc", "token": "secret"})
 
@@ -588,7 +581,7 @@ class ClientExampleTests(TestCase):
         out, err, code = yield withTimeout(
             getProcessOutputAndValue(
                 sys.executable,
-                [str(EXAMPLES / "amp_client.py"), str(port.getHost().port)],
+                [str(EXAMPLES / "amp_client.py"), str(port)],
                 env=dict(os.environ, PYTHONPATH=str(ROOT)),
             ),
             30,
@@ -609,7 +602,7 @@ class ClientExampleTests(TestCase):
         port = listen(self, UpgradeSite(Resource()))
         client = importlib.import_module("amp_client")
         with self.assertRaises(UpgradeFailed) as caught:
-            yield withTimeout(client.callService(reactor, port.getHost().port))
+            yield withTimeout(client.callService(reactor, port))
         self.assertEqual(caught.exception.status, 404)
 
     @inlineCallbacks
@@ -631,9 +624,7 @@ class ClientExampleTests(TestCase):
         self.assertTrue(plain.data.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"), plain.data)
         self.assertIn(b"\r\nUpgrade: TLS/1.2, HTTP/1.1\r\n", plain.data)
         client = _loadModule(EXAMPLES / "tls_client.py", "txupgrade_docs_tls_client")
-        response, again = yield withTimeout(
-            client.fetchPrivate(reactor, port.getHost().port, ca.cert_pem.bytes())
-        )
+        response, again = yield withTimeout(client.fetchPrivate(reactor, port, ca.cert_pem.bytes()))
         self.assertEqual((response.status, response.body), (200, b"secret\n"))
         self.assertEqual((again.status, again.body), (200, b"public\n"))
 
