@@ -41,6 +41,7 @@ PRIVATE_NAMES = {
     "_version": "HTTPChannel",
     "_HTTPChannel__first_line": "HTTPChannel",
     "_receivedHeaderSize": "HTTPChannel",
+    "_sslContextFactory": "SSL4ServerEndpoint",
     "_disconnected": "Request",
     "_command": "HTTPChannel",
     "_path": "HTTPChannel",
@@ -103,6 +104,17 @@ class PrivateNamesTests(SynchronousTestCase):
         channel.dataReceived(b"Host: x\r\n")
         self.assertFalse(_twistedcompat.readingRequestLine(channel))
         self.assertEqual(_twistedcompat.headBytesReceived(channel), len(b"GET / HTTP/1.1Host: x"))
+
+    def test_requestMethod(self) -> None:
+        """The channel keeps the method of the request whose head it reads, until it is dispatched."""
+        channel, _transport = connectedChannel()
+        self.assertIsNone(_twistedcompat.requestMethod(channel))
+        channel.dataReceived(b"HEAD / HTTP/1.1\r\n")
+        self.assertEqual(_twistedcompat.requestMethod(channel), b"HEAD")
+        channel.dataReceived(b"Host: x\r\n")
+        self.assertEqual(_twistedcompat.requestMethod(channel), b"HEAD")
+        channel.dataReceived(b"\r\n")
+        self.assertIsNone(_twistedcompat.requestMethod(channel))
 
     def test_requestGone(self) -> None:
         """A request learns that its client went away."""
@@ -261,3 +273,33 @@ class AdapterTests(SynchronousTestCase):
         self.assertIs(wrapper._channel, new)
         self.assertEqual(wrapper._negotiatedProtocol, b"http/1.1")
         self.assertFalse(hasattr(channel, "_txupgradeWrapper"))
+
+
+class SSLServerEndpointTests(SynchronousTestCase):
+    """The TLS context of an C{ssl:} server endpoint, which a C{--workers} worker reuses."""
+
+    def test_sslContextFactory(self) -> None:
+        """C{serverFromString} keeps the context factory it built in C{_sslContextFactory}."""
+        import os
+        import shutil
+        import tempfile
+
+        import trustme
+        from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+
+        authority = trustme.CA()
+        directory = tempfile.mkdtemp(prefix="txupgrade-compat-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        pem = os.path.join(directory, "site.pem")
+        with open(pem, "wb") as f:
+            f.write(authority.issue_cert("localhost").private_key_and_cert_chain_pem.bytes())
+        endpoint = serverFromString(Clock(), f"ssl:0:privateKey={pem}")
+        self.assertIsInstance(endpoint, SSL4ServerEndpoint)
+        if not hasattr(endpoint, "_sslContextFactory"):
+            self.fail(
+                f"Twisted {twistedVersion}: SSL4ServerEndpoint has no '_sslContextFactory'; "
+                "txupgrade/_twistedcompat.py must be updated for this Twisted"
+            )
+        context = _twistedcompat.sslContextFactory(endpoint)
+        self.assertTrue(callable(getattr(context, "getContext", None)), context)
+        context.getContext()
