@@ -31,6 +31,7 @@ read. Other libFuzzer flags go after C{--}. The exit status is libFuzzer's:
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import os
 import shutil
@@ -49,7 +50,8 @@ import atheris  # noqa: E402 - after the path is set
 # whole package, at several times the cost per input), the HTTP/1.1 parser
 # and the request, and LineReceiver.
 with atheris.instrument_imports(include=["txupgrade"]):
-    pass
+    for _module in ("txupgrade.channel", "txupgrade.negotiation", "txupgrade.offer", "txupgrade.echo"):
+        importlib.import_module(_module)
 
 from twisted.protocols import basic  # noqa: E402
 from twisted.web import http  # noqa: E402

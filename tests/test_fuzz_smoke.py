@@ -15,7 +15,7 @@ SCRIPT = os.path.join(REPO, "fuzz", "fuzz_channel.py")
 
 
 def test_shortRun(tmp_path: object) -> None:
-    """C{fuzz_channel.py --runs 3000} exits 0 having run every input, and writes no crash."""
+    """C{fuzz_channel.py --runs 3000} exits 0 having run every input, instrumented, writing no crash."""
     done = subprocess.run(
         [sys.executable, SCRIPT, "--runs", "3000", "--artifacts", f"{tmp_path}/"],
         cwd=REPO,
@@ -26,6 +26,9 @@ def test_shortRun(tmp_path: object) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert re.search(r"^Done 3000 runs in \d+ second", output, re.MULTILINE), output[-4000:]
+    # Coverage reaches txupgrade and twisted.web.http (instrumentation not lost).
+    (cov,) = re.findall(r"^#3000\s+DONE\s+cov: (\d+)", output, re.MULTILINE)
+    assert int(cov) >= 400, cov
     assert os.listdir(str(tmp_path)) == [], output[-4000:]
 
 
