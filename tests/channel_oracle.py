@@ -454,7 +454,7 @@ class ErrorCollector:
 
     def __call__(self, event: dict[str, Any]) -> None:
         level = event.get("log_level")
-        if "log_failure" in event or level in (LogLevel.error, LogLevel.critical):
+        if "log_failure" in event or "failure" in event or level in (LogLevel.error, LogLevel.critical):
             self.errors.append(event)
 
     def __enter__(self) -> ErrorCollector:
@@ -542,7 +542,7 @@ def decodeInput(data: bytes) -> tuple[bytes, list[bytes], dict[str, Any]]:
 
 
 def _describe(event: dict[str, Any]) -> str:
-    failure = event.get("log_failure")
+    failure = event.get("log_failure") or event.get("failure")
     text = str(event.get("log_format"))
     if failure is not None:
         text += "\n" + failure.getTraceback()

@@ -1,0 +1,284 @@
+"""
+Shared parts of the proof scripts (C{benchmarks/proof_*.py}): a demo server
+in its own process with a statistics resource and an error tally, raw
+asyncio clients, percentiles, and the machine's load.
+
+The server is what C{twistd txupgrade} serves by default (the demo tree:
+C{/}, C{/echo}, the WebSocket echo at C{/ws}, C{echo} on every path), plus
+C{/_stats} (JSON: RSS, tracked gc objects, open fds, log error tally) for the
+driver. It stops on SIGTERM, or by itself when its driver goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+HOST = "127.0.0.1"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def raiseNofile() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The C{p}-th percentile (nearest rank) of C{values}; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def machineLoad() -> str:
+    """The load averages and the CPU used by other processes, for the report."""
+    import psutil
+
+    one, five, fifteen = os.getloadavg()
+    mine = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
+    others = []
+    for proc in psutil.process_iter(["pid", "name", "cpu_percent"]):
+        if proc.info["pid"] not in mine:
+            others.append(proc)
+    for proc in others:
+        try:
+            proc.cpu_percent(None)
+        except psutil.Error:
+            pass
+    time.sleep(0.5)
+    busy = 0.0
+    for proc in others:
+        try:
+            busy += proc.cpu_percent(None)
+        except psutil.Error:
+            pass
+    return (
+        f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs; "
+        f"other processes using {busy:.0f}% CPU"
+    )
+
+
+# --------------------------------------------------------------------------
+# The server process
+# --------------------------------------------------------------------------
+
+
+class ErrorTally:
+    """Counts log events that are errors: expected ones (by a predicate) and the rest."""
+
+    def __init__(self, expected: Callable[[dict[str, Any]], str | None]) -> None:
+        self.expected = expected
+        self.counts: dict[str, int] = {}
+        self.unexpected: list[str] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from twisted.logger import LogLevel, formatEvent
+
+        failure = event.get("log_failure") or event.get("failure")
+        if failure is None and event.get("log_level") not in (LogLevel.error, LogLevel.critical):
+            return
+        kind = self.expected(event)
+        if kind is not None:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+        elif len(self.unexpected) < 20:
+            text = formatEvent(event)
+            if failure is not None:
+                text += "\n" + failure.getTraceback()
+            self.unexpected.append(text)
+        else:
+            self.unexpected.append("...")
+
+
+def serve(
+    protocols: Iterable[Any] = (), expected: Callable[[dict[str, Any]], str | None] = lambda e: None
+) -> None:
+    """
+    Run the demo server on 127.0.0.1 (a free port, printed as C{PORT n}) until
+    SIGTERM or until the parent process goes away.
+
+    @param protocols: Protocols served on every path besides C{echo}.
+    @param expected: Names the kind of an expected error event, or L{None}.
+    """
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    raiseNofile()
+    import psutil
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+    from twisted.logger import globalLogBeginner
+    from twisted.web.resource import Resource
+
+    from txupgrade.channel import UpgradeSite
+    from txupgrade.demo import demoRoot
+    from txupgrade.echo import EchoUpgrade
+    from txupgrade.registry import ProtocolRegistry
+
+    tally = ErrorTally(expected)
+    globalLogBeginner.beginLoggingTo([tally], discardBuffer=True, redirectStandardIO=False)
+    process = psutil.Process()
+
+    class Stats(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            collect = request.args.get(b"collect") == [b"1"]
+            if collect:
+                gc.collect()
+            body = {
+                "rss": process.memory_info().rss,
+                "objects": len(gc.get_objects()),
+                "fds": process.num_fds(),
+                "cpu": sum(process.cpu_times()[:2]),
+                "errors": tally.counts,
+                "unexpected": tally.unexpected,
+                "connections": len(process.net_connections("tcp")) if request.args.get(b"conns") else None,
+            }
+            request.setHeader(b"Content-Type", b"application/json")
+            return json.dumps(body).encode()
+
+    class QuietSite(UpgradeSite):
+        def log(self, request: object) -> None:
+            """No access log (as in a benchmark: it would dominate)."""
+
+    registry = ProtocolRegistry([EchoUpgrade(), *protocols])
+    root = demoRoot(registry)
+    root.putChild(b"_stats", Stats())
+    site = QuietSite(root, registry, logPath=None)
+    port = reactor.listenTCP(0, site, backlog=4096, interface=HOST)  # type: ignore[attr-defined]
+    sys.stdout.write(f"PORT {port.getHost().port}\n")
+    sys.stdout.flush()
+    parent = os.getppid()
+
+    def watchParent() -> None:
+        if os.getppid() != parent:
+            reactor.stop()  # type: ignore[attr-defined]
+
+    LoopingCall(watchParent).start(1.0)
+    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+
+
+class Server:
+    """A server process started by a driver: C{python SCRIPT --serve ARGS}."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, script, "--serve", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("PORT "):
+            self.process.kill()
+            raise SystemExit(f"the server did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stats(self, collect: bool = False) -> dict[str, Any]:
+        """The server's C{/_stats}, over a new connection."""
+        return asyncio.run(fetchStats(self.port, collect))
+
+    def stop(self) -> None:
+        """SIGTERM, then wait (kill after 10 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------
+# Clients (asyncio, raw bytes)
+# --------------------------------------------------------------------------
+
+UPGRADE_ECHO = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+HEAD_101 = b"HTTP/1.1 101 Switching Protocols\r\n"
+
+
+async def readHead(reader: asyncio.StreamReader) -> bytes:
+    """One response head (through the empty line)."""
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def readResponse(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One response with a C{Content-Length} body: (status, body)."""
+    head = await readHead(reader)
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, await reader.readexactly(length)
+
+
+async def fetchStats(port: int, collect: bool = False) -> dict[str, Any]:
+    """GET C{/_stats} on a new connection."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    query = b"?collect=1" if collect else b""
+    writer.write(b"GET /_stats%s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % query)
+    status, body = await readResponse(reader)
+    writer.close()
+    assert status == 200, (status, body)
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def wsHandshake(path: bytes = b"/ws") -> bytes:
+    """A WebSocket opening handshake (RFC 6455 §4.1), no Origin (not a browser)."""
+    key = base64.b64encode(os.urandom(16))
+    return (
+        b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)
+    )
+
+
+def wsFrame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One masked client frame, FIN set."""
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, 0x80 | length])
+    elif length < 1 << 16:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
+async def wsReadFrame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await reader.readexactly(length)
