@@ -451,8 +451,7 @@ def switchedClass(cls: type, path: str) -> type:
         namespace["connectionLost"] = _thenBreakCycles(lost)
         if not hasattr(cls, "drain"):
             namespace["drain"] = _drainGoingAway
-        # implementer(...)(cls) is classImplements, spelled so that pydoctor
-        # does not look for a class named "switched" in the source.
-        switched = implementer(IDrainable)(type(cls.__name__, (cls,), namespace))
+        switched = type(cls.__name__, (cls,), namespace)
+        implementer(IDrainable)(switched)
         _switchedClasses[(cls, path)] = switched
     return switched
