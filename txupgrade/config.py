@@ -125,6 +125,15 @@ SETTINGS: tuple[Setting, ...] = (
         "repeatable; default: same origin only",
         "PATTERN",
     ),
+    Setting(
+        "allowed-host",
+        "list",
+        _text,
+        [],
+        "Answer requests naming this host in Host (*.example.com for subdomains, * for any); "
+        "repeatable; default: localhost names on a loopback listener, any elsewhere",
+        "NAME",
+    ),
     Setting("enable", "list", _text, [], "Offer only these upgrade protocols (repeatable)", "PROTOCOL"),
     Setting("disable", "list", _text, [], "Do not offer this upgrade protocol (repeatable)", "PROTOCOL"),
     Setting(

@@ -97,6 +97,10 @@ class Options(usage.Options):
         """Do not offer this upgrade protocol (repeatable; see --list-protocols)"""
         self["disable"].append(name)
 
+    def opt_allowed_host(self, name: str) -> None:
+        """Answer requests naming this host in Host (*.example.com for subdomains, * for any); repeatable [default: localhost names on a loopback listener, any elsewhere]"""  # noqa: E501
+        self["allowed-host"].append(name)
+
     def postOptions(self) -> None:
         """Merge the config file, check everything; one line and exit 1 on a problem."""
         if self["list-protocols"]:
@@ -161,6 +165,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         maxUpgradeBodySize=settings["max-upgrade-body"],
         timeout=settings["timeout"],
         logPath=settings["access-log"],
+        allowedHosts=settings.get("allowed-host") or "auto",
     )
 
 
