@@ -452,7 +452,6 @@ def switchedClass(cls: type, path: str) -> type:
         if not hasattr(cls, "drain"):
             namespace["drain"] = _drainGoingAway
         switched = type(cls.__name__, (cls,), namespace)
-        # (implementer, not classImplements: pydoctor reads classImplements calls as declarations)
-        switched = implementer(IDrainable)(switched)
+        implementer(IDrainable)(switched)
         _switchedClasses[(cls, path)] = switched
     return switched

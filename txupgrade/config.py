@@ -130,8 +130,9 @@ SETTINGS: tuple[Setting, ...] = (
         "list",
         _text,
         [],
-        "Answer requests naming this host in Host (*.example.com for subdomains, * for any); "
-        "repeatable; default: localhost names on a loopback listener, any elsewhere",
+        "Answer requests whose Host names this host (*.example.com for subdomains, * for any); "
+        "others get 400, the defence against DNS rebinding; repeatable; "
+        "default: localhost, 127.0.0.1 and ::1 on a loopback listener, any host elsewhere",
         "NAME",
     ),
     Setting("enable", "list", _text, [], "Offer only these upgrade protocols (repeatable)", "PROTOCOL"),

@@ -89,6 +89,10 @@ class Options(usage.Options):
         """Allow WebSocket handshakes from pages of this origin (https://*.example.com:*); repeatable [default: same origin only]"""  # noqa: E501
         self["websocket-origin"].append(pattern)
 
+    def opt_allowed_host(self, name: str) -> None:
+        """Answer only requests whose Host names this host (*.example.com, or * for any); repeatable [default: loopback names on a loopback listener, any elsewhere]"""  # noqa: E501
+        self["allowed-host"].append(name)
+
     def opt_enable(self, name: str) -> None:
         """Offer only these upgrade protocols (repeatable; see --list-protocols)"""
         self["enable"].append(name)
@@ -96,10 +100,6 @@ class Options(usage.Options):
     def opt_disable(self, name: str) -> None:
         """Do not offer this upgrade protocol (repeatable; see --list-protocols)"""
         self["disable"].append(name)
-
-    def opt_allowed_host(self, name: str) -> None:
-        """Answer requests naming this host in Host (*.example.com for subdomains, * for any); repeatable [default: localhost names on a loopback listener, any elsewhere]"""  # noqa: E501
-        self["allowed-host"].append(name)
 
     def postOptions(self) -> None:
         """Merge the config file, check everything; one line and exit 1 on a problem."""
@@ -163,9 +163,9 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         policy=settings["policy"],
         advertise=not settings["no-advertise"],
         maxUpgradeBodySize=settings["max-upgrade-body"],
+        allowedHosts=settings.get("allowed-host") or "auto",
         timeout=settings["timeout"],
         logPath=settings["access-log"],
-        allowedHosts=settings.get("allowed-host") or "auto",
     )
 
 
