@@ -89,6 +89,10 @@ class Options(usage.Options):
         """Allow WebSocket handshakes from pages of this origin (https://*.example.com:*); repeatable [default: same origin only]"""  # noqa: E501
         self["websocket-origin"].append(pattern)
 
+    def opt_idle_timeout(self, value: str) -> None:
+        """Close an upgraded connection of PROTOCOL silent for SECONDS (PROTOCOL=SECONDS; repeatable)"""
+        self["idle-timeout"].append(value)
+
     def opt_enable(self, name: str) -> None:
         """Offer only these upgrade protocols (repeatable; see --list-protocols)"""
         self["enable"].append(name)
@@ -164,6 +168,18 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
     )
 
 
+def limitsFrom(settings: dict[str, Any]) -> Any:
+    """The L{txupgrade.limits.Limits} the settings give."""
+    from txupgrade.limits import Limits, parseIdleTimeout
+
+    return Limits(
+        maxConnections=settings["max-connections"],
+        maxConnectionsPerClient=settings["max-connections-per-client"],
+        requestHeadTimeout=settings["request-head-timeout"],
+        idleTimeouts=dict(parseIdleTimeout(t) for t in settings["idle-timeout"]),
+    )
+
+
 def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor: Any = None) -> Any:
     """
     The L{txupgrade.daemon.DaemonService} the settings describe, bound.
@@ -178,6 +194,7 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
         settings["listen"],
         drainTimeout=settings["drain-timeout"],
         protocolNames=settings.get("protocols", protocols.names()),
+        limits=limitsFrom(settings),
         reactor=reactor,
     )
     service.listen()
