@@ -54,6 +54,16 @@ class Limits:
     requestHeadTimeout: float = 30.0
     idleTimeouts: Mapping[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def fromSettings(cls, settings: Mapping[str, Any]) -> Limits:
+        """The limits the daemon's settings (L{txupgrade.config}) give."""
+        return cls(
+            maxConnections=settings["max-connections"],
+            maxConnectionsPerClient=settings["max-connections-per-client"],
+            requestHeadTimeout=settings["request-head-timeout"],
+            idleTimeouts=dict(parseIdleTimeout(t) for t in settings["idle-timeout"]),
+        )
+
     def idleTimeoutFor(self, protocol: str) -> float:
         """The idle timeout of an upgraded C{protocol}, 0 if none."""
         lowered = protocol.lower()

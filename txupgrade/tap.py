@@ -168,18 +168,6 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
     )
 
 
-def limitsFrom(settings: dict[str, Any]) -> Any:
-    """The L{txupgrade.limits.Limits} the settings give."""
-    from txupgrade.limits import Limits, parseIdleTimeout
-
-    return Limits(
-        maxConnections=settings["max-connections"],
-        maxConnectionsPerClient=settings["max-connections-per-client"],
-        requestHeadTimeout=settings["request-head-timeout"],
-        idleTimeouts=dict(parseIdleTimeout(t) for t in settings["idle-timeout"]),
-    )
-
-
 def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor: Any = None) -> Any:
     """
     The L{txupgrade.daemon.DaemonService} the settings describe, bound.
@@ -188,6 +176,7 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
     """
     from txupgrade import workers
     from txupgrade.daemon import DaemonService
+    from txupgrade.limits import Limits
 
     site = makeSite(settings, protocols)
     if settings.get("workers") or workers.isWorker():
@@ -197,7 +186,7 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
         settings["listen"],
         drainTimeout=settings["drain-timeout"],
         protocolNames=settings.get("protocols", protocols.names()),
-        limits=limitsFrom(settings),
+        limits=Limits.fromSettings(settings),
         reactor=reactor,
     )
     service.listen()
