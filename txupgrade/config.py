@@ -201,6 +201,14 @@ SETTINGS: tuple[Setting, ...] = (
         "PROTOCOL=SECONDS",
     ),
     Setting(
+        "metrics",
+        "value",
+        _text,
+        None,
+        "Serve Prometheus metrics at /metrics on this endpoint (keep it private; needs the metrics extra)",
+        "ENDPOINT",
+    ),
+    Setting(
         "drain-timeout",
         "value",
         _positive(float),

@@ -200,6 +200,8 @@ class DaemonService(MultiService):
         self.ports: list[IListeningPort] = []
         self.extraPorts: list[tuple[str, IListeningPort]] = []
         self.logObserver: ILogObserver | None = None
+        #: The L{txupgrade.metrics.DaemonMetrics}, with C{--metrics}.
+        self.metrics: Any = None
 
     def setServiceParent(self, parent: Any) -> None:
         """Join C{parent}; give it L{logObserver} (twistd then logs only there)."""
@@ -280,4 +282,6 @@ class DaemonService(MultiService):
         yield self.tracker.drain(self.drainTimeout)
         for _what, port in extra:
             yield port.stopListening()
+        if self.metrics is not None:
+            self.metrics.stop()
         yield super().stopService()

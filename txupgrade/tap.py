@@ -175,9 +175,11 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
     @raise ConfigError: a setting that cannot be used, or a listener that cannot bind.
     """
     from txupgrade import workers
-    from txupgrade.daemon import DaemonService
+    from txupgrade.daemon import DaemonError, DaemonService
     from txupgrade.limits import Limits
 
+    if settings.get("metrics") and settings.get("workers"):
+        raise DaemonError("--metrics is not available with --workers yet (each worker would need its own)")
     site = makeSite(settings, protocols)
     if settings.get("workers") or workers.isWorker():
         return workers.buildService(settings, site, reactor)
@@ -190,6 +192,15 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
         reactor=reactor,
     )
     service.listen()
+    if settings.get("metrics"):
+        try:
+            from txupgrade.metrics import DaemonMetrics
+        except ImportError:
+            raise DaemonError(
+                "--metrics needs prometheus_client (pip install 'txupgrade[metrics]')"
+            ) from None
+        service.metrics = DaemonMetrics(service.tracker)
+        service.addListener(settings["metrics"], service.metrics.site(), "metrics")
     return service
 
 

@@ -184,6 +184,7 @@ class TrackedConnection(ProtocolWrapper):
         self.protocol = upgradedName(head)
         self.peer = peerText(self.getPeer())
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
+        self.factory.addBytes("http", self.bytesIn, self.bytesOut + len(head))
         self.started, self.bytesIn, self.bytesOut = now, 0, 0
         if self._headTimer is not None:
             self._headTimer.cancel()
@@ -252,6 +253,7 @@ class TrackedConnection(ProtocolWrapper):
             if timer is not None and timer.active():
                 timer.cancel()
         self._headTimer = self._idleTimer = None
+        self.factory.addBytes(self.protocol, self.bytesIn, self.bytesOut)
         if self.protocol != "http":
             duration = self.factory.clock.seconds() - self.started
             _log.info(
@@ -326,6 +328,10 @@ class ConnectionTracker(WrappingFactory):
         self.connections: set[TrackedConnection] = set()
         self.onUpgrade: list[Callable[[TrackedConnection, float], None]] = []
         self.onClose: list[Callable[[TrackedConnection, float], None]] = []
+        self.onDrained: list[Callable[[dict[str, int]], None]] = []
+        #: Bytes of connections (or parts of connections) that are over, by protocol.
+        self.bytesIn: dict[str, int] = {}
+        self.bytesOut: dict[str, int] = {}
         self._emptied: list[Deferred[None]] = []
 
     def logPrefix(self) -> str:
@@ -369,6 +375,11 @@ class ConnectionTracker(WrappingFactory):
             waiting, self._emptied = self._emptied, []
             for d in waiting:
                 d.callback(None)
+
+    def addBytes(self, protocol: str, received: int, sent: int) -> None:
+        """Count the bytes of a connection's part that is over."""
+        self.bytesIn[protocol] = self.bytesIn.get(protocol, 0) + received
+        self.bytesOut[protocol] = self.bytesOut.get(protocol, 0) + sent
 
     def upgraded(self, connection: TrackedConnection, latency: float) -> None:
         """A connection switched protocols."""
@@ -437,6 +448,8 @@ class ConnectionTracker(WrappingFactory):
                     failed=counts["failed"],
                     drainOutcome="failed",
                 )
+            for observer in self.onDrained:
+                observer(counts)
             result.callback(counts)
 
         emptied.addCallback(done)
