@@ -418,17 +418,13 @@ def _thenBreakCycles(connectionLost: Callable[[Any, Failure], None]) -> Callable
 _switchedClasses: dict[tuple[type, str], type] = {}
 
 
-@implementer(IDrainable)
-class _GoingAway:
-    """The switched class's L{IDrainable} (a user's own C{drain} comes first)."""
-
-    def drain(self) -> None:
-        """
-        The server is going away: close with 1001 (RFC 6455 §7.4.1), through
-        C{sendCloseFrame} (C{sendClose} allows applications only 1000 and
-        3000-4999).
-        """
-        self.sendCloseFrame(code=1001, reasonUtf8=b"going away", isReply=False)  # type: ignore[attr-defined]
+def _drainGoingAway(self: Any) -> None:
+    """
+    L{IDrainable}: the server is going away: close with 1001 (RFC 6455
+    §7.4.1), through C{sendCloseFrame} (C{sendClose} allows applications
+    only 1000 and 3000-4999).
+    """
+    self.sendCloseFrame(code=1001, reasonUtf8=b"going away", isReply=False)
 
 
 def switchedClass(cls: type, path: str) -> type:
@@ -453,6 +449,9 @@ def switchedClass(cls: type, path: str) -> type:
             namespace["_connectionMade"] = _connectionMadePortable(cls._connectionMade)  # type: ignore[attr-defined]
         lost: Any = namespace.get("connectionLost") or cls.connectionLost  # type: ignore[attr-defined]
         namespace["connectionLost"] = _thenBreakCycles(lost)
-        switched = type(cls.__name__, (cls, _GoingAway), namespace)
+        if not hasattr(cls, "drain"):
+            namespace["drain"] = _drainGoingAway
+        switched = type(cls.__name__, (cls,), namespace)
+        implementer(IDrainable)(switched)
         _switchedClasses[(cls, path)] = switched
     return switched
