@@ -13,7 +13,7 @@ import textwrap
 from typing import Any
 
 import twisted.plugin
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import log as legacyLog
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -173,6 +173,8 @@ class OptionsTests(SynchronousTestCase):
             "--policy=server",
             "--no-advertise",
             "--drain-timeout=4",
+            "--allowed-host=example.com",
+            "--allowed-host=*.example.net",
         ]
         path = _write(
             self,
@@ -187,12 +189,13 @@ class OptionsTests(SynchronousTestCase):
             policy = "server"
             no-advertise = true
             drain-timeout = 4
+            allowed-host = ["example.com", "*.example.net"]
             """,
         )
         fromArgs, fromFile = _parse(*argv), _parse("--config", path)
         self.assertEqual(fromArgs.settings, fromFile.settings)
         services = [
-            buildService(o.settings, o.protocols, MemoryReactor())  # type: ignore[arg-type]
+            buildService(o.settings, o.protocols, MemoryReactorClock())  # type: ignore[arg-type]
             for o in (fromArgs, fromFile)
         ]
         shapes = [self.shape(s) for s in services]
@@ -200,6 +203,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(shapes[0]["protocols"], [])
         self.assertEqual(shapes[0]["children"], [b"chat", b"hello"])
         self.assertEqual(shapes[0]["origins"], ["https://*.example.com:*"])
+        self.assertEqual(shapes[0]["allowedHosts"], frozenset({"example.com", "*.example.net"}))
 
     @staticmethod
     def shape(service: Any) -> dict[str, Any]:
@@ -211,6 +215,7 @@ class OptionsTests(SynchronousTestCase):
             "children": sorted(site.resource.children),
             "origins": chat.upgrade.allowedOrigins,
             "policy": site.policy,
+            "allowedHosts": site.allowedHosts,
             "advertise": site.advertise,
             "maxBody": site.maxUpgradeBodySize,
             "timeout": site.timeOut,
@@ -232,8 +237,9 @@ class OptionsTests(SynchronousTestCase):
         options = _parse()
         self.assertEqual(options.settings["listen"], ["tcp:8080:interface=127.0.0.1"])
         self.assertEqual(options.settings["protocols"], ["echo", "websocket"])
-        service = buildService(options.settings, options.protocols, MemoryReactor())  # type: ignore[arg-type]
+        service = buildService(options.settings, options.protocols, MemoryReactorClock())  # type: ignore[arg-type]
         self.assertEqual(sorted(service.site.resource.children), [b"", b"echo", b"ws"])
+        self.assertEqual(service.site.allowedHosts, "auto")
         [port] = service.reactor.tcpServers
         self.assertEqual((port[0], port[3]), (8080, "127.0.0.1"))
 

@@ -52,7 +52,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import classImplements
+from zope.interface import implementer
 
 from txupgrade._wshandshake import Handshake
 from txupgrade.interfaces import IDrainable
@@ -63,6 +63,7 @@ __all__ = [
     "bringUpPath",
     "fingerprint",
     "fingerprintMismatches",
+    "inflationBounded",
     "prepareProtocol",
     "switchedClass",
     "usePerMessageCompress",
@@ -177,6 +178,23 @@ def bringUpPath() -> str:
         changed=", ".join(sorted(mismatches)),
     )
     return "portable"
+
+
+@cache
+def inflationBounded() -> bool:
+    """
+    Whether this autobahn stops inflating a compressed message at the
+    protocol's C{maxMessagePayloadSize} (26.10 and later). Older ones inflate
+    a whole frame before checking, so a frame of a few kilobytes can take
+    gigabytes: without this, accepting C{permessage-deflate} unbounds memory.
+    """
+    from autobahn.websocket.compress_deflate import PerMessageDeflate
+
+    try:
+        parameters = inspect.signature(PerMessageDeflate.decompress_message_data).parameters
+    except (TypeError, ValueError):
+        return False
+    return "max_output_len" in parameters
 
 
 def prepareProtocol(proto: Any, handshake: Handshake, peer: str) -> None:
@@ -452,6 +470,6 @@ def switchedClass(cls: type, path: str) -> type:
         if not hasattr(cls, "drain"):
             namespace["drain"] = _drainGoingAway
         switched = type(cls.__name__, (cls,), namespace)
-        classImplements(switched, IDrainable)  # type: ignore[misc]
+        implementer(IDrainable)(switched)
         _switchedClasses[(cls, path)] = switched
     return switched
