@@ -97,6 +97,12 @@ async def soak(port: int, kind: str, cycles: int, every: int, concurrency: int) 
                 "t": time.perf_counter() - started,
             }
         )
+        # As it goes, so that a run cut short still shows its samples.
+        print(
+            f"sample {kind}: {done:,} cycles, RSS {stats['rss'] / 2**20:.2f} MiB, "
+            f"{stats['objects']:,} objects, {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
 
     await sample()
     nextSample = every
