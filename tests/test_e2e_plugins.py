@@ -164,11 +164,11 @@ class ThirdPartyPluginTests(TestCase):
         """A plugin module in the namespace is found beside the built-ins, and switches."""
         self.install(mytestproto=GOOD_PLUGIN)
         registry = ProtocolRegistry.fromPlugins()
-        self.assertEqual(registry.names(), ["echo", "mytestproto/1"])
+        self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
         yield self.serveAndShout(registry)
         # A second scan reads the cache the first one wrote, and agrees.
         self.assertTrue(os.path.exists(os.path.join(self.pluginDir, "dropin.cache")))
-        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo", "mytestproto/1"])
+        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo", "h2c", "mytestproto/1"])
 
     @inlineCallbacks
     def test_echoStillServed(self) -> Any:
@@ -185,7 +185,7 @@ class ThirdPartyPluginTests(TestCase):
         """Control: without the namespace extension, the module is not found."""
         with open(os.path.join(self.pluginDir, "mytestproto.py"), "w") as f:
             f.write(GOOD_PLUGIN)
-        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo"])
+        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo", "h2c"])
         self.assertFalse(os.path.exists(os.path.join(self.pluginDir, "dropin.cache")))
 
     @inlineCallbacks
@@ -196,7 +196,7 @@ class ThirdPartyPluginTests(TestCase):
         errors = self.flushLoggedErrors(ImportError)
         self.assertEqual(len(errors), 1)
         self.assertIn("brokenproto is broken on purpose", str(errors[0].value))
-        self.assertEqual(registry.names(), ["echo", "mytestproto/1"])
+        self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
         yield self.serveAndShout(registry)
 
     @inlineCallbacks
@@ -205,7 +205,7 @@ class ThirdPartyPluginTests(TestCase):
         self.install(mytestproto=GOOD_PLUGIN, incomplete=INVALID_PLUGIN)
         registry = ProtocolRegistry.fromPlugins()
         self.assertEqual(len(self.flushLoggedErrors(Invalid)), 1)
-        self.assertEqual(registry.names(), ["echo", "mytestproto/1"])
+        self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
         yield self.serveAndShout(registry)
 
 

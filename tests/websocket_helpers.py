@@ -29,9 +29,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
-from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 
+from txupgrade._twistedcompat import _HTTP2Wrapper
 from txupgrade.channel import UpgradeSite
 from txupgrade.websocket import WebSocketEndpoint
 
@@ -136,7 +136,7 @@ class RecordingServerFactory(WebSocketServerFactory):
         self.onOpenHook: Callable[[RecordingServerProtocol], None] | None = None
 
 
-class _TrackedWrapper(_GenericHTTPChannelProtocol):
+class _TrackedWrapper(_HTTP2Wrapper):
     """
     Twisted's per-connection wrapper, also firing C{lost} on C{connectionLost}.
 
@@ -171,7 +171,7 @@ class TrackingSite(UpgradeSite):
 
     def buildProtocol(self, addr: Any) -> Any:
         proto = super().buildProtocol(addr)
-        assert type(proto) is _GenericHTTPChannelProtocol
+        assert type(proto) is _HTTP2Wrapper
         proto.__class__ = _TrackedWrapper
         proto.lost = Deferred()
         self.wrappers.append(proto)

@@ -249,6 +249,17 @@ class UpgradeAwareRequest(server.Request):
 
             value.addCallbacks(decided, failed)
 
+    def _handleStar(self) -> None:
+        """
+        Negotiate an offer made on C{*} (C{OPTIONS *} with C{Upgrade: h2c}, as
+        C{nghttp -u} sends) with the site's protocols, which twisted.web would
+        otherwise answer before any negotiation.
+        """
+        if self._upgradeOffer is None and self._upgradeNegotiation is None and self._upgradeError is None:
+            _compat.answerStar(self)
+            return
+        self.render(_STAR)
+
     def _switch(self, outcome: tuple[Any, ...]) -> None:
         _kind, newProtocol, head = outcome
         cast(UpgradeChannel, self.channel).switchProtocol(self, newProtocol, head)
@@ -283,6 +294,19 @@ class UpgradeAwareRequest(server.Request):
         self.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
         self.write(body)
         self.finish()
+
+
+class _Star(Resource):
+    """The request target C{*}: answered as twisted.web answers it."""
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> int:
+        _compat.answerStar(request)
+        return server.NOT_DONE_YET
+
+
+_STAR = _Star()
 
 
 class UpgradeChannel(HTTPChannel):
@@ -437,6 +461,8 @@ class UpgradeSite(server.Site):
         or C{"server"} (the order of L{protocols} decides).
     @ivar advertise: Whether a response to a request whose offer was not
         taken lists, in C{Upgrade}, what the site could switch to (R5).
+    @ivar priorKnowledge: Whether a cleartext connection that starts with the
+        HTTP/2 preface is served as HTTP/2 (needs the C{h2c} extra).
     """
 
     requestFactory = UpgradeAwareRequest
@@ -449,6 +475,7 @@ class UpgradeSite(server.Site):
         policy: Literal["client", "server"] = "client",
         advertise: bool = True,
         maxUpgradeBodySize: int | None = None,
+        priorKnowledge: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, **kwargs)
@@ -457,6 +484,7 @@ class UpgradeSite(server.Site):
         self.protocols = protocols
         self.policy = policy
         self.advertise = advertise
+        self.priorKnowledge = priorKnowledge
         self.maxUpgradeBodySize = (
             UpgradeChannel.maxUpgradeBodySize if maxUpgradeBodySize is None else maxUpgradeBodySize
         )
