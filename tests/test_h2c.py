@@ -9,6 +9,7 @@ import base64
 import struct
 import subprocess
 import sys
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -477,3 +478,43 @@ class SwitchHeadTests(SynchronousTestCase):
         self.assertTrue(memory.connection.received.startswith(SWITCHING))
         # The server's SETTINGS frame follows at once (type 4 on stream 0).
         self.assertEqual(memory.connection.received[len(SWITCHING) + 3 : len(SWITCHING) + 4], b"\x04")
+
+
+class SwitchOffTests(SynchronousTestCase):
+    """C{twistd txupgrade --disable h2c} and C{--no-prior-knowledge}."""
+
+    def site(self, *argv: str) -> Any:
+        from txupgrade.tap import Options, makeSite
+
+        options = Options()
+        options.parseOptions(list(argv))
+        return makeSite(options)
+
+    def test_default(self) -> None:
+        """By default h2c is offered, prior knowledge is on, the demo page lists h2c."""
+        site = self.site()
+        self.assertIn("h2c", site.protocols.names())
+        self.assertTrue(site.priorKnowledge)
+        connection = MemoryConnection(site)
+        connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertRegex(connection.received, rb"Protocols offered on every path: <b>[^<]*h2c")
+
+    def test_disable(self) -> None:
+        """C{--disable h2c}: not offered, an h2c request answered in HTTP/1.1; prior knowledge stays."""
+        site = self.site("--disable", "H2C")
+        self.assertNotIn("h2c", site.protocols.names())
+        self.assertTrue(site.priorKnowledge)
+        connection = MemoryConnection(site)
+        connection.send(h2cRequest(H2Client(True).settingsHeader, b"/echo"))
+        self.assertTrue(connection.received.startswith(b"HTTP/1.1 200 OK"))
+
+    def test_noPriorKnowledge(self) -> None:
+        """C{--no-prior-knowledge} turns prior knowledge off."""
+        self.assertFalse(self.site("--no-prior-knowledge").priorKnowledge)
+
+    def test_unknown(self) -> None:
+        """Disabling a protocol nobody provides is a usage error."""
+        from twisted.python.usage import UsageError
+
+        with self.assertRaises(UsageError):
+            self.site("--disable", "nope")

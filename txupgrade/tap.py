@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from txupgrade.channel import UpgradeChannel, UpgradeSite
 from txupgrade.demo import demoRoot
-from txupgrade.registry import ProtocolRegistry
+from txupgrade.registry import ProtocolRegistry, protocolName
 
 __all__ = ["Options", "makeService"]
 
@@ -40,11 +40,23 @@ class Options(usage.Options):
         ["policy", None, "client", "Whose preference picks the protocol: client or server."],
         ["access-log", None, None, "Write a combined access log to this file."],
     ]
-    optFlags = [["no-advertise", None, "Do not list available protocols in Upgrade on other answers."]]
+    optFlags = [
+        ["no-advertise", None, "Do not list available protocols in Upgrade on other answers."],
+        [
+            "no-prior-knowledge",
+            None,
+            "Do not serve HTTP/2 to cleartext connections that start with its preface.",
+        ],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["disable"] = []
+
+    def opt_disable(self, name: str) -> None:
+        """Do not offer this discovered protocol, e.g. h2c behind a reverse proxy (repeatable)."""
+        self["disable"].append(name.lower())
 
     def opt_listen(self, description: str) -> None:
         """Listen on this Twisted server endpoint (repeatable; default tcp:8080:interface=127.0.0.1)."""
@@ -61,6 +73,14 @@ def makeSite(options: Options | dict[str, Any], protocols: ProtocolRegistry | No
     """The demo site with every discovered protocol."""
     if protocols is None:
         protocols = ProtocolRegistry.fromPlugins()
+    disabled = set(options.get("disable", ()))
+    if disabled:
+        unknown = disabled - {p.name.lower() for p in protocols} - {n.lower() for n in protocols.names()}
+        if unknown:
+            raise usage.UsageError(f"--disable: no such protocol: {', '.join(sorted(unknown))}")
+        protocols = ProtocolRegistry(
+            p for p in protocols if p.name.lower() not in disabled and protocolName(p).lower() not in disabled
+        )
     return UpgradeSite(
         demoRoot(protocols),
         protocols,
@@ -69,6 +89,7 @@ def makeSite(options: Options | dict[str, Any], protocols: ProtocolRegistry | No
         maxUpgradeBodySize=options["max-upgrade-body"],
         timeout=options["timeout"],
         logPath=options["access-log"],
+        priorKnowledge=not options.get("no-prior-knowledge", False),
     )
 
 
