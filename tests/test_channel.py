@@ -66,7 +66,7 @@ def request(
     version: bytes = b"HTTP/1.1",
 ) -> bytes:
     """The raw bytes of one request; add C{Content-Length} yourself."""
-    lines = [method + b" " + target + b" " + version, b"Host: example.com"]
+    lines = [method + b" " + target + b" " + version, b"Host: localhost"]
     lines.extend(name + b": " + value for name, value in headers)
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
@@ -479,7 +479,7 @@ class ChannelRuleTestsMixin(ChannelMixin):
         self.assertEqual(
             got.headers,
             (
-                (b"host", b"example.com"),
+                (b"host", b"localhost"),
                 (b"connection", b"Upgrade"),
                 (b"upgrade", b"test/3"),
                 (b"x-one", b"1"),
@@ -795,6 +795,135 @@ class ChannelRuleTestsMixin(ChannelMixin):
         self.assertEqual(conn.received, head101())
         self.assertIsNotNone(plugin.protocol.lostReason)
         self.assertNoErrorsLogged()
+
+    # R16: no switch on ambiguous framing; heads over the limits.
+
+    def assertRejected(
+        self, data: bytes, status: int, plugin: RecordingUpgrade | None = None, **kw: Any
+    ) -> None:
+        """C{data} is answered C{status} alone, with C{Connection: close}, and closed; never switched."""
+        plugin = plugin or RecordingUpgrade()
+        conn = self.exchange(data, [plugin], **kw)
+        (response,), rest = parseResponses(conn.received)
+        self.assertEqual(response.status, b"HTTP/1.1 %d %s" % (status, negotiation.reasonPhrase(status)))
+        self.assertEqual(response.header(b"Connection"), [b"close"])
+        self.assertEqual(rest, b"")
+        self.assertNotIn(b" 101 ", conn.received)
+        self.assertEqual(plugin.negotiated, [])
+        self.assertTrue(conn.serverTransport.disconnecting)
+        self.assertNoErrorsLogged()
+
+    def test_noHost(self) -> None:
+        """R16: an HTTP/1.1 upgrade request (or any request) without C{Host}: 400, closed."""
+        for data in (offering(), request()):
+            self.assertRejected(data.replace(b"Host: localhost\r\n", b""), 400)
+
+    def test_twoHosts(self) -> None:
+        """R16: two C{Host} lines, even equal ones: 400, closed."""
+        for host in (b"localhost", b"127.0.0.1"):
+            self.assertRejected(offering(headers=[(b"Host", host)]), 400)
+
+    def test_obsFold(self) -> None:
+        """R16: obs-fold in C{Connection}, C{Upgrade} or any header: 400, closed."""
+        folded = (
+            b"Connection:\r\n upgrade\r\nUpgrade: test",
+            b"Connection: upgrade\r\nUpgrade:\r\n\ttest",
+            b"Connection: upgrade\r\nUpgrade: test\r\nX-Other: a\r\n b",
+        )
+        for fields in folded:
+            self.assertRejected(b"GET /show HTTP/1.1\r\nHost: localhost\r\n" + fields + b"\r\n\r\n", 400)
+
+    def test_transferEncodingNotChunked(self) -> None:
+        """R16: C{Transfer-Encoding} other than exactly C{chunked}, with or without a length: 400."""
+        for coding in (b"identity", b"gzip", b"chunked, chunked", b"gzip, chunked"):
+            for length in ([], [(b"Content-Length", b"5")]):
+                plugin = RecordingUpgrade()
+                data = offering(headers=[(b"Transfer-Encoding", coding), *length]) + b"helloTAIL"
+                conn = self.exchange(data, [plugin])
+                # Twisted itself refuses codings it cannot decode; txupgrade the rest.
+                self.assertTrue(conn.received.startswith(b"HTTP/1.1 400 Bad Request\r\n"), conn.received)
+                self.assertNotIn(b" 101 ", conn.received)
+                self.assertEqual(plugin.negotiated, [])
+                self.assertTrue(conn.serverTransport.disconnecting)
+                self.assertNoErrorsLogged()
+
+    def test_transferEncodingIdentityPlain(self) -> None:
+        """R16: a plain request with C{Transfer-Encoding: identity} is refused too."""
+        data = request(headers=[(b"Transfer-Encoding", b"identity"), (b"Content-Length", b"5")]) + b"hello"
+        self.assertRejected(data, 400)
+
+    def test_chunkedAnyCase(self) -> None:
+        """R16: C{Chunked} is C{chunked} (codings are case-insensitive)."""
+        plugin = RecordingUpgrade()
+        conn = self.exchange(
+            offering(headers=[(b"Transfer-Encoding", b"Chunked")]) + chunked(b"ab"), [plugin]
+        )
+        self.assertTrue(conn.received.startswith(head101()))
+        self.assertEqual(plugin.negotiated[0].body, b"ab")
+
+    def test_requestLineTooLong(self) -> None:
+        """A request line over the head limit: 414, closed."""
+        self.assertRejected(offering(target=b"/show?" + b"q" * 17000), 414)
+
+    def test_headerTooLong(self) -> None:
+        """A header line over the head limit: 431, closed."""
+        self.assertRejected(offering(headers=[(b"X-Big", b"v" * 17000)]), 431)
+
+    def test_headTooLarge(self) -> None:
+        """Many small headers adding up past the head limit: 431, closed."""
+        self.assertRejected(offering(headers=[(b"X-Many-%d" % i, b"v" * 100) for i in range(200)]), 431)
+
+    # The Host allow-list: DNS rebinding.
+
+    def test_foreignHostOnLoopback(self) -> None:
+        """By default a loopback listener answers only loopback names; another C{Host}: 400, closed."""
+        for data in (offering(), request()):
+            self.assertRejected(data.replace(b"Host: localhost", b"Host: attacker.example:8080"), 400)
+
+    def test_loopbackNames(self) -> None:
+        """By default a loopback listener answers C{localhost}, C{127.0.0.1} and C{[::1]}, any port."""
+        for host in (b"localhost", b"LOCALHOST:8080", b"127.0.0.1:8080", b"[::1]:8080"):
+            plugin = RecordingUpgrade()
+            conn = self.exchange(offering().replace(b"Host: localhost", b"Host: " + host), [plugin])
+            self.assertTrue(conn.received.startswith(head101()), (host, conn.received))
+
+    def test_allowedHosts(self) -> None:
+        """An explicit list (with subdomain wildcards) replaces the default."""
+        allowed = ["example.com", "*.example.net"]
+        for host, ok in (
+            (b"example.com", True),
+            (b"a.b.example.net:81", True),
+            (b"example.net", False),
+            (b"localhost", False),
+        ):
+            plugin = RecordingUpgrade()
+            data = offering().replace(b"Host: localhost", b"Host: " + host)
+            if ok:
+                conn = self.exchange(data, [plugin], allowedHosts=allowed)
+                self.assertTrue(conn.received.startswith(head101()), host)
+            else:
+                self.assertRejected(data, 400, plugin, allowedHosts=allowed)
+
+    def test_anyHost(self) -> None:
+        """C{allowedHosts=None} serves any C{Host}."""
+        plugin = RecordingUpgrade()
+        data = offering().replace(b"Host: localhost", b"Host: anything.example")
+        conn = self.exchange(data, [plugin], allowedHosts=None)
+        self.assertTrue(conn.received.startswith(head101()))
+        self.assertEqual(plugin.negotiated[0].allowedHosts, None)
+
+    def test_allowedHostsReachProtocols(self) -> None:
+        """Protocols see the names the site answers to (for same-origin checks)."""
+        plugin = RecordingUpgrade()
+        self.exchange(offering(), [plugin])
+        self.assertEqual(plugin.negotiated[0].allowedHosts, negotiation.LOOPBACK_HOSTS)
+
+    def test_refusalReasonPhrase(self) -> None:
+        """A refusal with a status Twisted has no phrase for (426) gets the right phrase."""
+        plugin = RecordingUpgrade(decision=Refuse(426, ((b"Upgrade", b"test/2"),), b"v2 only\n"))
+        conn = self.exchange(offering(), [plugin])
+        (response,), _ = parseResponses(conn.received)
+        self.assertEqual(response.status, b"HTTP/1.1 426 Upgrade Required")
 
 
 class ChannelRuleWholeTests(ChannelRuleTestsMixin, SynchronousTestCase):

@@ -356,6 +356,17 @@ class NoUpgradeInHTTP2Tests(SynchronousTestCase):
         self.assertEqual(memory.client.answers[3].reset, PROTOCOL_ERROR)
         self.assertNotIn(b"HTTP/1.1 101", splitSwitch(memory.connection.received))
 
+    def test_foreignHost(self) -> None:
+        """A host the site does not serve (DNS rebinding) gets 400, as in HTTP/1.1; others go on."""
+        memory = H2Memory(h2Site())
+        client = memory.client
+        memory.send(client.preface() + client.request(1, authority=b"evil.example") + client.request(3))
+        self.assertEqual(client.answers[1].status, b"400")
+        self.assertEqual(client.answers[3].body, PAGE)
+        memory = H2Memory(h2Site(allowedHosts=None))
+        memory.send(memory.client.preface() + memory.client.request(1, authority=b"evil.example"))
+        self.assertEqual(memory.client.answers[1].body, PAGE)
+
     def test_426WithoutUpgrade(self) -> None:
         """A path that answers 426 under HTTP/1.1 answers HTTP/2 without Upgrade/Connection."""
         connection = MemoryConnection(h2Site())

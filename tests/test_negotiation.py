@@ -14,17 +14,22 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from txupgrade.negotiation import (
+    LOOPBACK_HOSTS,
     MAX_OFFERED,
     MAX_UPGRADE_FIELD,
     Offer,
     ProtocolName,
     UpgradeError,
     UpgradeRequest,
+    checkFraming,
     formatProtocols,
+    hostAllowed,
+    hostName,
     matches,
     offerFromHeaders,
     parseConnectionOptions,
     parseProtocolList,
+    reasonPhrase,
     selectionOrder,
     simpleResponse,
     switchingResponse,
@@ -653,3 +658,117 @@ class ParsingPropertyTests(SynchronousTestCase):
         self.assertEqual(parseProtocolList([formatted]), tuple(protocols))
         offer = offerFromHeaders(b"HTTP/1.1", [formatted], [b"Upgrade"])
         self.assertEqual(offer, Offer(tuple(protocols)))
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    R16: L{checkFraming} refuses what an intermediary could frame differently.
+    """
+
+    def test_table(self) -> None:
+        """Host count (HTTP/1.1 only) and Transfer-Encoding, case by case."""
+        cases = [
+            (b"HTTP/1.1", [b"h"], [], True),
+            (b"HTTP/1.1", [], [], False),
+            (b"HTTP/1.1", [b"h", b"h"], [], False),
+            (b"HTTP/1.0", [], [], True),
+            (b"HTTP/1.0", [b"h", b"i"], [], True),
+            (b"HTTP/1.1", [b"h"], [b"chunked"], True),
+            (b"HTTP/1.1", [b"h"], [b"CHUNKED "], True),
+            (b"HTTP/1.1", [b"h"], [b"identity"], False),
+            (b"HTTP/1.1", [b"h"], [b"gzip, chunked"], False),
+            (b"HTTP/1.1", [b"h"], [b"chunked", b"chunked"], False),
+            (b"HTTP/1.1", [b"h"], [b""], False),
+            (b"HTTP/1.0", [b"h"], [b"identity"], False),
+        ]
+        for version, hosts, codings, ok in cases:
+            if ok:
+                self.assertIsNone(checkFraming(version, hosts, codings))
+            else:
+                error = self.assertRaises(UpgradeError, checkFraming, version, hosts, codings)
+                self.assertEqual(error.statusHint, 400)
+
+    @given(
+        st.sampled_from([b"HTTP/1.0", b"HTTP/1.1"]),
+        st.lists(st.binary(max_size=8), max_size=3),
+        st.lists(st.binary(max_size=12), max_size=3),
+    )
+    def test_onlyUpgradeError(self, version: bytes, hosts: list[bytes], codings: list[bytes]) -> None:
+        """Any input either passes or raises a 400 L{UpgradeError}; passing means unambiguous."""
+        try:
+            checkFraming(version, hosts, codings)
+        except UpgradeError as error:
+            self.assertEqual(error.statusHint, 400)
+        else:
+            self.assertTrue(version == b"HTTP/1.0" or len(hosts) == 1)
+            self.assertTrue(not codings or codings[0].strip(b" \t").lower() == b"chunked")
+
+
+class HostTests(SynchronousTestCase):
+    """
+    L{hostName} and L{hostAllowed}: the Host allow-list against DNS rebinding.
+    """
+
+    def test_hostName(self) -> None:
+        """The name without port, lower-cased, IPv6 without brackets; L{None} when malformed."""
+        for value, name in (
+            (b"Example.COM", "example.com"),
+            (b"example.com:8080", "example.com"),
+            (b"127.0.0.1:80", "127.0.0.1"),
+            (b"[::1]:8080", "::1"),
+            (b"[::1]", "::1"),
+            (b"a b", None),
+            (b"", None),
+            (b"host:port", None),
+            (b"[::1", None),
+            (b"user@host", None),
+        ):
+            self.assertEqual(hostName(value), name, value)
+
+    def test_allowed(self) -> None:
+        """Exact names, subdomain wildcards, C{*} and L{None} (any)."""
+        allowed = frozenset({"example.com", "*.example.net"})
+        for value, ok in (
+            (b"example.com", True),
+            (b"EXAMPLE.com:1", True),
+            (b"www.example.com", False),
+            (b"example.net", False),
+            (b"a.example.net", True),
+            (b"a.b.example.net:9", True),
+            (b"evil-example.net", False),
+            (b"a b", False),
+        ):
+            self.assertEqual(hostAllowed(value, allowed), ok, value)
+        self.assertTrue(hostAllowed(b"anything", None))
+        self.assertTrue(hostAllowed(b"anything", frozenset({"*"})))
+
+    def test_loopback(self) -> None:
+        """The loopback default admits this machine's names only."""
+        for value, ok in (
+            (b"localhost:8080", True),
+            (b"127.0.0.1", True),
+            (b"[::1]:1", True),
+            (b"rebind.evil", False),
+        ):
+            self.assertEqual(hostAllowed(value, LOOPBACK_HOSTS), ok, value)
+
+
+class ReasonPhraseTests(SynchronousTestCase):
+    """
+    Every status txupgrade sends has its RFC 9110 reason phrase.
+    """
+
+    def test_phrases(self) -> None:
+        """Including those Twisted lacks or words differently."""
+        for status, phrase in (
+            (101, b"Switching Protocols"),
+            (400, b"Bad Request"),
+            (408, b"Request Timeout"),
+            (413, b"Content Too Large"),
+            (414, b"URI Too Long"),
+            (426, b"Upgrade Required"),
+            (431, b"Request Header Fields Too Large"),
+            (503, b"Service Unavailable"),
+            (599, b"Unknown"),
+        ):
+            self.assertEqual(reasonPhrase(status), phrase)

@@ -3,7 +3,7 @@ Tests for L{txupgrade._twistedcompat}: the private Twisted names it relies on.
 
 These fail loudly, naming what is missing, when an installed Twisted renames
 or changes any of the private attributes the protocol swap needs
-(TWISTED_NOTES.md, "Where the bytes are"); fix C{txupgrade/_twistedcompat.py}
+(docs/internals.md, "Where the bytes are"); fix C{txupgrade/_twistedcompat.py}
 then, not the channel.
 """
 
@@ -13,11 +13,13 @@ import ast
 import inspect
 
 from twisted.copyright import version as twistedVersion
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http import HTTPChannel
@@ -39,6 +41,11 @@ PRIVATE_NAMES = {
     "_version": "HTTPChannel",
     "_site": "_GenericHTTPChannelProtocol",
     "_handleStar": "twisted.web.server.Request",
+    "_HTTPChannel__first_line": "HTTPChannel",
+    "_receivedHeaderSize": "HTTPChannel",
+    "_disconnected": "Request",
+    "_command": "HTTPChannel",
+    "_path": "HTTPChannel",
 }
 
 #: txupgrade's own attribute, set by L{_twistedcompat.wrapChannel}.
@@ -86,6 +93,26 @@ class PrivateNamesTests(SynchronousTestCase):
             if alias.name.startswith("_")
         }
         self.assertEqual(used - OWN_NAMES, set(PRIVATE_NAMES))
+
+    def test_headState(self) -> None:
+        """The channel tells a request line from a header line, and counts the head's bytes."""
+        channel, _transport = connectedChannel()
+        self.assertTrue(_twistedcompat.readingRequestLine(channel))
+        self.assertEqual(_twistedcompat.headBytesReceived(channel), 0)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.assertFalse(_twistedcompat.readingRequestLine(channel))
+        self.assertEqual(_twistedcompat.headBytesReceived(channel), len(b"GET / HTTP/1.1"))
+        channel.dataReceived(b"Host: x\r\n")
+        self.assertFalse(_twistedcompat.readingRequestLine(channel))
+        self.assertEqual(_twistedcompat.headBytesReceived(channel), len(b"GET / HTTP/1.1Host: x"))
+
+    def test_requestGone(self) -> None:
+        """A request learns that its client went away."""
+        channel, _transport = connectedChannel()
+        request = http.Request(channel)
+        self.assertFalse(_twistedcompat.requestGone(request))
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(_twistedcompat.requestGone(request))
 
     def test_genericChannelProtocol(self) -> None:
         """C{_GenericHTTPChannelProtocol} wraps a channel in C{_channel}."""
@@ -139,6 +166,12 @@ class PrivateNamesTests(SynchronousTestCase):
         self.assertIs(channel._networkProducer, transport)
         self.assertTrue(IPushProducer.providedBy(channel._networkProducer))
         self.assertIs(transport.producer, channel)
+
+    def test_requestLineState(self) -> None:
+        """The request line waits in C{_command}, C{_path}, C{_version} until dispatch (injectRequest)."""
+        channel, _ = connectedChannel()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n")
+        self.assertEqual((channel._command, channel._path, channel._version), (b"GET", b"/x", b"HTTP/1.1"))
 
     def test_clearLineBuffer(self) -> None:
         """C{LineReceiver.clearLineBuffer} returns and empties the buffer."""

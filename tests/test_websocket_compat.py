@@ -21,10 +21,12 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from tests.websocket_helpers import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
+from txupgrade import _autobahncompat as _compat
 from txupgrade.channel import UpgradeSite
 from txupgrade.testing import MemoryConnection
 from txupgrade.websocket import WebSocketEndpoint, acceptKey
@@ -32,9 +34,6 @@ from txupgrade.websocket import WebSocketEndpoint, acceptKey
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
-
-#: The autobahn version whose private state L{txupgrade.websocket} sets.
-PINNED_AUTOBAHN = "26.10.2"
 
 #: Attributes autobahn's own handshake sets that txupgrade deliberately
 #: leaves out or sets differently: the raw request bytes (txupgrade never
@@ -95,9 +94,9 @@ def _factory(answer: Any = lambda request: None, **options: Any) -> _EchoFactory
     return factory
 
 
-def _site(root: Resource) -> UpgradeSite:
+def _site(root: Resource, **kwargs: Any) -> UpgradeSite:
     """A site whose HTTP timeouts run on a clock nobody advances."""
-    return UpgradeSite(root, reactor=MemoryReactorClock())
+    return UpgradeSite(root, reactor=MemoryReactorClock(), **kwargs)
 
 
 def _response(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes]:
@@ -187,16 +186,79 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
         self.assertEqual(ours.maxFramePayloadSize, 1234)
         self.assertEqual(factory.countConnections, 2)
 
-    def test_autobahnVersion(self) -> None:
-        """autobahn is the version whose private state txupgrade sets."""
-        self.assertEqual(
-            autobahn.__version__,
-            PINNED_AUTOBAHN,
-            f"autobahn is {autobahn.__version__}, not {PINNED_AUTOBAHN}: re-check the OPEN-state "
-            "bring-up in txupgrade/websocket.py (_openDirectly, _connectionMadeInit) against "
-            "autobahn's _connectionMade, processHandshake and succeedHandshake, then update "
-            "the pin in setup.cfg and this test",
+
+class AutobahnPortableStateTests(AutobahnPrivateStateTests):
+    """The portable bring-up (autobahn's own C{succeedHandshake}) leaves the same state."""
+
+    def setUp(self) -> None:
+        self.patch(_compat, "bringUpPath", lambda: "portable")
+
+
+#: One function written three ways: reformatted and annotated (the same
+#: code), and with one changed constant.
+_SOURCES = {
+    "plain": "def f(self, x):\n    return self.g('x', x)\n",
+    "reformatted": (
+        "def f(self, x: int) -> int:\n"
+        '    """Doc."""\n'
+        "    return self.g(\n"
+        '        "x",  # a comment\n'
+        "        x,\n"
+        "    )\n"
+    ),
+    "changed": "def f(self, x):\n    return self.g('y', x)\n",
+}
+
+
+class FingerprintTests(SynchronousTestCase):
+    """The autobahn functions txupgrade replaces or mirrors are the ones it was checked against."""
+
+    def test_fingerprints(self) -> None:
+        """Every fingerprinted autobahn function has a known fingerprint (else: the portable path)."""
+        mismatches = _compat.fingerprintMismatches()
+        if mismatches:
+            self.fail(
+                f"autobahn {autobahn.__version__} changed functions that txupgrade's fast WebSocket "
+                f"bring-up replaces or mirrors (now {mismatches}); txupgrade falls back to the "
+                "slower portable path. Read the changes, adapt txupgrade/_autobahncompat.py "
+                "(_openDirectly, _connectionMadeInit, the _QUIET methods, prepareProtocol, "
+                "breakCycles) and txupgrade/_wshandshake.py, then add the new fingerprints to "
+                "FINGERPRINTS and widen the autobahn range in setup.cfg"
+            )
+        self.assertEqual(_compat.bringUpPath(), "fast")
+
+    def test_everyFunctionListed(self) -> None:
+        """Every fingerprinted function has an entry in C{FINGERPRINTS}, and no entry is stale."""
+        self.assertEqual(sorted(_compat._fingerprinted()), sorted(_compat.FINGERPRINTS))
+
+    def test_fingerprintIgnoresFormatting(self) -> None:
+        """Formatting, quotes, comments, docstrings and annotations do not change a fingerprint; code does."""
+        functions = {}
+        for name, source in _SOURCES.items():
+            namespace: dict[str, Any] = {}
+            exec(source, namespace)
+            functions[name] = namespace["f"]
+            namespace["f"].sourceName = name
+        self.patch(_compat.inspect, "getsource", lambda function: _SOURCES[function.sourceName])
+        prints = {name: _compat.fingerprint(function) for name, function in functions.items()}
+        self.assertEqual(prints["plain"], prints["reformatted"])
+        self.assertNotEqual(prints["plain"], prints["changed"])
+
+    def test_portableWhenChanged(self) -> None:
+        """A changed fingerprint selects the portable path, and says which functions in one log line."""
+        self.patch(
+            _compat, "FINGERPRINTS", {**_compat.FINGERPRINTS, "WebSocketProtocol.sendData": frozenset()}
         )
+        events: list[Any] = []
+        self.patch(_compat, "_log", Logger(observer=events.append))
+        _compat.bringUpPath.cache_clear()
+        self.addCleanup(_compat.bringUpPath.cache_clear)
+        self.assertEqual(_compat.bringUpPath(), "portable")
+        self.assertEqual(len(events), 1)
+        text = formatEvent(events[0])
+        self.assertIn("portable", text)
+        self.assertIn("WebSocketProtocol.sendData", text)
+        self.assertNotIn("\n", text)
 
 
 class NegotiateTests(SynchronousTestCase):
@@ -205,12 +267,16 @@ class NegotiateTests(SynchronousTestCase):
     chunkSize: int | None = None
 
     def connect(
-        self, factory: _EchoFactory | None = None, allowedOrigins: list[str] | None = None
+        self,
+        factory: _EchoFactory | None = None,
+        allowedOrigins: list[str] | None = None,
+        allowedHosts: Any = "auto",
     ) -> tuple[MemoryConnection, _EchoFactory]:
         factory = factory if factory is not None else _factory()
         root = Resource()
         root.putChild(b"ws", WebSocketEndpoint(factory, allowedOrigins))
-        conn = MemoryConnection(_site(root), chunkSize=self.chunkSize, peer=PEER, host=HOST)
+        site = _site(root, allowedHosts=allowedHosts)
+        conn = MemoryConnection(site, chunkSize=self.chunkSize, peer=PEER, host=HOST)
         return conn, factory
 
     def assertRefused(
@@ -290,8 +356,14 @@ class NegotiateTests(SynchronousTestCase):
         self.assertEqual(headers[b"allow"], [b"GET"])
 
     def test_noHost(self) -> None:
-        """A handshake without C{Host}: 400."""
-        self.assertRefused(handshake(host=None), 400)
+        """A handshake without C{Host}: 400 from the channel, and closed (R16)."""
+        conn, factory = self.connect(None)
+        conn.send(handshake(host=None))
+        got, _, _ = _response(conn.received)
+        self.assertEqual(got, 400, conn.received)
+        self.assertNotIn(b" 101 ", conn.received)
+        self.assertEqual(factory.countConnections, 0)
+        self.assertTrue(conn.serverTransport.disconnected)
 
     def test_crossOrigin(self) -> None:
         """By default, a foreign C{Origin}: 403."""
@@ -304,6 +376,22 @@ class NegotiateTests(SynchronousTestCase):
     def test_sameOrigin(self) -> None:
         """By default, the server's own origin opens."""
         self.assertOpens(handshake(extra=[(b"Origin", b"http://127.0.0.1:8080")]))
+
+    def test_originAgainstAllowedHosts(self) -> None:
+        """
+        With a host allow-list, the origin's host is compared with it, not
+        with the request's C{Host}: another allowed name of this server opens.
+        """
+        hosts = ["localhost", "127.0.0.1"]
+        self.assertOpens(handshake(extra=[(b"Origin", b"http://localhost:8080")]), allowedHosts=hosts)
+        self.assertRefused(
+            handshake(extra=[(b"Origin", b"http://rebound.example:8080")]), 403, allowedHosts=hosts
+        )
+
+    def test_originWithoutAllowedHosts(self) -> None:
+        """Without an allow-list (any host), the origin must name the request's C{Host}."""
+        self.assertRefused(handshake(extra=[(b"Origin", b"http://localhost:8080")]), 403, allowedHosts=None)
+        self.assertOpens(handshake(extra=[(b"Origin", b"http://127.0.0.1:8080")]), allowedHosts=None)
 
     def test_allowedOriginPattern(self) -> None:
         """With C{allowedOrigins}, an origin matching a pattern opens; another gets 403."""
@@ -425,6 +513,13 @@ class NegotiateOneByteTests(NegotiateTests):
     """The same decisions, every byte delivered on its own."""
 
     chunkSize = 1
+
+
+class NegotiatePortableTests(NegotiateTests):
+    """The same decisions and echoes on the portable bring-up path."""
+
+    def setUp(self) -> None:
+        self.patch(_compat, "bringUpPath", lambda: "portable")
 
 
 class EndpointConstructionTests(SynchronousTestCase):

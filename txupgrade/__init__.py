@@ -7,6 +7,7 @@ from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
 from txupgrade.negotiation import Accept, Decline, Refuse, UpgradeError, UpgradeRequest
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.resource import UpgradeRequiredResource
+from txupgrade.stream import StreamUpgrade
 
 __all__ = [
     "Accept",
@@ -15,6 +16,7 @@ __all__ = [
     "IUpgradeResource",
     "ProtocolRegistry",
     "Refuse",
+    "StreamUpgrade",
     "UpgradeAwareRequest",
     "UpgradeChannel",
     "UpgradeError",

@@ -51,7 +51,7 @@ from twisted.python.failure import Failure
 from twisted.web import _http2
 
 from txupgrade.h2c import PREFACE, stream1Headers
-from txupgrade.negotiation import UpgradeRequest
+from txupgrade.negotiation import UpgradeRequest, hostAllowed
 
 __all__ = ["CONNECTION_SPECIFIC", "H2Connection", "buildH2Connection"]
 
@@ -158,6 +158,8 @@ class H2Connection(_http2.H2Connection):
         self._receiving = False
         self._sending = False
         self._refusedLogged = False
+        # The site's host allow-list: None until first needed, False for "any".
+        self._allowedHosts: Any = None
         self._stream1Request: UpgradeRequest | None = None
         self._prefaceMissing = len(PREFACE)
 
@@ -271,7 +273,39 @@ class H2Connection(_http2.H2Connection):
         except h2.exceptions.ProtocolError as error:
             self._refuseStream(event.stream_id, str(error))
             return
+        if self._allowedHosts is not False and not self._hostAllowed(headers):
+            return self._foreignHost(event.stream_id, headers)
         self._newStream(event.stream_id, headers)
+
+    def _hostAllowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the request names a host the site serves (its allow-list, as HTTP/1.1 checks it)."""
+        allowed = self._allowedHosts
+        if allowed is None:
+            assert self.transport is not None
+            finder = getattr(self.site, "allowedHostsFor", None)
+            allowed = self._allowedHosts = finder(self.transport.getHost()) if finder is not None else False
+            if allowed is None or allowed is False:
+                self._allowedHosts = False
+                return True
+        for name, value in headers:
+            if name == b":authority" or name == b"host":
+                return hostAllowed(value, allowed)
+        return True
+
+    def _foreignHost(self, streamID: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Answer C{400} on the stream, as HTTP/1.1 does for a host not served (DNS rebinding)."""
+        if not self._refusedLogged:
+            self._refusedLogged = True
+            self._log.info(
+                "Answered 400 to an HTTP/2 request from {peer} for a host this site does not serve",
+                peer=self._peer(),
+            )
+        body = b"This server does not serve that host.\n"
+        self.conn.send_headers(
+            streamID,
+            [(b":status", b"400"), (b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+        )
+        self.conn.send_data(streamID, body, end_stream=True)
 
     def _trailersReceived(self, event: Any) -> None:
         """Reset a stream whose trailers are malformed; Twisted ignores the rest."""

@@ -4,8 +4,8 @@ The one place that touches private Twisted attributes.
 The swap of a connection's protocol needs state Twisted keeps private: the
 C{_GenericHTTPChannelProtocol} wrapper that L{Site} puts around each channel
 (and its C{_channel}), the channel's network producer, and the two buffers
-where bytes that follow a request wait (TWISTED_NOTES.md, "Where the bytes
-are"). Everything is named here, and C{tests/test_twistedcompat.py} fails
+where bytes that follow a request wait (docs/internals.md, "Where the
+bytes are"). Everything is named here, and C{tests/test_twistedcompat.py} fails
 loudly when a supported Twisted version renames any of it.
 """
 
@@ -15,13 +15,19 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocol, ISSLTransport
 from twisted.web import server
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 
 from txupgrade.h2c import PREFACE
 
 __all__ = [
     "answerStar",
+    "bypassWrapper",
+    "feedTLS",
+    "headBytesReceived",
+    "injectRequest",
+    "readingRequestLine",
     "releaseChannel",
+    "requestGone",
     "requestVersion",
     "swapProtocol",
     "takeTrailingData",
@@ -44,6 +50,21 @@ def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
 def requestVersion(channel: HTTPChannel) -> bytes:
     """The HTTP version of the request whose headers were just read."""
     return channel._version
+
+
+def readingRequestLine(channel: HTTPChannel) -> bool:
+    """Whether the next line the channel parses is a request line (not a header)."""
+    return channel._HTTPChannel__first_line != 0  # type: ignore[attr-defined]
+
+
+def headBytesReceived(channel: HTTPChannel) -> int:
+    """How many bytes of the current request's head (line and headers) were read."""
+    return channel._receivedHeaderSize
+
+
+def requestGone(request: Request) -> bool:
+    """Whether the client of C{request} disconnected before it was finished."""
+    return bool(request._disconnected)
 
 
 def takeTrailingData(channel: HTTPChannel) -> bytes:
@@ -155,3 +176,63 @@ class _HTTP2Wrapper(_GenericHTTPChannelProtocol):
 def answerStar(request: server.Request) -> None:
     """Answer a request for C{*} as twisted.web does: C{200} to C{OPTIONS}, else C{405}."""
     server.Request._handleStar(request)
+
+
+def bypassWrapper(transport: Any, protocol: IProtocol) -> bool:
+    """
+    Make C{protocol} the one the transport calls, in place of the Site's wrapper.
+
+    After a switch the transport still calls L{_GenericHTTPChannelProtocol},
+    which forwards only L{IProtocol}: Twisted asks the transport's own
+    C{protocol} (a TCP connection's attribute, or a TLS layer's
+    C{wrappedProtocol}) for C{IHalfCloseableProtocol} and
+    C{IHandshakeListener}, and C{startTLS} wraps that C{protocol}. Returns
+    whether the wrapper was found (it is not when another layer, such as a
+    TLS upgrade, forwards to the channel).
+    """
+    for attribute in ("protocol", "wrappedProtocol"):
+        holder = vars(transport).get(attribute) if hasattr(transport, "__dict__") else None
+        if isinstance(holder, _GenericHTTPChannelProtocol) and holder._channel is protocol:
+            setattr(transport, attribute, protocol)
+            return True
+    return False
+
+
+def feedTLS(transport: Any, data: bytes) -> None:
+    """
+    Hand C{data} (TLS records read before C{startTLS}) to the TLS layer.
+
+    C{startTLS} makes its TLS protocol the transport's C{protocol}; bytes of
+    the ClientHello that the HTTP channel had already read must go there,
+    ahead of anything the transport reads next.
+    """
+    transport.protocol.dataReceived(data)
+
+
+def injectRequest(
+    wrapper: Any,
+    method: bytes,
+    target: bytes,
+    version: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> Any:
+    """
+    Have the channel behind C{wrapper} (from C{Site.buildProtocol}) receive a
+    request that was parsed elsewhere, as if it had read it: the same
+    header, body and dispatch steps, without serializing it again.
+
+    Returns the channel's request object.
+    """
+    channel = wrapper._channel
+    req = channel.requestFactory(channel, len(channel.requests))
+    channel.requests.append(req)
+    channel._command, channel._path, channel._version = method, target, version
+    for name, value in headers:
+        req.requestHeaders.addRawHeader(name, value)
+    channel.length = len(body)
+    channel.allHeadersReceived()
+    if body:
+        req.handleContentChunk(body)
+    channel.allContentReceived()
+    return req

@@ -3,18 +3,23 @@ The Twisted glue: an HTTP/1.1 channel and site that switch protocols in place.
 
 Theory of operation
 -------------------
-L{UpgradeChannel} notes the client's offer once the headers are in
-(L{negotiation.offerFromHeaders}), bounds the body of an upgrade request, and
-otherwise lets L{HTTPChannel} do what it does: answer earlier pipelined
-requests first (R13), send C{100 Continue} (R10), read the whole body (R11).
+L{UpgradeChannel} refuses, before anything else sees them, requests whose
+framing an intermediary could read differently (R16: no or several C{Host},
+obs-fold, a C{Transfer-Encoding} other than C{chunked}), heads over the size
+limit (414, 431) and hosts the site does not serve. Otherwise it lets
+L{HTTPChannel} do what it does: answer earlier pipelined requests first
+(R13), send C{100 Continue} (R10), read the whole body (R11), bounding the
+body of an upgrade request.
 
-The offer is then negotiated once the resource for the path is known, so
-that path-bound protocols (L{IUpgradeResource}) and the site's
-connection-wide ones are tried together in the client's order (R6): at once
-in L{UpgradeAwareRequest.requestReceived} when the path crosses only static
+An offer belongs to one L{OfferNegotiation}, made by the channel from the
+headers and kept by the request (L{UpgradeAwareRequest.upgrade}). It is
+decided once the resource for the path is known, so that path-bound
+protocols (L{IUpgradeResource}) and the site's connection-wide ones are tried
+together in the client's order (R6): at once in
+L{UpgradeAwareRequest.requestReceived} when the path crosses only static
 C{putChild} children (no twisted.web processing, so a switch costs less than
 an answer), else in L{UpgradeAwareRequest.render} after twisted.web's own
-traversal. On an C{Accept}, L{UpgradeChannel.switchProtocol} writes the
+traversal. On a L{Switch}, L{UpgradeChannel.switchProtocol} writes the
 C{101}, detaches the HTTP machinery and hands the transport and every
 trailing byte to the new protocol (R8, R12); every other outcome is answered
 through the usual twisted.web processing.
@@ -22,135 +27,43 @@ through the usual twisted.web processing.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import HTTPChannel, unquote
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade import negotiation
-from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
-from txupgrade.negotiation import Accept, Decline, Offer, Refuse, UpgradeError
+from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.negotiation import UpgradeError
+from txupgrade.offer import (
+    Failed,
+    Malformed,
+    OfferNegotiation,
+    Outcome,
+    Pending,
+    Refused,
+    Switch,
+    Unswitched,
+    peerText,
+    staticResource,
+)
 from txupgrade.registry import ProtocolRegistry, protocolName
 
 __all__ = ["UpgradeAwareRequest", "UpgradeChannel", "UpgradeSite"]
-
-_log = Logger(namespace="txupgrade.channel")
-
-
-def _nameOf(protocol: IUpgradeProtocol) -> tuple[str, str | None]:
-    return protocol.name, protocol.version
-
-
-def _staticResource(root: IResource, target: bytes) -> IResource | None:
-    """
-    The resource for C{target} when reaching it needs no code: every node on
-    the way is a plain L{Resource} whose child is in its C{children} (as
-    C{putChild} leaves it), or a leaf. Otherwise L{None}: only twisted.web's
-    own traversal, with a full request, can tell.
-    """
-    path = target.split(b"?", 1)[0]
-    if not path.startswith(b"/"):
-        return None
-    node = root
-    for segment in path[1:].split(b"/"):
-        if node.isLeaf:
-            return node
-        if type(node).getChildWithDefault is not Resource.getChildWithDefault:
-            return None
-        child = node.children.get(unquote(segment))  # type: ignore[attr-defined]
-        if child is None:
-            return None
-        node = child
-    return node
-
-
-def _candidates(resrc: IResource, siteWide: Iterable[IUpgradeProtocol]) -> list[IUpgradeProtocol]:
-    """The resource's own protocols, then the site's, without repeats."""
-    if not IUpgradeResource.providedBy(resrc):
-        return list(siteWide)
-    ordered = list(resrc.upgradeProtocols)
-    seen = {id(p) for p in ordered}
-    ordered.extend(p for p in siteWide if id(p) not in seen)
-    return ordered
-
-
-class _Negotiation:
-    """
-    One request's trip through its candidate protocols, best first (R6).
-
-    L{run} asks them in turn until one answers; its outcome is C{None} (all
-    declined), or a tuple: C{("switch", newProtocol, head)}, C{("refuse",
-    decision, protocol)}, C{("fail", failure, protocol)} or C{("wait",
-    deferred, protocol)} when a C{negotiate} returned a L{Deferred}.
-    """
-
-    def __init__(
-        self,
-        request: UpgradeAwareRequest,
-        upgradeRequest: negotiation.UpgradeRequest,
-        candidates: list[IUpgradeProtocol],
-        order: list[tuple[Any, IUpgradeProtocol]],
-    ) -> None:
-        self.request = request
-        self.upgradeRequest = upgradeRequest
-        self.candidates = candidates
-        self.remaining = iter(order)
-        self.outcome: tuple[Any, ...] | None = None
-
-    def run(self) -> tuple[Any, ...] | None:
-        """Ask the remaining candidates until one answers."""
-        for _offered, protocol in self.remaining:
-            try:
-                decision = protocol.negotiate(self.upgradeRequest)
-            except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
-                return ("fail", Failure(), protocol)
-            if isinstance(decision, Deferred):
-                return ("wait", decision, protocol)
-            outcome = self.judge(decision, protocol)
-            if outcome is not None:
-                return outcome
-        return None
-
-    def judge(self, decision: object, protocol: IUpgradeProtocol) -> tuple[Any, ...] | None:
-        """What one candidate's decision means; L{None} for a C{Decline}."""
-        if isinstance(decision, Decline):
-            _log.debug(
-                "{protocol} declined: {reason}", protocol=protocolName(protocol), reason=decision.reason
-            )
-            return None
-        try:
-            if isinstance(decision, Refuse):
-                if not 400 <= decision.status <= 599:
-                    raise UpgradeError(f"refusal status {decision.status} is not an error", 500)
-                negotiation.validateHeaders(decision.headers)
-                return ("refuse", decision, protocol)
-            if not isinstance(decision, Accept):
-                raise UpgradeError(f"negotiate returned {decision!r}", 500)
-            head = negotiation.switchingResponse(
-                decision.upgrade or (protocolName(protocol),), decision.headers
-            )
-            newProtocol = decision.protocol
-            if newProtocol is None:
-                site = self.request.channel.site  # type: ignore[attr-defined]
-                newProtocol = protocol.buildProtocol(self.upgradeRequest, site)
-            if newProtocol is None:
-                raise UpgradeError("buildProtocol returned None", 500)
-        except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
-            return ("fail", Failure(), protocol)
-        return ("switch", newProtocol, head)
 
 
 class UpgradeAwareRequest(server.Request):
     """
     A request that negotiates an upgrade offer before it is rendered.
 
-    When the path's resource is static (see L{_staticResource}), the decision
+    When the path's resource is static (see L{staticResource}), the decision
     is made as soon as the request is read, before twisted.web processes it:
     a switch then costs less than answering the request would. Otherwise it
     is made in L{render}, once twisted.web's traversal found the resource.
@@ -158,96 +71,67 @@ class UpgradeAwareRequest(server.Request):
     or a plain answer go through the usual processing.
 
     A site's custom request factory must subclass this one.
+
+    @ivar upgrade: The request's upgrade offer, set by the channel when the
+        headers carry one (R1-R4), else L{None}.
     """
 
-    _upgradeOffer: Offer | None = None
-    _upgradeError: UpgradeError | None = None
-    _upgradeNegotiation: _Negotiation | None = None
+    upgrade: OfferNegotiation | None = None
+    _outcome: Outcome | None = None
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """Decide an offer for a static path at once; else process as usual."""
-        offer = self._upgradeOffer
-        if offer is not None:
+        offer = self.upgrade
+        if offer is not None and offer.error is None:
             site = cast(UpgradeSite, self.channel.site)  # type: ignore[attr-defined]
-            resrc = _staticResource(site.resource, path)
+            resrc = staticResource(site.resource, path)
             if resrc is not None:
-                self._upgradeOffer = None
-                state = self._negotiation(offer, resrc, site, command, path, version)
-                state.outcome = state.run()
-                if state.outcome is not None and state.outcome[0] == "switch":
-                    self.method, self.uri, self.clientproto = command, path, version
+                self.method, self.uri, self.clientproto = command, path, version
+                outcome = offer.decide(
+                    self, resrc, site.protocols, site.policy, site.allowedHostsFor(self.host)
+                )
+                if isinstance(outcome, Switch):
                     self.site = site
-                    self._switch(state.outcome)
+                    self._switch(outcome)
                     return
-                self._upgradeNegotiation = state
+                self._outcome = outcome
         super().requestReceived(command, path, version)
 
     def render(self, resrc: IResource) -> None:
-        """Act on the negotiation (switch, refuse, wait) or render C{resrc} (R5)."""
-        if self._upgradeError is not None:
-            error, self._upgradeError = self._upgradeError, None
-            _log.info(
-                "Refused malformed upgrade from {peer}: {error}",
-                peer=self.getClientAddress(),
-                error=str(error),
-            )
-            self._answer(error.statusHint, (), str(error).encode("utf-8", "replace"))
-            return
-        state, self._upgradeNegotiation = self._upgradeNegotiation, None
-        if state is None:
-            offer, self._upgradeOffer = self._upgradeOffer, None
-            if offer is None:
-                return super().render(resrc)
-            site = cast(UpgradeSite, self.site)
-            state = self._negotiation(offer, resrc, site, self.method, self.uri, self.clientproto)
-            state.outcome = state.run()
-        self._act(state, resrc)
-
-    def _negotiation(
-        self, offer: Offer, resrc: IResource, site: UpgradeSite, method: bytes, target: bytes, version: bytes
-    ) -> _Negotiation:
-        """Start negotiating C{offer} for C{resrc}."""
-        candidates = _candidates(resrc, site.protocols)
-        order = negotiation.selectionOrder(offer, candidates, _nameOf, site.policy)
-        upgradeRequest = None
-        if order:
-            channel = cast(UpgradeChannel, self.channel)
-            upgradeRequest = channel._upgradeRequest(self, offer, method, target, version)
-        return _Negotiation(self, upgradeRequest, candidates, order)  # type: ignore[arg-type]
-
-    def _act(self, state: _Negotiation, resrc: IResource) -> None:
-        """Carry out C{state.outcome} as the answer to this (processed) request."""
-        outcome = state.outcome
+        """Act on the offer's outcome (switch, refuse, wait) or render C{resrc} (R5)."""
+        offer = self.upgrade
+        if offer is None:
+            return super().render(resrc)
+        outcome, self._outcome = self._outcome, None
         if outcome is None:
-            self._renderPlain(resrc, state.candidates)
-            return
-        kind, value, protocol = outcome
-        if kind == "switch":
-            self._switch(outcome)
-        elif kind == "refuse":
-            _log.info(
-                "{protocol} refused {target} from {peer} with {status}: {reason}",
-                protocol=protocolName(protocol),
-                target=self.uri,
-                peer=self.getClientAddress(),
-                status=value.status,
-                reason=value.reason,
-            )
-            self._answer(value.status, value.headers, value.body)
-        elif kind == "fail":
-            self._failed(value, protocol)
-        else:
+            site = cast(UpgradeSite, self.site)
+            outcome = offer.decide(self, resrc, site.protocols, site.policy, site.allowedHostsFor(self.host))
+        self._act(offer, outcome, resrc)
 
-            def decided(decision: object) -> None:
-                if not self._disconnected:
-                    state.outcome = state.judge(decision, protocol) or state.run()
-                    self._act(state, resrc)
+    def _act(self, offer: OfferNegotiation, outcome: Outcome, resrc: IResource) -> None:
+        """Carry out C{outcome} as the answer to this (processed) request."""
+        match outcome:
+            case Switch():
+                self._switch(outcome)
+            case Unswitched(candidates):
+                self._renderPlain(resrc, candidates)
+            case Refused(refusal):
+                self._answer(refusal.status, refusal.headers, refusal.body)
+            case Failed():
+                self._answer(500, (), b"The upgrade failed on the server.\n")
+            case Malformed(error):
+                self._answer(error.statusHint, (), str(error).encode("utf-8", "replace"))
+            case Pending(deferred):
 
-            def failed(reason: Failure) -> None:
-                if not self._disconnected:
-                    self._failed(reason, protocol)
+                def decided(decision: object) -> None:
+                    if not _compat.requestGone(self):
+                        self._act(offer, offer.resume(decision), resrc)
 
-            value.addCallbacks(decided, failed)
+                def failed(reason: Failure) -> None:
+                    if not _compat.requestGone(self):
+                        self._act(offer, offer.failPending(reason), resrc)
+
+                deferred.addCallbacks(decided, failed)
 
     def _handleStar(self) -> None:
         """
@@ -255,14 +139,14 @@ class UpgradeAwareRequest(server.Request):
         C{nghttp -u} sends) with the site's protocols, which twisted.web would
         otherwise answer before any negotiation.
         """
-        if self._upgradeOffer is None and self._upgradeNegotiation is None and self._upgradeError is None:
+        if self.upgrade is None:
             _compat.answerStar(self)
             return
         self.render(_STAR)
 
-    def _switch(self, outcome: tuple[Any, ...]) -> None:
-        _kind, newProtocol, head = outcome
-        cast(UpgradeChannel, self.channel).switchProtocol(self, newProtocol, head)
+    def _switch(self, outcome: Switch) -> None:
+        self.upgrade = None
+        cast(UpgradeChannel, self.channel).switchProtocol(self, outcome.protocol, outcome.head)
 
     def _renderPlain(self, resrc: IResource, candidates: Sequence[IUpgradeProtocol]) -> None:
         """Render C{resrc} without switching, listing what we could switch to."""
@@ -274,19 +158,9 @@ class UpgradeAwareRequest(server.Request):
             self.responseHeaders.addRawHeader(b"Connection", b"Upgrade")
         server.Request.render(self, resrc)
 
-    def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> None:
-        """Log a plugin's failure and answer C{500}; HTTP/1.1 goes on."""
-        _log.failure(
-            "Upgrade protocol {protocol} failed on {target}",
-            reason,
-            protocol=protocolName(protocol),
-            target=self.uri,
-        )
-        self._answer(500, (), b"The upgrade failed on the server.\n")
-
     def _answer(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
         """Finish this request with a small error response, keeping HTTP/1.1 intact."""
-        self.setResponseCode(status)
+        self.setResponseCode(status, negotiation.reasonPhrase(status))
         for name, value in headers:
             self.responseHeaders.addRawHeader(name, value)
         if body and not self.responseHeaders.hasHeader(b"Content-Type"):
@@ -319,7 +193,24 @@ class UpgradeChannel(HTTPChannel):
 
     maxUpgradeBodySize = 1 << 20
     _log = Logger(namespace="txupgrade.channel")
-    _pendingRequest: UpgradeAwareRequest | None = None
+    _bodyLimited: UpgradeAwareRequest | None = None
+
+    def lineReceived(self, line: bytes) -> None:
+        """Refuse an oversized head (414, 431) and obs-fold (R16) before Twisted parses the line."""
+        requestLine = _compat.readingRequestLine(self)
+        if _compat.headBytesReceived(self) + len(line) > self.totalHeadersSize:
+            self.lineLengthExceeded(line)
+        elif not requestLine and line[:1] in (b" ", b"\t"):
+            self._reject(400, "obsolete line folding in a header")
+        else:
+            super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Answer a request line over the limit with 414, a header with 431, and close."""
+        if _compat.readingRequestLine(self):
+            self._reject(414, "the request line is too long")
+        else:
+            self._reject(431, "the request's header fields are too large")
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         """
@@ -339,38 +230,42 @@ class UpgradeChannel(HTTPChannel):
         return persistent
 
     def allHeadersReceived(self) -> None:
-        """Note an upgrade offer (R1-R4), bounding its body, then carry on."""
+        """Refuse ambiguous framing (R16) and foreign hosts; note an offer (R1-R4), bounding its body."""
         req = self.requests[-1]
         headers = req.requestHeaders
-        self._pendingRequest = None
-        offer = None
-        upgrade = headers.getRawHeaders(b"upgrade")
-        if upgrade is not None:
-            try:
-                offer = negotiation.offerFromHeaders(
-                    _compat.requestVersion(self), upgrade, headers.getRawHeaders(b"connection", ())
-                )
-            except UpgradeError as error:
-                req._upgradeError = error
-        if offer is not None:
+        version = _compat.requestVersion(self)
+        self._bodyLimited = None
+        hosts = headers.getRawHeaders(b"host", ())
+        try:
+            negotiation.checkFraming(version, hosts, headers.getRawHeaders(b"transfer-encoding", ()))
+        except UpgradeError as error:
+            self._reject(400, str(error))
+            return
+        if hosts and not negotiation.hostAllowed(hosts[0], self.site.allowedHostsFor(req.host)):  # type: ignore[attr-defined]
+            self._reject(400, f"this server does not serve the host {hosts[0].decode('latin-1')!r}")
+            return
+        offer = OfferNegotiation.fromHeaders(
+            version, headers.getRawHeaders(b"upgrade"), headers.getRawHeaders(b"connection", ())
+        )
+        if offer is not None and offer.error is None:
             if self.length is not None and self.length > self.maxUpgradeBodySize:
                 self._refuseBody()
                 return
-            req._upgradeOffer = offer
-            self._pendingRequest = req
+            self._bodyLimited = req
+        req.upgrade = offer
         super().allHeadersReceived()
 
     def rawDataReceived(self, data: bytes) -> None:
         """Read the body, refusing an upgrade request's body past the limit."""
-        pending = self._pendingRequest
+        limited = self._bodyLimited
         super().rawDataReceived(data)
-        if pending is not None and self._pendingRequest is pending and self._bodyTooLarge(pending):
+        if limited is not None and self._bodyLimited is limited and self._bodyTooLarge(limited):
             self._refuseBody()
 
     def allContentReceived(self) -> None:
-        """Dispatch the request (the pending offer is settled in render), within the limit."""
-        pending, self._pendingRequest = self._pendingRequest, None
-        if pending is not None and self._bodyTooLarge(pending):
+        """Dispatch the request (its offer is settled in render), within the limit."""
+        limited, self._bodyLimited = self._bodyLimited, None
+        if limited is not None and self._bodyTooLarge(limited):
             # The end of the body came in the same read as its excess.
             self._refuseBody()
             return
@@ -388,44 +283,26 @@ class UpgradeChannel(HTTPChannel):
 
     def _refuseBody(self) -> None:
         """Answer C{413} to an upgrade request whose body is too large, and close."""
-        self._pendingRequest = None
-        self._log.info(
-            "Refused upgrade request body over {limit} bytes from {peer}",
-            limit=self.maxUpgradeBodySize,
-            peer=self._transport().getPeer(),
-        )
-        body = b"The upgrade request's body is too large.\n"
-        self._transport().write(negotiation.simpleResponse(413, (), body, close=True))
-        self.length = None
-        # Like HTTPChannel after a last request: ignore whatever else arrives.
-        self.dataReceived = lambda data: None  # type: ignore[method-assign]
-        self.loseConnection()
+        self._bodyLimited = None
+        self._reject(413, "the upgrade request's body is too large")
 
-    def _upgradeRequest(
-        self, req: UpgradeAwareRequest, offer: Offer, method: bytes, target: bytes, version: bytes
-    ) -> negotiation.UpgradeRequest:
-        """The sans-IO view of C{req}, as protocols receive it."""
-        content = req.content
-        body = b""
-        if content is not None:
-            content.seek(0)
-            body = content.read()
-            content.seek(0)
-        return negotiation.UpgradeRequest(
-            method=method,
-            target=target,
-            version=version,
-            headers=tuple(
-                (name.lower(), value)
-                for name, values in req.requestHeaders.getAllRawHeaders()
-                for value in values
-            ),
-            body=body,
-            offer=offer,
-            peer=req.client,
-            host=req.host,
-            secure=self.isSecure(),
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer C{status} (logged once, with the reason), ignore what else arrives, and close."""
+        self._log.info(
+            "Rejected a request from {peer} with {status}: {reason}",
+            peer=peerText(self._transport().getPeer()),
+            status=status,
+            reason=reason,
+            rejectStatus=status,
         )
+        body = (reason[:1].upper() + reason[1:] + ".\n").encode("utf-8", "replace")
+        self._transport().write(negotiation.simpleResponse(status, (), body, close=True))
+        # Nothing more is dispatched (HTTPChannel dispatches a request whose
+        # length is 0 after its headers), and, like HTTPChannel after a last
+        # request, whatever else arrives is ignored.
+        self.length = None
+        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
+        self.loseConnection()
 
     def switchProtocol(self, req: UpgradeAwareRequest, protocol: Any, head: bytes) -> None:
         """
@@ -452,6 +329,16 @@ class UpgradeChannel(HTTPChannel):
             transport.abortConnection()
 
 
+def _isLoopback(address: object) -> bool:
+    """Whether a listening address is on the loopback interface."""
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        try:
+            return ipaddress.ip_address(address.host.split("%", 1)[0]).is_loopback
+        except ValueError:
+            return False
+    return False
+
+
 class UpgradeSite(server.Site):
     """
     A L{server.Site} whose connections can switch protocols via ``Upgrade``.
@@ -461,6 +348,14 @@ class UpgradeSite(server.Site):
         or C{"server"} (the order of L{protocols} decides).
     @ivar advertise: Whether a response to a request whose offer was not
         taken lists, in C{Upgrade}, what the site could switch to (R5).
+    @ivar allowedHosts: The host names requests may name in C{Host}
+        (lower-case, without port; C{"*.example.com"} for subdomains,
+        C{"*"} for any), L{None} for any, or C{"auto"} (the default):
+        L{negotiation.LOOPBACK_HOSTS} on a loopback listener, any elsewhere.
+        Any other C{Host} is answered C{400} before a switch is considered:
+        the defence against DNS rebinding, where a foreign page reaches a
+        local server under its own name. WebSocket's same-origin check
+        compares the C{Origin} with these names.
     @ivar priorKnowledge: Whether a cleartext connection that starts with the
         HTTP/2 preface is served as HTTP/2 (needs the C{h2c} extra).
     """
@@ -476,6 +371,7 @@ class UpgradeSite(server.Site):
         advertise: bool = True,
         maxUpgradeBodySize: int | None = None,
         priorKnowledge: bool = True,
+        allowedHosts: Iterable[str] | Literal["auto"] | None = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, **kwargs)
@@ -488,6 +384,17 @@ class UpgradeSite(server.Site):
         self.maxUpgradeBodySize = (
             UpgradeChannel.maxUpgradeBodySize if maxUpgradeBodySize is None else maxUpgradeBodySize
         )
+        if allowedHosts is None or allowedHosts == "auto":
+            self.allowedHosts: frozenset[str] | Literal["auto"] | None = allowedHosts
+        else:
+            self.allowedHosts = frozenset(h.lower() for h in allowedHosts)
+
+    def allowedHostsFor(self, host: object) -> frozenset[str] | None:
+        """The host names a request arriving at the local address C{host} may name (L{None}: any)."""
+        allowed = self.allowedHosts
+        if allowed == "auto":
+            return negotiation.LOOPBACK_HOSTS if _isLoopback(host) else None
+        return cast("frozenset[str] | None", allowed)
 
     def protocol(self) -> Any:
         """Build the wrapped channel, as L{Site} does."""

@@ -6,14 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.static import Data
+from zope.interface import implementer
 
 from txupgrade.echo import EchoResource
 from txupgrade.registry import ProtocolRegistry
 
-__all__ = ["demoRoot", "webSocketEchoFactory"]
+__all__ = [
+    "MAX_FRAME_PAYLOAD",
+    "MAX_MESSAGE_PAYLOAD",
+    "PauseReadingWhileFull",
+    "demoRoot",
+    "webSocketEchoFactory",
+]
 
 _log = Logger()
 
@@ -51,16 +59,72 @@ a 101, then every byte comes back.</li>
 """
 
 
+#: The demo WebSocket echo's limits: a frame or message past them is answered
+#: with a Close frame, code 1009 (message too big), instead of being held.
+MAX_FRAME_PAYLOAD = 1 << 20
+MAX_MESSAGE_PAYLOAD = 4 << 20
+
+
+@implementer(IPushProducer)
+class PauseReadingWhileFull:
+    """
+    Backpressure for a protocol that writes what it reads: registered as the
+    transport's producer, it stops reading from the peer while the
+    transport's write buffer is full, and resumes once it has drained.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Nothing to stop: the transport is closing."""
+
+
+def _acceptDeflate(offers: list[Any]) -> Any:
+    """Accept the client's first C{permessage-deflate} offer (RFC 7692)."""
+    from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
 def webSocketEchoFactory() -> Any:
-    """An autobahn server factory whose protocol echoes every message."""
+    """
+    An autobahn server factory whose protocol echoes every message.
+
+    Bounded: frames over L{MAX_FRAME_PAYLOAD} and messages over
+    L{MAX_MESSAGE_PAYLOAD} bytes (after decompression) are closed with 1009,
+    and a protocol error with 1002, each with a Close frame (C{failByDrop}
+    off, so that the C{101} and the Close reach the client even when the bad
+    frame came in the handshake's segment). A client that does not read is
+    not read from either (L{PauseReadingWhileFull}). C{permessage-deflate} is
+    accepted.
+    """
     from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 
     class EchoServerProtocol(WebSocketServerProtocol):
+        def onOpen(self) -> None:
+            self.registerProducer(PauseReadingWhileFull(self.transport), True)
+
         def onMessage(self, payload: bytes, isBinary: bool) -> None:
             self.sendMessage(payload, isBinary)
 
     factory = WebSocketServerFactory()
     factory.protocol = EchoServerProtocol
+    factory.setProtocolOptions(
+        maxFramePayloadSize=MAX_FRAME_PAYLOAD,
+        maxMessagePayloadSize=MAX_MESSAGE_PAYLOAD,
+        failByDrop=False,
+        perMessageCompressionAccept=_acceptDeflate,
+    )
     return factory
 
 

@@ -4,6 +4,8 @@ The demo protocol C{echo}: after the C{101}, every byte comes back.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -16,7 +18,19 @@ __all__ = ["EchoProtocol", "EchoResource", "EchoUpgrade"]
 
 
 class EchoProtocol(Protocol):
-    """Write back every byte received."""
+    """
+    Write back every byte received, reading no faster than the peer reads.
+
+    The transport is registered as its own streaming producer: when its
+    write buffer fills (the peer stopped reading), it pauses reading from the
+    peer, and resumes once the buffer drains (R17). Any protocol that writes
+    what it reads can do the same; one that produces data of its own
+    registers its own producer instead.
+    """
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport  # an IConsumer and IPushProducer, as TCP and TLS transports are
+        transport.registerProducer(transport, True)
 
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None

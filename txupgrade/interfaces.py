@@ -21,12 +21,15 @@ class IUpgradeProtocol(IPlugin):
          L{txupgrade.negotiation.Refuse}. A decline lets the channel try the
          client's next preference; a refusal is answered as an HTTP error and
          the connection stays HTTP/1.1. An exception counts as a C{500}.
-      2. On C{Accept}, the channel writes C{101 Switching Protocols} with the
-         accepted headers and then calls L{buildProtocol}.
-      3. The channel calls C{makeConnection(transport)} on the returned
-         protocol, then C{dataReceived} once with every byte that followed the
-         request (if any), then hands it the connection: every later byte and
-         the final C{connectionLost} go to it. The HTTP idle timeout no longer
+      2. On C{Accept}, the channel calls L{buildProtocol} (unless the
+         C{Accept} carries a C{protocol} already built): the C{101} is NOT
+         on the wire yet, so an exception (or a L{None}) here is still
+         answered C{500} and the connection stays HTTP/1.1.
+      3. The channel writes C{101 Switching Protocols} with the accepted
+         headers, then calls C{makeConnection(transport)} on the protocol,
+         then C{dataReceived} once with every byte that followed the request
+         (if any), then hands it the connection: every later byte and the
+         final C{connectionLost} go to it. The HTTP idle timeout no longer
          applies, and the transport has no producer registered.
 
     It extends L{IPlugin}, so an instance in a module of L{txupgrade.plugins}

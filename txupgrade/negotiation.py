@@ -25,6 +25,7 @@ from http import HTTPStatus
 from typing import Any, Literal, Union
 
 __all__ = [
+    "LOOPBACK_HOSTS",
     "MAX_OFFERED",
     "MAX_UPGRADE_FIELD",
     "Accept",
@@ -35,11 +36,15 @@ __all__ = [
     "Refuse",
     "UpgradeError",
     "UpgradeRequest",
+    "checkFraming",
     "formatProtocols",
+    "hostAllowed",
+    "hostName",
     "matches",
     "offerFromHeaders",
     "parseConnectionOptions",
     "parseProtocolList",
+    "reasonPhrase",
     "selectionOrder",
     "simpleResponse",
     "switchingResponse",
@@ -69,7 +74,9 @@ _REASONS = {
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     413: b"Content Too Large",
+    414: b"URI Too Long",
     426: b"Upgrade Required",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
@@ -138,6 +145,9 @@ class UpgradeRequest:
     @ivar peer: The client's address (an C{IAddress}), when known.
     @ivar host: The server's address (an C{IAddress}), when known.
     @ivar secure: Whether the connection is already TLS.
+    @ivar allowedHosts: The host names (lower-case, no port) the site
+        answers to, or L{None} for any; a same-origin check compares with
+        these rather than with the request's own C{Host} (DNS rebinding).
     """
 
     method: bytes
@@ -149,6 +159,7 @@ class UpgradeRequest:
     peer: Any = None
     host: Any = None
     secure: bool = False
+    allowedHosts: frozenset[str] | None = None
 
     def getHeader(self, name: bytes) -> bytes | None:
         """The first value of header C{name} (any case), or L{None}."""
@@ -374,14 +385,19 @@ def formatProtocols(protocols: Iterable[str]) -> bytes:
     return b", ".join(names)
 
 
-def _head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+def reasonPhrase(status: int) -> bytes:
+    """The reason phrase txupgrade sends with C{status} (RFC 9110 §15), e.g. C{426 Upgrade Required}."""
     reason = _REASONS.get(status)
     if reason is None:
         try:
             reason = HTTPStatus(status).phrase.encode("ascii")
         except ValueError:
             reason = b"Unknown"
-    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+    return reason
+
+
+def _head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (status, reasonPhrase(status))]
     lines.extend(name + b": " + value for name, value in headers)
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
@@ -442,3 +458,65 @@ def simpleResponse(
 def upgradeRequiredResponse(protocols: Sequence[str], body: bytes = b"") -> bytes:
     """A complete C{426 Upgrade Required} naming C{protocols} (R9)."""
     return simpleResponse(426, upgradeRequiredHeaders(protocols), body)
+
+
+# Request framing (R16): what makes a request ambiguous to an intermediary.
+
+
+def checkFraming(version: bytes, hosts: Sequence[bytes], transferCodings: Sequence[bytes]) -> None:
+    """
+    Refuse a request whose framing or target an intermediary could read differently (R16).
+
+    An HTTP/1.1 request needs exactly one C{Host} (RFC 9112 §3.2); a
+    C{Transfer-Encoding} must be exactly C{chunked} (RFC 9112 §6.1: any
+    other coding leaves the body length unknowable to us, and an
+    C{identity} beside a C{Content-Length} is how smuggling starts).
+
+    @param hosts: Every C{Host} field line.
+    @param transferCodings: Every C{Transfer-Encoding} field line.
+    @raise UpgradeError: (400) naming the problem.
+    """
+    if version == b"HTTP/1.1" and len(hosts) != 1:
+        raise UpgradeError("an HTTP/1.1 request needs exactly one Host" if hosts else "no Host header")
+    if transferCodings and (
+        len(transferCodings) != 1 or transferCodings[0].strip(_OWS).lower() != b"chunked"
+    ):
+        raise UpgradeError("Transfer-Encoding must be exactly chunked")
+
+
+def hostName(host: bytes) -> str | None:
+    """
+    The lower-case name in a C{Host} value (no port, IPv6 without brackets),
+    or L{None} when the value is not C{uri-host [":" port]} (RFC 9110 §7.2).
+    """
+    match = _HOST_RE.fullmatch(host)
+    if match is None:
+        return None
+    name = match.group(1) or match.group(2)
+    return name.decode("ascii").lower()
+
+
+# reg-name / IPv4 (RFC 3986 unreserved, pct-encoded, sub-delims) or an IP literal, then a port.
+_HOST_RE = re.compile(rb"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9\-._~%!$&'()*+,;=]+))(?::[0-9]*)?")
+
+
+def hostAllowed(host: bytes, allowed: frozenset[str] | None) -> bool:
+    """
+    Whether a C{Host} value names one of C{allowed} (L{None}: any host).
+
+    An entry C{"*.example.com"} allows every subdomain of C{example.com};
+    C{"*"} allows any host.
+    """
+    if allowed is None or "*" in allowed:
+        return True
+    name = hostName(host)
+    if name is None:
+        return False
+    if name in allowed:
+        return True
+    parts = name.split(".")
+    return any("*." + ".".join(parts[i:]) in allowed for i in range(1, len(parts)))
+
+
+#: The names of this machine a loopback listener answers to by default.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -39,6 +39,13 @@ class Options(usage.Options):
         ],
         ["policy", None, "client", "Whose preference picks the protocol: client or server."],
         ["access-log", None, None, "Write a combined access log to this file."],
+        [
+            "tls-certificate",
+            None,
+            None,
+            "PEM file with the private key and certificate (chain): enables the RFC 2817 "
+            "TLS upgrade (Upgrade: TLS/1.2) and serves ssl: listeners that name no key.",
+        ],
     ]
     optFlags = [
         ["no-advertise", None, "Do not list available protocols in Upgrade on other answers."],
@@ -67,6 +74,15 @@ class Options(usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
         if self["policy"] not in ("client", "server"):
             raise usage.UsageError("--policy must be client or server")
+        self["tls-options"] = None
+        if self["tls-certificate"] is not None:
+            from txupgrade.tls import CertificateError, certificateOptionsFromPEM, sslListenDescription
+
+            try:
+                self["tls-options"] = certificateOptionsFromPEM(self["tls-certificate"])
+            except CertificateError as error:
+                raise usage.UsageError(f"--tls-certificate: {error}") from None
+            self["listen"] = [sslListenDescription(d, self["tls-certificate"]) for d in self["listen"]]
 
 
 def makeSite(options: Options | dict[str, Any], protocols: ProtocolRegistry | None = None) -> UpgradeSite:
@@ -81,6 +97,11 @@ def makeSite(options: Options | dict[str, Any], protocols: ProtocolRegistry | No
         protocols = ProtocolRegistry(
             p for p in protocols if p.name.lower() not in disabled and protocolName(p).lower() not in disabled
         )
+    tlsOptions = options.get("tls-options")
+    if tlsOptions is not None:
+        from txupgrade.tls import TLSUpgrade
+
+        protocols.register(TLSUpgrade(tlsOptions))
     return UpgradeSite(
         demoRoot(protocols),
         protocols,

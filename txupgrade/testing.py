@@ -112,7 +112,8 @@ class MemoryConnection:
     def _deliver(self, transport: FakeTransport, data: bytes) -> None:
         step = self.chunkSize or len(data) or 1
         for i in range(0, len(data), step):
-            if transport.disconnected:
+            # A real transport stops reading once its protocol closes it.
+            if transport.disconnected or transport.disconnecting:
                 return
             transport.bufferReceived(data[i : i + step])
 

@@ -4,74 +4,55 @@ WebSocket (RFC 6455) through autobahn, on the same port as the site.
 Theory of operation
 -------------------
 twisted.web has already parsed the request, so autobahn must not parse it
-again: L{WebSocketUpgrade.negotiate} checks the RFC 6455 §4.2 handshake from
-the parsed request, builds the factory's protocol, fills in the fields
-autobahn's own handshake would have set, and asks the protocol's
-C{onConnect} (which may deny, pick a subprotocol, or return a Deferred).
-The C{101} then carries C{Sec-WebSocket-Accept} and the agreed subprotocol
-and extensions, and the protocol starts directly in the OPEN state, with the
-bytes that followed the handshake (frames sent in the same segment) as its
-first input.
+again: L{WebSocketUpgrade.negotiate} checks the RFC 6455 §4.2 handshake with
+the sans-IO L{txupgrade._wshandshake.checkHandshake}, builds the factory's
+protocol, fills in the fields autobahn's own handshake would have set, and
+asks the protocol's C{onConnect} (which may deny, pick a subprotocol, or
+return a Deferred). The C{101} then carries C{Sec-WebSocket-Accept} and the
+agreed subprotocol and extensions, and the protocol starts directly in the
+OPEN state, with the bytes that followed the handshake (frames sent in the
+same segment) as its first input.
 
-Bringing autobahn up in the OPEN state means setting its private state by
-hand (L{_openDirectly}); C{tests/test_websocket_compat.py} checks it against
-what autobahn's own C{_connectionMade} sets, and fails loudly when a new
-autobahn version changes it. The autobahn version is pinned in C{setup.cfg}.
+Bringing autobahn up in the OPEN state touches its private state; that is
+all in L{txupgrade._autobahncompat}, which uses a fast path on the autobahn
+versions it was checked against (fingerprinted) and autobahn's own
+C{succeedHandshake} on any other.
 
-The protocol class the factory names is subclassed once (L{_switchedClass})
-to start in the OPEN state and, where the user did not override them, to
-replace the few autobahn methods that format debug log arguments eagerly on
-every connection, read or write (L{_QUIET}): about 16 µs each, even with
-debug logging off, and the largest cost of a handshake after autobahn's own
-request parsing.
+When the connection closes, the protocol's reference cycles are broken
+(L{txupgrade._autobahncompat.breakCycles}), so reference counting frees it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import txaio
-from autobahn.twisted.util import create_transport_details
-from autobahn.twisted.websocket import (
-    WebSocketAdapterProtocol,
-    WebSocketServerFactory,
-    WebSocketServerProtocol,
-)
-from autobahn.util import _is_tls_error, _maybe_tls_reason, wildcards2patterns
-from autobahn.wamp.types import TransportDetails
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket import protocol as _wsprotocol
 from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import ITCPTransport
-from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txupgrade import _autobahncompat as _compat
+from txupgrade._wshandshake import (
+    VERSION_HEADERS,
+    HandshakeError,
+    acceptKey,
+    checkHandshake,
+    wildcardPatterns,
+)
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decision, Refuse, UpgradeRequest
 from txupgrade.resource import UpgradeRequiredResource
 
-__all__ = ["WebSocketEndpoint", "WebSocketUpgrade"]
+__all__ = ["WebSocketEndpoint", "WebSocketUpgrade", "acceptKey"]
 
 txaio.use_twisted()
-
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_VERSION_HEADERS = ((b"Sec-WebSocket-Version", b"13"),)
-_WebSocketProtocol = _wsprotocol.WebSocketProtocol
-
-
-def acceptKey(key: bytes) -> bytes:
-    """C{Sec-WebSocket-Accept} for a client's C{Sec-WebSocket-Key} (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
 def _peerString(address: Any) -> str:
@@ -88,157 +69,6 @@ def _peerString(address: Any) -> str:
 
 def _refuse(status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Refuse:
     return Refuse(status, headers, (reason + "\n").encode("utf-8", "replace"), reason)
-
-
-def _autobahnHeaders(request: UpgradeRequest) -> tuple[dict[str, str], dict[str, int]]:
-    """
-    The headers as autobahn's C{parseHttpHeader} presents them (lower-cased
-    names, repeated lines joined with C{", "}), and how many lines each had.
-    """
-    headers: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for name, value in request.headers:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        if key in headers:
-            headers[key] = f"{headers[key]}, {text}"
-            counts[key] += 1
-        else:
-            headers[key] = text
-            counts[key] = 1
-    return headers, counts
-
-
-_switchedClasses: dict[type, type] = {}
-
-
-def _connectionMadeQuiet(self: Any) -> None:
-    """C{WebSocketAdapterProtocol.connectionMade} without its eagerly formatted debug line."""
-    self._transport_details = create_transport_details(self.transport, self.is_server)
-    self._transport_details.channel_framing = TransportDetails.CHANNEL_FRAMING_WEBSOCKET
-    self.peer = self._transport_details.peer
-    # HTTPChannel.connectionMade already turned Nagle off on a TCP transport.
-    if not (self.tcpNoDelay and ITCPTransport.providedBy(self.transport)):
-        try:
-            self.transport.setTcpNoDelay(self.tcpNoDelay)
-        except Exception:  # noqa: BLE001 - as autobahn: not every transport has TCP options
-            pass
-    self._connectionMade()
-
-
-def _connectionLostQuiet(self: Any, reason: Failure = connectionDone) -> None:
-    """C{WebSocketAdapterProtocol.connectionLost}, logging only TLS errors as it does at info+."""
-    if _is_tls_error(reason.value):
-        self.log.error(_maybe_tls_reason(reason.value))
-    self._connectionLost(reason)
-
-
-def _serverConnectionLostQuiet(self: Any, reason: Failure) -> None:
-    """C{WebSocketServerProtocol._connectionLost} without its eagerly formatted debug line."""
-    _WebSocketProtocol._connectionLost(self, reason)  # type: ignore[arg-type]
-    self.factory.countConnections -= 1
-
-
-def _sendDataQuiet(self: Any, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-    """C{WebSocketProtocol.sendData}'s common case without its per-write debug line."""
-    if chopsize or sync or self.send_queue:
-        _WebSocketProtocol.sendData(self, data, sync, chopsize)
-        return
-    self.transport.write(data)
-    if self.state == _WebSocketProtocol.STATE_OPEN:
-        self.trafficStats.outgoingOctetsWireLevel += len(data)
-    if self.logOctets:
-        self.logTxOctets(data, False)
-
-
-#: Methods whose autobahn versions format debug log arguments eagerly (about
-#: 16 µs each, even with debug logging off), and their quiet equivalents. A
-#: replacement is used only where the user's class does not override the
-#: method; C{tests/test_websocket_compat.py} pins the originals' source.
-_QUIET = (
-    ("connectionMade", WebSocketAdapterProtocol, _connectionMadeQuiet),
-    ("connectionLost", WebSocketAdapterProtocol, _connectionLostQuiet),
-    ("dataReceived", WebSocketAdapterProtocol, _WebSocketProtocol._dataReceived),
-    ("_connectionLost", _wsprotocol.WebSocketServerProtocol, _serverConnectionLostQuiet),
-    ("sendData", _WebSocketProtocol, _sendDataQuiet),
-)
-
-
-def _switchedClass(cls: type) -> type:
-    """
-    A subclass of the factory's protocol class that starts in the OPEN state.
-
-    It replaces autobahn's internal C{_connectionMade} (a user's
-    C{connectionMade} override still runs, and reaches it) and, where the
-    user's class does not override them, the methods in L{_QUIET}.
-    """
-    switched = _switchedClasses.get(cls)
-    if switched is None:
-        namespace: dict[str, Any] = {
-            "_connectionMade": _openDirectly,
-            "_connectionMadeInit": _connectionMadeInit,
-            "__module__": cls.__module__,
-        }
-        for name, owner, quiet in _QUIET:
-            if getattr(cls, name) is getattr(owner, name):
-                namespace[name] = quiet
-        switched = type(cls.__name__, (cls,), namespace)
-        _switchedClasses[cls] = switched
-    return switched
-
-
-def _openDirectly(self: Any) -> None:
-    """
-    What autobahn's C{_connectionMade} and C{succeedHandshake} leave behind,
-    for a handshake twisted.web has already read and L{negotiate} answered.
-    """
-    self._connectionMadeInit()
-    self.factory.countConnections += 1
-    self.state = _WebSocketProtocol.STATE_OPEN
-    self.inside_message = False
-    self.current_frame = None
-    if self.autoPingInterval:
-        self.autoPingPendingCall = self.factory._batched_timer.call_later(
-            self.autoPingInterval, self._sendAutoPing
-        )
-    if self.trackedTimings:
-        self.trackedTimings.track("onOpen")
-    self._onOpen()
-    txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]
-
-
-def _connectionMadeInit(self: Any) -> None:
-    """The per-connection state of C{WebSocketProtocol._connectionMade}, minus its debug dump."""
-    self.trackedTimings = None
-    self.setTrackTimings(self.trackTimings)
-    self.trafficStats = _wsprotocol.TrafficStats()
-    self.send_state = _WebSocketProtocol.SEND_STATE_GROUND
-    self.data = b""
-    self.send_queue = deque()
-    self.triggered = False
-    self.utf8validator = _wsprotocol.Utf8Validator()
-    self.wasMaxFramePayloadSizeExceeded = False
-    self.wasMaxMessagePayloadSizeExceeded = False
-    self.closedByMe = False
-    self.failedByMe = False
-    self.droppedByMe = False
-    self.wasClean = False
-    self.wasNotCleanReason = None
-    self.wasServerConnectionDropTimeout = False
-    self.wasOpenHandshakeTimeout = False
-    self.wasCloseHandshakeTimeout = False
-    self.wasServingFlashSocketPolicyFile = False
-    self.localCloseCode = None
-    self.localCloseReason = None
-    self.remoteCloseCode = None
-    self.remoteCloseReason = None
-    self.openHandshakeTimeoutCall = None
-    self.closeHandshakeTimeoutCall = None
-    self.autoPingTimeoutCall = None
-    self.autoPingPending = None
-    self.autoPingPendingCall = None
-    self.autoPingPendingSeq = 0
-    self.autoPingPendingSent = None
 
 
 @implementer(IUpgradeProtocol)
@@ -271,8 +101,9 @@ class WebSocketUpgrade:
             )
         self.factory = factory
         self.allowedOrigins = None if allowedOrigins is None else list(allowedOrigins)
-        self._originPatterns = None if allowedOrigins is None else wildcards2patterns(self.allowedOrigins)
-        self._protocolClass = _switchedClass(factory.protocol)
+        self._originPatterns = None if allowedOrigins is None else wildcardPatterns(allowedOrigins)
+        self._path = _compat.bringUpPath()
+        self._protocolClass = _compat.switchedClass(factory.protocol, self._path)
         self._optionNames: list[str] | None = None
         self._readOptions: Callable[[Any], tuple[Any, ...]] | None = None
         # autobahn's own onConnect accepts with no subprotocol, after an
@@ -283,72 +114,37 @@ class WebSocketUpgrade:
 
     def negotiate(self, request: UpgradeRequest) -> Decision | Deferred[Decision]:
         """Check the RFC 6455 handshake, then ask the protocol's C{onConnect}."""
-        if request.method != b"GET":
-            return _refuse(405, "a WebSocket handshake must be a GET", ((b"Allow", b"GET"),))
-        headers, counts = _autobahnHeaders(request)
-        if counts.get("host") != 1:
-            return _refuse(400, "a WebSocket handshake needs exactly one Host")
-        if counts.get("sec-websocket-version") != 1 or headers["sec-websocket-version"] != "13":
-            return _refuse(
-                426,
-                "this server speaks WebSocket version 13",
-                ((b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), *_VERSION_HEADERS),
-            )
-        key = headers.get("sec-websocket-key", "").strip().encode("latin-1")
         try:
-            valid = counts["sec-websocket-key"] == 1 and len(base64.b64decode(key, validate=True)) == 16
-        except (KeyError, binascii.Error, ValueError):
-            valid = False
-        if not valid:
-            return _refuse(400, "Sec-WebSocket-Key must be 16 bytes in base64")
-        host = headers["host"].strip()
-        origin = headers.get("origin", "")
-        if origin and not self._originAllowed(origin, host, request.secure):
-            return _refuse(403, f"origin {origin!r} not allowed")
-        offered = headers.get("sec-websocket-protocol")
-        protocols = [p.strip() for p in offered.split(",") if p.strip()] if offered else []
-        if len(set(protocols)) != len(protocols):
-            return _refuse(400, "duplicate Sec-WebSocket-Protocol values")
+            handshake = checkHandshake(
+                request.method,
+                request.target,
+                request.headers,
+                secure=request.secure,
+                originPatterns=self._originPatterns,
+                allowNullOrigin=bool(self.factory.allowNullOrigin),
+                allowedHosts=request.allowedHosts,
+            )
+        except HandshakeError as error:
+            return _refuse(error.status, error.reason, error.headers)
         if 0 < self.factory.maxConnections <= self.factory.countConnections:
             return _refuse(503, "maximum number of connections reached")
 
         proto = self._protocolClass()
         proto.factory = self.factory
         self._copyOptions(proto)
-        target = request.target.decode("latin-1")
-        if target.startswith("/"):
-            path, _, query = target.partition("?")
-        else:
-            parts = urlsplit(target)
-            path, query = parts.path, parts.query
-        hostName = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
-        proto.peer = _peerString(request.peer)
-        proto.http_request_data = None
-        proto.http_status_line = f"GET {target} HTTP/1.1"
-        proto.http_headers = headers
-        proto.http_request_uri = target
-        proto.http_request_path = path
-        proto.http_request_params = parse_qs(query) if query else {}
-        proto.http_request_host = hostName
-        proto.websocket_version = 13
-        proto.websocket_origin = origin
-        proto.websocket_protocols = protocols
-        extensions = headers.get("sec-websocket-extensions")
-        proto.websocket_extensions = proto._parseExtensionsHeader(extensions) if extensions else []
-        proto._wskey = key.decode("ascii")
-        proto._perMessageCompress = None
+        _compat.prepareProtocol(proto, handshake, _peerString(request.peer))
         if self._defaultOnConnect:
-            return self._accept(proto, key, None)
+            return self._accept(proto, handshake.accept, None)
         connectionRequest = ConnectionRequest(
             proto.peer,
-            headers,
-            hostName,
-            path,
-            proto.http_request_params,
+            handshake.headers,
+            handshake.hostName,
+            handshake.path,
+            handshake.params,
             13,
-            origin,
-            protocols,
-            proto.websocket_extensions,
+            handshake.origin,
+            list(handshake.protocols),
+            list(handshake.extensions),
         )
         try:
             answer = proto.onConnect(connectionRequest)
@@ -356,8 +152,10 @@ class WebSocketUpgrade:
             return _refuse(deny.code, deny.reason or "denied")
         if isinstance(answer, Deferred) or txaio.is_future(answer):  # type: ignore[attr-defined]
             deferred: Deferred[Decision] = maybeDeferred(lambda: answer)
-            return deferred.addCallbacks(lambda result: self._accept(proto, key, result), self._denied)
-        return self._accept(proto, key, answer)
+            return deferred.addCallbacks(
+                lambda result: self._accept(proto, handshake.accept, result), self._denied
+            )
+        return self._accept(proto, handshake.accept, answer)
 
     def _copyOptions(self, proto: Any) -> None:
         """
@@ -383,30 +181,7 @@ class WebSocketUpgrade:
         deny: Any = reason.value
         return _refuse(deny.code, deny.reason or "denied")
 
-    def _originAllowed(self, origin: str, host: str, secure: bool) -> bool:
-        """Apply L{allowedOrigins} to the request's C{Origin}."""
-        try:
-            originTuple = _wsprotocol._url_to_origin(origin)
-        except ValueError:
-            return False
-        if originTuple == "null":
-            # Sandboxed frames and file: pages send "null": it is never this
-            # page's origin, so only an explicit pattern list lets autobahn's
-            # allowNullOrigin (on by default) decide.
-            return self._originPatterns is not None and bool(self.factory.allowNullOrigin)
-        if self._originPatterns is not None:
-            return _wsprotocol._is_same_origin(
-                originTuple, originTuple[0], originTuple[2], self._originPatterns
-            )
-        scheme = "https" if secure else "http"
-        try:
-            here = urlsplit(f"{scheme}://{host}")
-            herePort = here.port or (443 if secure else 80)
-        except ValueError:
-            return False
-        return originTuple == (scheme, (here.hostname or "").lower(), herePort)
-
-    def _accept(self, proto: Any, key: bytes, answer: Any) -> Decision:
+    def _accept(self, proto: Any, accept: bytes, answer: Any) -> Decision:
         """Build the C{101}'s headers from C{onConnect}'s answer (as C{succeedHandshake})."""
         subprotocol: str | None = None
         extraHeaders: dict[str, Any] = {}
@@ -428,7 +203,7 @@ class WebSocketUpgrade:
                     response.append((name.encode("latin-1"), str(value).encode("latin-1")))
         if subprotocol is not None:
             response.append((b"Sec-WebSocket-Protocol", subprotocol.encode("latin-1")))
-        response.append((b"Sec-WebSocket-Accept", acceptKey(key)))
+        response.append((b"Sec-WebSocket-Accept", accept))
         offers = []
         for extension, params in proto.websocket_extensions:
             pmce: Any = PERMESSAGE_COMPRESSION_EXTENSION.get(extension)
@@ -438,12 +213,12 @@ class WebSocketUpgrade:
                 except Exception as error:  # noqa: BLE001 - autobahn raises bare Exceptions here
                     return _refuse(400, f"bad extension offer: {error}")
         if offers:
-            accept = proto.perMessageCompressionAccept(offers)
-            if accept is not None:
-                pmce = PERMESSAGE_COMPRESSION_EXTENSION[accept.EXTENSION_NAME]
-                proto._perMessageCompress = pmce["PMCE"].create_from_offer_accept(True, accept)
-                proto.websocket_extensions_in_use.append(proto._perMessageCompress)
-                response.append((b"Sec-WebSocket-Extensions", accept.get_extension_string().encode("ascii")))
+            agreed = proto.perMessageCompressionAccept(offers)
+            if agreed is not None:
+                _compat.usePerMessageCompress(proto, agreed)
+                response.append((b"Sec-WebSocket-Extensions", agreed.get_extension_string().encode("ascii")))
+        if self._path != "fast":
+            proto._txupgradeAnswer = answer
         return Accept(headers=tuple(response), upgrade=("websocket",), protocol=proto)
 
     def buildProtocol(self, request: UpgradeRequest, site: object) -> Any:
@@ -457,8 +232,20 @@ class WebSocketEndpoint(UpgradeRequiredResource):
 
     A plain request gets C{426 Upgrade Required} with C{Upgrade: websocket}
     and C{Sec-WebSocket-Version: 13}.
+
+    Memory limits are the factory's (C{setProtocolOptions}): autobahn's
+    defaults accept frames and messages of any size, so set
+    C{maxFramePayloadSize} and C{maxMessagePayloadSize} (a message past them
+    is closed with 1009), and C{failByDrop=False} so that such a close, or a
+    protocol error's (1002), is a Close frame the client sees rather than a
+    TCP reset that can also lose the C{101}. The demo's
+    L{txupgrade.demo.webSocketEchoFactory} does (1 MiB frames, 4 MiB
+    messages). A protocol that writes what it reads should also register a
+    producer that pauses reading while the transport's buffer is full
+    (L{txupgrade.demo.PauseReadingWhileFull}). A closed protocol is freed by
+    reference counting, without waiting for Python's cycle collector.
     """
 
     def __init__(self, factory: WebSocketServerFactory, allowedOrigins: Sequence[str] | None = None) -> None:
         self.upgrade = WebSocketUpgrade(factory, allowedOrigins)
-        super().__init__([self.upgrade], extraHeaders=_VERSION_HEADERS)
+        super().__init__([self.upgrade], extraHeaders=VERSION_HEADERS)

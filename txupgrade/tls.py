@@ -1,0 +1,292 @@
+"""
+RFC 2817 TLS upgrade: ``Upgrade: TLS/1.2`` turns a plain connection into TLS.
+
+Theory of operation
+-------------------
+L{TLSUpgrade} accepts C{TLS/1.0} to C{TLS/1.3} on a connection that is not
+TLS yet (RFC 2817 §3.2) and answers C{101} with C{Upgrade: TLS/1.x,
+HTTP/1.1} (layers ascending). L{_TLSSwitch} then takes the connection:
+
+  1. It becomes the transport's own protocol and calls C{startTLS}; the
+     C{101} already written goes out in plain text first. ClientHello bytes
+     that arrived behind the request (the channel hands them over as the
+     first C{dataReceived}) are fed to the TLS layer.
+  2. Once the handshake completes (never before: an answer written during
+     the handshake can deadlock), a fresh HTTP channel from the same site
+     takes over, and the original request is handed to it as the parsed
+     L{UpgradeRequest} (see L{_twistedcompat.injectRequest}): the site
+     answers it over TLS, and the connection goes on as HTTP/1.1 over TLS.
+  3. A handshake that fails, or does not finish within
+     L{TLSUpgrade.handshakeTimeout} seconds, is logged and the connection
+     closed.
+
+L{TLSRequiredResource} answers C{426} with C{Upgrade: TLS/1.2, HTTP/1.1}
+(RFC 2817 §4.2) on a plain connection, and serves its resource over TLS.
+L{certificateOptionsFromPEM} loads the key and certificate chain.
+
+Needs the C{tls} extra (pyOpenSSL).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.interfaces import IHandshakeListener, IProtocol, ITLSTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from txupgrade import _twistedcompat as _compat
+from txupgrade import negotiation
+from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
+from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest
+
+__all__ = [
+    "TLSRequiredResource",
+    "TLSUpgrade",
+    "certificateOptionsFromPEM",
+    "sslListenDescription",
+]
+
+_log = Logger(namespace="txupgrade.tls")
+
+#: The TLS versions RFC 2817 tokens may name.
+TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+_PEM_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+
+
+class CertificateError(ValueError):
+    """A PEM file that cannot serve TLS; the message says why in one line."""
+
+
+def certificateOptionsFromPEM(path: str | Path, **options: Any) -> Any:
+    """
+    TLS server options from one PEM file holding the private key and the
+    certificate, optionally followed by the intermediate certificates.
+
+    @param options: More L{twisted.internet.ssl.CertificateOptions} arguments.
+    @raise CertificateError: when the file is unreadable, has no key, no
+        certificate, or a key that does not match the certificate.
+    """
+    from OpenSSL import SSL
+    from twisted.internet import ssl
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise CertificateError(f"{path}: cannot read the TLS certificate: {error.strerror}") from None
+    if not _PEM_KEY.search(data):
+        raise CertificateError(
+            f"{path}: no private key in the PEM file (put the key and certificate in one file)"
+        )
+    certificates = _PEM_CERTIFICATE.findall(data)
+    if not certificates:
+        raise CertificateError(
+            f"{path}: no certificate in the PEM file (put the key and certificate in one file)"
+        )
+    try:
+        private = ssl.PrivateCertificate.loadPEM(data)
+        chain = [ssl.Certificate.loadPEM(pem).original for pem in certificates[1:]]
+        return ssl.CertificateOptions(
+            privateKey=private.privateKey.original,
+            certificate=private.original,
+            extraCertChain=chain or None,
+            **options,
+        )
+    except (SSL.Error, ValueError) as error:
+        raise CertificateError(f"{path}: unusable key or certificate: {error}") from None
+
+
+def sslListenDescription(description: str, pem: str | Path) -> str:
+    """
+    C{description} with C{privateKey=pem} added when it is an C{ssl:} server
+    endpoint that names no key (C{certKey} then defaults to the same file);
+    any other description unchanged.
+    """
+    if not description.startswith("ssl:") or re.search(r"(?:^|:)privateKey=", description):
+        return description
+    escaped = str(pem).replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+    return f"{description}:privateKey={escaped}"
+
+
+@implementer(IUpgradeProtocol)
+class TLSUpgrade:
+    """
+    The C{TLS} upgrade token (C{TLS/1.0} to C{TLS/1.3}), RFC 2817.
+
+    @ivar contextFactory: The server's TLS options (an
+        C{IOpenSSLServerConnectionCreator}, e.g. from
+        L{certificateOptionsFromPEM}).
+    @ivar handshakeTimeout: Seconds from the C{101} to a finished handshake.
+    """
+
+    name = "TLS"
+    version = None
+
+    def __init__(self, contextFactory: Any, *, handshakeTimeout: float = 15.0) -> None:
+        self.contextFactory = contextFactory
+        self.handshakeTimeout = handshakeTimeout
+
+    def negotiate(self, request: UpgradeRequest) -> Decision:
+        """Accept a known TLS version on a plain connection."""
+        if request.secure:
+            return Decline("the connection is already TLS")
+        for offered in request.offer.protocols:
+            if offered.key == "tls" and offered.version in TLS_VERSIONS:
+                return Accept(upgrade=(str(offered), "HTTP/1.1"))
+        return Decline("no TLS version this server knows was offered")
+
+    def buildProtocol(self, request: UpgradeRequest, site: Any) -> _TLSSwitch:
+        """The protocol that runs the handshake, then serves C{request}."""
+        return _TLSSwitch(self, request, site)
+
+
+def _carriedHeaders(request: UpgradeRequest) -> list[tuple[bytes, bytes]]:
+    """
+    The original request's headers as the site sees them over TLS: without
+    C{Upgrade}, the C{upgrade} option of C{Connection}, and C{Expect} (the
+    C{100} was sent before the C{101}); the body is already decoded.
+    """
+    headers = []
+    for name, value in request.headers:
+        if name in (b"upgrade", b"expect", b"transfer-encoding", b"content-length"):
+            continue
+        if name == b"connection":
+            options = [o.strip() for o in value.split(b",") if o.strip() and o.strip().lower() != b"upgrade"]
+            if not options:
+                continue
+            value = b", ".join(options)
+        headers.append((name, value))
+    if (
+        request.body
+        or request.getHeader(b"content-length") is not None
+        or request.getHeader(b"transfer-encoding")
+    ):
+        headers.append((b"content-length", b"%d" % len(request.body)))
+    return headers
+
+
+@implementer(IProtocol, IHandshakeListener)
+class _TLSSwitch:
+    """One connection's TLS upgrade: handshake, then HTTP/1.1 over TLS."""
+
+    def __init__(self, upgrade: TLSUpgrade, request: UpgradeRequest, site: Any) -> None:
+        self.upgrade = upgrade
+        self.request = request
+        self.site = site
+        self.transport: Any = None
+        self.http: Any = None
+        self._timer: Any = None
+        self._done = False
+
+    def makeConnection(self, transport: Any) -> None:
+        """Start TLS on the connection (after the plain C{101})."""
+        self.transport = transport
+        if not ITLSTransport.providedBy(transport) or not _compat.bypassWrapper(transport, self):
+            _log.error(
+                "TLS upgrade from {peer}: the transport cannot start TLS; closing", peer=self.request.peer
+            )
+            transport.abortConnection()
+            return
+        transport.startTLS(self.upgrade.contextFactory)
+        self._timer = self.site.reactor.callLater(self.upgrade.handshakeTimeout, self._timedOut)
+
+    def connectionMade(self) -> None:
+        """Nothing: L{makeConnection} does the work."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Before the handshake: raw bytes that came behind the request; after: HTTP."""
+        if self.http is not None:
+            self.http.dataReceived(data)
+        elif not self._done:
+            _compat.feedTLS(self.transport, data)
+
+    def handshakeCompleted(self) -> None:
+        """The connection is TLS: serve the original request over it."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._done = True
+        request = self.request
+        try:
+            self.http = self.site.buildProtocol(self.transport.getPeer())
+            self.http.makeConnection(self.transport)
+            _compat.injectRequest(
+                self.http,
+                request.method,
+                request.target,
+                request.version,
+                _carriedHeaders(request),
+                request.body,
+            )
+        except Exception:  # noqa: BLE001 - the site's failure closes only this connection
+            _log.failure("TLS upgrade from {peer}: serving the original request failed", peer=request.peer)
+            self.transport.abortConnection()
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        _log.info(
+            "TLS upgrade from {peer}: no handshake within {timeout} s; closing",
+            peer=self.request.peer,
+            timeout=self.upgrade.handshakeTimeout,
+        )
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """End the HTTP channel, or log a handshake that never completed."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        http, self.http = self.http, None
+        if http is not None:
+            http.connectionLost(reason)
+        elif not self._done:
+            self._done = True
+            _log.info(
+                "TLS upgrade from {peer} ended before the handshake completed: {reason}",
+                peer=self.request.peer,
+                reason=reason.getErrorMessage(),
+            )
+
+
+@implementer(IUpgradeResource)
+class TLSRequiredResource(Resource):
+    """
+    C{resource}, served only over TLS (RFC 2817 §4.2).
+
+    On a plain connection, a request offering C{TLS/1.x} switches (the
+    path binds L{upgrade}), and any other gets C{426 Upgrade Required}
+    with C{Upgrade: TLS/1.2, HTTP/1.1}. Over TLS, C{resource} answers as
+    usual, children included.
+    """
+
+    def __init__(self, resource: IResource, upgrade: TLSUpgrade) -> None:
+        super().__init__()
+        self.resource = resource
+        # A leaf stays a leaf: its render sees the rest of the path.
+        self.isLeaf = bool(getattr(resource, "isLeaf", False))
+        self.upgradeProtocols = (upgrade,)
+        self._426 = negotiation.upgradeRequiredHeaders(("TLS/1.2", "HTTP/1.1"))
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        """Over TLS the wrapped resource's child; otherwise this resource (426)."""
+        if request.isSecure():
+            return self.resource.getChildWithDefault(path, request)
+        return self
+
+    def render(self, request: Request) -> bytes:
+        """Over TLS render the wrapped resource; otherwise answer C{426}."""
+        if request.isSecure():
+            return self.resource.render(request)
+        request.setResponseCode(426, b"Upgrade Required")
+        request.responseHeaders.removeHeader(b"Upgrade")
+        for name, value in self._426:
+            request.responseHeaders.setRawHeaders(name, [value])
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"This resource is served over TLS only: upgrade with Upgrade: TLS/1.2.\n"
