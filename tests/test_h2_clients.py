@@ -133,9 +133,7 @@ class NghttpTests(ClientTestCase):
         out, err, _code = yield run("nghttp", "-uv", "-d", self.tempFile(body), self.base + "/echo")
         self.assertIn(b"HTTP Upgrade success", out)
         self.assertNotIn(b"[ERROR]", out + err)
-        self.assertTrue(
-            out.startswith(b"[  0.000] Connected\n[  0.000] HTTP Upgrade request\nOPTIONS * HTTP/1.1")
-        )
+        self.assertTrue(b"] HTTP Upgrade request\nOPTIONS * HTTP/1.1\r\n" in out, out[:300])
         self.assertIn(b"recv (stream_id=1) :status: 200", out)
         self.assertIn(b"recv (stream_id=13) :status: 200", out)
         self.assertIn(b"recv (stream_id=13) content-length: %d" % len(body), out)
