@@ -129,14 +129,10 @@ class H2Client:
         method: bytes = b"GET",
         extra: list[tuple[bytes, bytes]] | None = None,
         body: bytes | None = None,
+        authority: bytes = b"127.0.0.1",
     ) -> bytes:
         """Queue one request on C{streamID}; return every byte to send."""
-        headers = [
-            (b":method", method),
-            (b":scheme", b"http"),
-            (b":path", path),
-            (b":authority", b"127.0.0.1"),
-        ]
+        headers = [(b":method", method), (b":scheme", b"http"), (b":path", path), (b":authority", authority)]
         headers.extend(extra or [])
         self.conn.send_headers(streamID, headers, end_stream=body is None)
         if body is not None:

@@ -212,7 +212,9 @@ class Stream1Tests(SynchronousTestCase):
     def test_starWithoutUpgrade(self) -> None:
         """C{OPTIONS *} and C{GET *} without an offer are answered as twisted.web does."""
         connection = MemoryConnection(h2Site())
-        connection.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET * HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.send(
+            b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
         self.assertEqual(connection.received.count(b"HTTP/1.1 200 OK"), 1)
         self.assertEqual(connection.received.count(b"HTTP/1.1 405 Method Not Allowed"), 1)
 
@@ -288,7 +290,7 @@ class PriorKnowledgeTests(SynchronousTestCase):
     def test_http11StillServed(self) -> None:
         """Requests that start like the preface (POST, PRI/1.1) are HTTP/1.1."""
         connection = MemoryConnection(h2Site(), chunkSize=1)
-        connection.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        connection.send(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nhi")
         self.assertTrue(connection.received.startswith(b"HTTP/1.1 200 OK"))
         self.assertTrue(connection.received.endswith(b"\r\n\r\nhi"))
 
@@ -370,7 +372,7 @@ class NoUpgradeInHTTP2Tests(SynchronousTestCase):
     def test_426WithoutUpgrade(self) -> None:
         """A path that answers 426 under HTTP/1.1 answers HTTP/2 without Upgrade/Connection."""
         connection = MemoryConnection(h2Site())
-        connection.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.send(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertIn(b"Upgrade: websocket", connection.received)
         memory = H2Memory(h2Site())
         memory.send(memory.client.preface() + memory.client.request(1, b"/ws"))
@@ -507,7 +509,7 @@ class SwitchOffTests(SynchronousTestCase):
         self.assertIn("h2c", site.protocols.names())
         self.assertTrue(site.priorKnowledge)
         connection = MemoryConnection(site)
-        connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertRegex(connection.received, rb"Protocols offered on every path: <b>[^<]*h2c")
 
     def test_disable(self) -> None:

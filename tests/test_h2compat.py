@@ -104,6 +104,7 @@ class TwistedHTTP2Tests(SynchronousTestCase):
             "_refusedLogged",
             "_stream1Request",
             "_prefaceMissing",
+            "_allowedHosts",
         }
         used = set()
         for member in vars(H2Connection).values():
