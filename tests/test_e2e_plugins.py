@@ -18,10 +18,10 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import pluginPackagePaths
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from zope.interface.exceptions import Invalid
 
 import txupgrade.plugins
 from tests.e2e_helpers import (
@@ -188,24 +188,46 @@ class ThirdPartyPluginTests(TestCase):
         self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo", "h2c"])
         self.assertFalse(os.path.exists(os.path.join(self.pluginDir, "dropin.cache")))
 
+    def scanLogged(self) -> tuple[ProtocolRegistry, list[str]]:
+        """Scan the plugins; return the registry and the text of every event logged meanwhile."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            registry = ProtocolRegistry.fromPlugins()
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        return registry, [formatEvent(e) for e in events]
+
     @inlineCallbacks
     def test_brokenModuleSkipped(self) -> Any:
-        """A module that fails to import is logged and skipped; the others are served."""
+        """A module that fails to import: one line naming it and its error, skipped; the others served."""
         self.install(mytestproto=GOOD_PLUGIN, brokenproto=BROKEN_PLUGIN)
-        registry = ProtocolRegistry.fromPlugins()
-        errors = self.flushLoggedErrors(ImportError)
-        self.assertEqual(len(errors), 1)
-        self.assertIn("brokenproto is broken on purpose", str(errors[0].value))
-        self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
+        for _scan in range(2):
+            registry, logged = self.scanLogged()
+            self.assertEqual(
+                logged,
+                [
+                    "Plugin module txupgrade.plugins.brokenproto failed to import "
+                    "(ImportError: brokenproto is broken on purpose); skipped"
+                ],
+            )
+            self.assertEqual(self.flushLoggedErrors(), [])
+            self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
+            self.assertEqual(registry.skipped, logged)
         yield self.serveAndShout(registry)
 
     @inlineCallbacks
     def test_invalidPluginSkipped(self) -> Any:
-        """A plugin object that does not verify is logged and skipped; the others are served."""
+        """A plugin object that does not verify is one line, skipped; the others are served."""
         self.install(mytestproto=GOOD_PLUGIN, incomplete=INVALID_PLUGIN)
-        registry = ProtocolRegistry.fromPlugins()
-        self.assertEqual(len(self.flushLoggedErrors(Invalid)), 1)
+        registry, logged = self.scanLogged()
+        self.assertEqual(len(logged), 1, logged)
+        self.assertIn("in txupgrade.plugins.incomplete is not a valid upgrade protocol (", logged[0])
+        self.assertIn("negotiate", logged[0])
+        self.assertTrue(logged[0].endswith("); skipped"), logged[0])
+        self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
+        self.assertEqual(registry.moduleOf(list(registry)[1]), "txupgrade.plugins.mytestproto")
         yield self.serveAndShout(registry)
 
 

@@ -501,7 +501,7 @@ class SwitchOffTests(SynchronousTestCase):
 
         options = Options()
         options.parseOptions(list(argv))
-        return makeSite(options)
+        return makeSite(options.settings, options.protocols)
 
     def test_default(self) -> None:
         """By default h2c is offered, prior knowledge is on, the demo page lists h2c."""
@@ -514,7 +514,7 @@ class SwitchOffTests(SynchronousTestCase):
 
     def test_disable(self) -> None:
         """C{--disable h2c}: not offered, an h2c request answered in HTTP/1.1; prior knowledge stays."""
-        site = self.site("--disable", "H2C")
+        site = self.site("--disable", "h2c")
         self.assertNotIn("h2c", site.protocols.names())
         self.assertTrue(site.priorKnowledge)
         connection = MemoryConnection(site)
@@ -526,8 +526,6 @@ class SwitchOffTests(SynchronousTestCase):
         self.assertFalse(self.site("--no-prior-knowledge").priorKnowledge)
 
     def test_unknown(self) -> None:
-        """Disabling a protocol nobody provides is a usage error."""
-        from twisted.python.usage import UsageError
-
-        with self.assertRaises(UsageError):
+        """Disabling a protocol nobody provides is an error (one line, exit 1)."""
+        with self.assertRaises(SystemExit):
             self.site("--disable", "nope")

@@ -22,6 +22,7 @@ from txupgrade.h2c import PREFACE
 __all__ = [
     "answerStar",
     "bypassWrapper",
+    "currentProtocol",
     "feedTLS",
     "headBytesReceived",
     "injectRequest",
@@ -236,3 +237,14 @@ def injectRequest(
         req.handleContentChunk(body)
     channel.allContentReceived()
     return req
+
+
+def currentProtocol(holder: Any) -> Any:
+    """
+    The protocol speaking on a connection whose transport calls C{holder}:
+    the channel or upgraded protocol a L{wrapChannel} wrapper forwards to,
+    else C{holder} itself (after L{bypassWrapper} took the wrapper out).
+    """
+    if isinstance(holder, _GenericHTTPChannelProtocol):
+        return holder._channel
+    return holder

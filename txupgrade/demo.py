@@ -4,6 +4,7 @@ The resource tree C{twistd txupgrade} serves by default.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -128,17 +129,27 @@ def webSocketEchoFactory() -> Any:
     return factory
 
 
-def demoRoot(protocols: ProtocolRegistry) -> Resource:
-    """A root with a page at C{/}, L{EchoResource} at C{/echo}, a WebSocket echo at C{/ws}."""
+def demoRoot(
+    protocols: ProtocolRegistry, *, webSocket: bool = True, allowedOrigins: Sequence[str] | None = None
+) -> Resource:
+    """
+    A root with a page at C{/}, L{EchoResource} at C{/echo}, a WebSocket echo at C{/ws}.
+
+    @param webSocket: Whether to serve C{/ws} (when autobahn is installed).
+    @param allowedOrigins: The C{/ws} origin patterns (see
+        L{txupgrade.websocket.WebSocketUpgrade}); same-origin by default.
+    """
     names = ", ".join(protocols.names()) or "(none)"
     root = Resource()
     page = Data(_PAGE.format(names=names).encode("utf-8"), "text/html; charset=utf-8")
     root.putChild(b"", page)
     root.putChild(b"echo", EchoResource())
+    if not webSocket:
+        return root
     try:
         from txupgrade.websocket import WebSocketEndpoint
     except ImportError:
         _log.warn("autobahn is not installed (extra 'websocket'): no WebSocket echo at /ws")
     else:
-        root.putChild(b"ws", WebSocketEndpoint(webSocketEchoFactory()))
+        root.putChild(b"ws", WebSocketEndpoint(webSocketEchoFactory(), allowedOrigins))
     return root

@@ -76,3 +76,25 @@ class IUpgradeResource(Interface):
     """
 
     upgradeProtocols = Attribute("A sequence of L{IUpgradeProtocol} providers, in server preference order.")
+
+
+class IDrainable(Interface):
+    """
+    An upgraded protocol that can wind down gracefully (optional).
+
+    Call order: when the daemon shuts down (C{SIGTERM} or C{SIGINT}), it stops
+    accepting connections, then calls L{drain} once on every upgraded
+    protocol that provides this interface, right away. The protocol then
+    tells its peer (a WebSocket close C{1001}, an HTTP/2 C{GOAWAY}, a
+    half-close) and closes its transport once the peer is done. Every
+    connection still open when the drain deadline passes is aborted,
+    whether or not its protocol provides this interface; a protocol without
+    it simply keeps running until then.
+    """
+
+    def drain():
+        """
+        Start closing: stop taking new work, let the peer finish, then close.
+
+        Must not raise; should return quickly (the result is ignored).
+        """

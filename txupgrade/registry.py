@@ -4,16 +4,79 @@ The set of connection-wide upgrade protocols a site offers, and plugin discovery
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Iterable, Iterator
+from typing import Any
 
+import twisted.plugin
 from twisted.logger import Logger
-from twisted.plugin import getPlugins
+from twisted.plugin import getCache
+from twisted.python.modules import getModule
 from zope.interface.verify import verifyObject
 
 from txupgrade.interfaces import IUpgradeProtocol
 
-_log = Logger()
+_log = Logger(namespace="txupgrade.plugins")
+
+
+def _oneLine(error: BaseException) -> str:
+    """C{Type: message}, on one line (at most 300 characters of message)."""
+    text = " ".join(str(error).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class _QuietPluginLog:
+    """
+    Stands in for C{twisted.plugin.log} during a scan: Twisted logs a whole
+    traceback for a plugin module that fails to import, on every scan; the
+    registry has already logged one line for it (L{_importFailures}).
+    """
+
+    def __init__(self, log: Any, registry: ProtocolRegistry, reported: Iterable[str]) -> None:
+        self._log = log
+        self._registry = registry
+        self._reported = set(reported)
+
+    def err(self, *args: Any, **kwargs: Any) -> None:
+        error = sys.exc_info()[1]
+        if error is not None and _oneLine(error) not in self._reported:
+            _skipped(self._registry, "A plugin failed to load ({error}); skipped", error=_oneLine(error))
+
+    def msg(self, *args: Any, **kwargs: Any) -> None:
+        self._log.msg(*args, **kwargs)
+
+
+def _skipped(registry: ProtocolRegistry, text: str, **fields: Any) -> None:
+    """Log one line for a skipped plugin, and keep it in C{registry.skipped}."""
+    _log.error(text, pluginEvent="skipped", **fields)
+    registry.skipped.append(text.format(**fields))
+
+
+def _importFailures(registry: ProtocolRegistry, package: types.ModuleType) -> dict[str, str]:
+    """
+    Import every plugin module of C{package} not yet imported; log one line
+    for each that fails, and return them (module name to error).
+    """
+    failures = {}
+    for module in getModule(package.__name__).iterModules():
+        if module.name in sys.modules:
+            continue
+        try:
+            module.load()
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            failures[module.name] = _oneLine(error)
+            _skipped(
+                registry,
+                "Plugin module {module} failed to import ({error}); skipped",
+                module=module.name,
+                error=failures[module.name],
+            )
+    return failures
 
 
 def protocolName(protocol: IUpgradeProtocol) -> str:
@@ -32,6 +95,9 @@ class ProtocolRegistry:
 
     def __init__(self, protocols: Iterable[IUpgradeProtocol] = ()) -> None:
         self._protocols: list[IUpgradeProtocol] = []
+        self._modules: dict[int, str] = {}
+        #: One line for each plugin skipped by L{fromPlugins}.
+        self.skipped: list[str] = []
         for protocol in protocols:
             self.register(protocol)
 
@@ -54,22 +120,60 @@ class ProtocolRegistry:
         """The protocols' names, in server preference order."""
         return [protocolName(p) for p in self._protocols]
 
+    def moduleOf(self, protocol: IUpgradeProtocol) -> str:
+        """The plugin module C{protocol} was found in (else its class's module)."""
+        return self._modules.get(id(protocol)) or type(protocol).__module__
+
     @classmethod
     def fromPlugins(cls, package: types.ModuleType | None = None) -> ProtocolRegistry:
         """
         Discover every L{IUpgradeProtocol} plugin in C{package}.
 
         @param package: The plugin package; L{txupgrade.plugins} by default.
-            A plugin module that fails to import is logged by Twisted's plugin
-            system and skipped, as is a plugin object that does not verify.
+            A plugin module that fails to import, or a plugin object that does
+            not verify, is logged in one line and skipped.
         """
         if package is None:
-            import txupgrade.plugins as package
+            import txupgrade.plugins
+
+            package = txupgrade.plugins
         registry = cls()
-        found = sorted(getPlugins(IUpgradeProtocol, package), key=protocolName)
-        for plugin in found:
+        failed = _importFailures(registry, package)
+        saved = twisted.plugin.log
+        quiet = _QuietPluginLog(saved, registry, failed.values())
+        twisted.plugin.log = quiet  # type: ignore[assignment]
+        try:
+            cache = getCache(package)
+        finally:
+            twisted.plugin.log = saved
+        found: list[tuple[IUpgradeProtocol, str]] = []
+        for moduleName, dropin in cache.items():
+            if moduleName in failed:
+                continue
+            for cached in dropin.plugins:
+                if not any(i.isOrExtends(IUpgradeProtocol) for i in cached.provided):
+                    continue
+                try:
+                    found.append((cached.load(), dropin.moduleName))
+                except Exception as error:  # noqa: BLE001 - a plugin module may raise anything
+                    _skipped(
+                        registry,
+                        "Plugin {name} in {module} failed to load ({error}); skipped",
+                        name=cached.name,
+                        module=dropin.moduleName,
+                        error=_oneLine(error),
+                    )
+        for plugin, moduleName in sorted(found, key=lambda pair: protocolName(pair[0])):
             try:
                 registry.register(plugin)
-            except Exception:  # noqa: BLE001 - skip a broken plugin, keep serving
-                _log.failure("Skipping invalid upgrade plugin {plugin!r}", plugin=plugin)
+            except Exception as error:  # noqa: BLE001 - skip a broken plugin, keep serving
+                _skipped(
+                    registry,
+                    "Plugin {plugin!r} in {module} is not a valid upgrade protocol ({error}); skipped",
+                    plugin=plugin,
+                    module=moduleName,
+                    error=_oneLine(error),
+                )
+            else:
+                registry._modules[id(plugin)] = moduleName
         return registry

@@ -1,23 +1,53 @@
 """
 C{twistd txupgrade}: options and the service they build.
+
+The settings are listed in L{txupgrade.config.SETTINGS}; each is a long
+option here and a key of the C{--config} TOML file (the command line wins).
+A setting that cannot be used stops the start with one line on standard
+error and exit status 1 (twistd itself prints its whole usage text only for
+an option it does not know).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import serverFromString
+from twisted.application.service import IService
 from twisted.python import usage
 
-from txupgrade.channel import UpgradeChannel, UpgradeSite
-from txupgrade.demo import demoRoot
-from txupgrade.registry import ProtocolRegistry, protocolName
+from txupgrade import config
+from txupgrade.channel import UpgradeSite
+from txupgrade.config import SETTINGS, ConfigError
+from txupgrade.registry import ProtocolRegistry
 
 __all__ = ["Options", "makeService"]
 
-DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_LISTEN = config.DEFAULT_LISTEN
+
+
+def _help(setting: config.Setting) -> str:
+    default = setting.default
+    if isinstance(default, list):
+        default = ", ".join(default) or None
+    return setting.help + (f" [default: {default}]" if default not in (None, False) else "")
+
+
+def _webSocketAvailable() -> bool:
+    try:
+        import autobahn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def protocolChoices(registry: ProtocolRegistry) -> list[tuple[str, str]]:
+    """Every protocol name C{--enable}/C{--disable} know, with the module it came from."""
+    choices = [(name, registry.moduleOf(p)) for name, p in zip(registry.names(), registry, strict=True)]
+    if _webSocketAvailable():
+        choices.append(("websocket", "txupgrade.websocket (path-bound: /ws, --websocket mounts)"))
+    choices.append(("TLS", "txupgrade.tls (RFC 2817; offered with --tls-certificate)"))
+    return choices
 
 
 class Options(usage.Options):
@@ -25,102 +55,149 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Serve a demo site on one or more endpoints; every connection can switch "
-        "to any discovered upgrade protocol (see txupgrade.plugins)."
+        "Serve a site (the demo by default) on one or more endpoints; every connection "
+        "can switch to a discovered upgrade protocol (see txupgrade.plugins). Every "
+        "option can also be set in a TOML file given with --config (same names; the "
+        "command line wins). SIGTERM or SIGINT drains the connections, then exits."
     )
     optParameters = [
-        ["timeout", None, 60.0, "HTTP idle timeout in seconds (not applied after a switch).", float],
-        [
-            "max-upgrade-body",
-            None,
-            UpgradeChannel.maxUpgradeBodySize,
-            "Largest body an upgrade request may carry, in bytes (413 beyond).",
-            int,
-        ],
-        ["policy", None, "client", "Whose preference picks the protocol: client or server."],
-        ["access-log", None, None, "Write a combined access log to this file."],
-        [
-            "tls-certificate",
-            None,
-            None,
-            "PEM file with the private key and certificate (chain): enables the RFC 2817 "
-            "TLS upgrade (Upgrade: TLS/1.2) and serves ssl: listeners that name no key.",
-        ],
+        [s.name, None, None, _help(s), None] for s in SETTINGS if s.kind == "value" and s.name != "policy"
+    ] + [
+        ["policy", None, None, "Whose preference picks the protocol: client or server [default: client]"],
+        ["config", "c", None, "Read settings from this TOML file (the command line wins)."],
     ]
-    optFlags = [
-        ["no-advertise", None, "Do not list available protocols in Upgrade on other answers."],
-        [
-            "no-prior-knowledge",
-            None,
-            "Do not serve HTTP/2 to cleartext connections that start with its preface.",
-        ],
+    optFlags = [[s.name, None, _help(s)] for s in SETTINGS if s.kind == "flag"] + [
+        ["list-protocols", None, "Print the upgrade protocols found, with their modules, and exit."]
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
-        self["disable"] = []
-
-    def opt_disable(self, name: str) -> None:
-        """Do not offer this discovered protocol, e.g. h2c behind a reverse proxy (repeatable)."""
-        self["disable"].append(name.lower())
+        for setting in SETTINGS:
+            if setting.kind == "list":
+                self[setting.name] = []
+        self.protocols: ProtocolRegistry | None = None
 
     def opt_listen(self, description: str) -> None:
-        """Listen on this Twisted server endpoint (repeatable; default tcp:8080:interface=127.0.0.1)."""
+        """Listen on this Twisted server endpoint: tcp:PORT, ssl:PORT, unix:PATH, systemd:domain=INET:index=N, haproxy:tcp:PORT (PROXY protocol); repeatable [default: tcp:8080:interface=127.0.0.1]"""  # noqa: E501
         self["listen"].append(description)
 
+    def opt_websocket(self, mount: str) -> None:
+        """Mount an autobahn WebSocketServerFactory (or a callable returning one) at PATH (PATH=DOTTED.NAME); repeatable"""  # noqa: E501
+        self["websocket"].append(mount)
+
+    def opt_websocket_origin(self, pattern: str) -> None:
+        """Allow WebSocket handshakes from pages of this origin (https://*.example.com:*); repeatable [default: same origin only]"""  # noqa: E501
+        self["websocket-origin"].append(pattern)
+
+    def opt_enable(self, name: str) -> None:
+        """Offer only these upgrade protocols (repeatable; see --list-protocols)"""
+        self["enable"].append(name)
+
+    def opt_disable(self, name: str) -> None:
+        """Do not offer this upgrade protocol (repeatable; see --list-protocols)"""
+        self["disable"].append(name)
+
     def postOptions(self) -> None:
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
-        if self["policy"] not in ("client", "server"):
-            raise usage.UsageError("--policy must be client or server")
-        self["tls-options"] = None
-        if self["tls-certificate"] is not None:
-            from txupgrade.tls import CertificateError, certificateOptionsFromPEM, sslListenDescription
+        """Merge the config file, check everything; one line and exit 1 on a problem."""
+        if self["list-protocols"]:
+            registry = ProtocolRegistry.fromPlugins()
+            for name, module in protocolChoices(registry):
+                print(f"{name:<24} {module}")
+            for line in registry.skipped:
+                print(line, file=sys.stderr)
+            raise SystemExit(0)
+        try:
+            self.settings = self.merged()
+        except ConfigError as error:
+            raise SystemExit(f"txupgrade: {error}") from None
 
-            try:
-                self["tls-options"] = certificateOptionsFromPEM(self["tls-certificate"])
-            except CertificateError as error:
-                raise usage.UsageError(f"--tls-certificate: {error}") from None
-            self["listen"] = [sslListenDescription(d, self["tls-certificate"]) for d in self["listen"]]
+    def merged(self) -> dict[str, Any]:
+        """
+        The settings: the command line over the config file over the defaults,
+        with the upgrade protocols resolved (L{protocols}).
+
+        @raise ConfigError: a setting that cannot be used.
+        """
+        fromFile = config.readConfig(self["config"]) if self["config"] else {}
+        fromCommandLine = {s.name: self.get(s.name) for s in SETTINGS}
+        settings = config.merge(fromFile, fromCommandLine)
+        for mount in settings["websocket"]:
+            config.parseMount(mount)
+        registry = ProtocolRegistry.fromPlugins()
+        names = [name for name, _module in protocolChoices(registry)]
+        chosen = config.selectProtocols(names, settings["enable"], settings["disable"])
+        from txupgrade.daemon import loadTLSOptions, tlsDescriptions
+
+        self.protocols = ProtocolRegistry(
+            p for n, p in zip(registry.names(), registry, strict=True) if n in chosen
+        )
+        settings["protocols"] = [n for n in chosen if n != "TLS" or settings["tls-certificate"] is not None]
+        settings["tls-options"] = None
+        if settings["tls-certificate"] is not None:
+            settings["tls-options"] = loadTLSOptions(settings["tls-certificate"])
+        settings["listen"] = tlsDescriptions(settings["listen"], settings["tls-certificate"])
+        # The old dict-style keys, for code that reads Options directly.
+        self.update({k: v for k, v in settings.items() if k != "protocols"})
+        return settings
 
 
-def makeSite(options: Options | dict[str, Any], protocols: ProtocolRegistry | None = None) -> UpgradeSite:
-    """The demo site with every discovered protocol."""
+def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None) -> UpgradeSite:
+    """The site the settings describe, with C{protocols} (every discovered one by default)."""
+    from txupgrade.daemon import buildRoot
+
     if protocols is None:
         protocols = ProtocolRegistry.fromPlugins()
-    disabled = set(options.get("disable", ()))
-    if disabled:
-        unknown = disabled - {p.name.lower() for p in protocols} - {n.lower() for n in protocols.names()}
-        if unknown:
-            raise usage.UsageError(f"--disable: no such protocol: {', '.join(sorted(unknown))}")
-        protocols = ProtocolRegistry(
-            p for p in protocols if p.name.lower() not in disabled and protocolName(p).lower() not in disabled
-        )
-    tlsOptions = options.get("tls-options")
-    if tlsOptions is not None:
+    webSocket = "websocket" in settings.get("protocols", ["websocket"]) and _webSocketAvailable()
+    tlsOptions = settings.get("tls-options")
+    if tlsOptions is not None and "TLS" in settings.get("protocols", ["TLS"]):
         from txupgrade.tls import TLSUpgrade
 
-        protocols.register(TLSUpgrade(tlsOptions))
+        protocols = ProtocolRegistry([*protocols, TLSUpgrade(tlsOptions)])
     return UpgradeSite(
-        demoRoot(protocols),
+        buildRoot(settings, protocols, webSocket),
         protocols,
-        policy=options["policy"],
-        advertise=not options["no-advertise"],
-        maxUpgradeBodySize=options["max-upgrade-body"],
-        timeout=options["timeout"],
-        logPath=options["access-log"],
-        priorKnowledge=not options.get("no-prior-knowledge", False),
+        policy=settings["policy"],
+        advertise=not settings["no-advertise"],
+        maxUpgradeBodySize=settings["max-upgrade-body"],
+        timeout=settings["timeout"],
+        logPath=settings["access-log"],
+        priorKnowledge=not settings.get("no-prior-knowledge", False),
     )
 
 
-def makeService(options: Options) -> IService:
-    """One listening service per C{--listen}, sharing one site."""
-    from twisted.internet import reactor
+def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor: Any = None) -> Any:
+    """
+    The L{txupgrade.daemon.DaemonService} the settings describe, bound.
 
-    site = makeSite(options)
-    service = MultiService()
-    for description in options["listen"]:
-        endpoint = serverFromString(reactor, description)
-        StreamServerEndpointService(endpoint, site).setServiceParent(service)
+    @raise ConfigError: a setting that cannot be used, or a listener that cannot bind.
+    """
+    from txupgrade.daemon import DaemonService
+
+    site = makeSite(settings, protocols)
+    service = DaemonService(
+        site,
+        settings["listen"],
+        drainTimeout=settings["drain-timeout"],
+        protocolNames=settings.get("protocols", protocols.names()),
+        reactor=reactor,
+    )
+    service.listen()
+    return service
+
+
+def makeService(options: Options) -> IService:
+    """The daemon's service; a setting that cannot be used exits with one line."""
+    settings = getattr(options, "settings", None)
+    if settings is None:
+        settings = options.merged()
+    protocols = options.protocols if options.protocols is not None else ProtocolRegistry.fromPlugins()
+    try:
+        service = buildService(settings, protocols)
+    except ConfigError as error:
+        print(f"txupgrade: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if settings["log-format"] == "json":
+        from txupgrade.logs import jsonLogging
+
+        jsonLogging(service, options)
     return service

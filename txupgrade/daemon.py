@@ -1,0 +1,281 @@
+"""
+What C{twistd txupgrade} runs: the site built from the settings, its
+listeners, the start-up log line and the graceful drain at shutdown.
+
+Everything the operator names (a resource, a WebSocket factory, a PEM file,
+an endpoint) is loaded and checked while the service is built, before the
+reactor runs, so that a mistake is one line and a non-zero exit
+(L{DaemonError}), never a traceback or a daemon silently missing a port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
+from twisted.python.reflect import namedAny
+from twisted.web.resource import IResource, Resource
+
+from txupgrade.channel import UpgradeSite
+from txupgrade.config import ConfigError, parseMount
+from txupgrade.registry import ProtocolRegistry
+from txupgrade.tracking import ConnectionTracker, peerText
+
+__all__ = ["DaemonError", "DaemonService", "buildRoot", "loadTLSOptions", "tlsDescriptions"]
+
+_log = Logger(namespace="txupgrade.daemon")
+
+
+class DaemonError(ConfigError):
+    """The daemon cannot start; C{str()} is one line naming the problem."""
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _load(name: str, what: str) -> Any:
+    """The object at dotted C{name}, or L{DaemonError} saying why not."""
+    try:
+        return namedAny(name)
+    except Exception as error:  # noqa: BLE001 - any import-time error is the operator's to see
+        raise DaemonError(f"{what} {name!r} cannot be loaded: {_describe(error)}") from None
+
+
+def loadResource(name: str) -> IResource:
+    """The resource at C{name}, or what the callable at C{name} returns."""
+    found = _load(name, "--resource")
+    if not IResource.providedBy(found) and callable(found):
+        try:
+            found = found()
+        except Exception as error:  # noqa: BLE001 - the operator's code
+            raise DaemonError(f"--resource {name!r} failed: {_describe(error)}") from None
+    if not IResource.providedBy(found):
+        raise DaemonError(
+            f"--resource {name!r} is {type(found).__name__}, not a twisted.web resource "
+            "nor a callable returning one"
+        )
+    return found
+
+
+def loadWebSocketFactory(name: str) -> Any:
+    """The autobahn server factory at C{name}, or what the callable at C{name} returns."""
+    try:
+        from autobahn.twisted.websocket import WebSocketServerFactory
+    except ImportError:
+        raise DaemonError("--websocket needs autobahn (pip install 'txupgrade[websocket]')") from None
+    found = _load(name, "--websocket")
+    if not isinstance(found, WebSocketServerFactory) and callable(found):
+        try:
+            found = found()
+        except Exception as error:  # noqa: BLE001 - the operator's code
+            raise DaemonError(f"--websocket {name!r} failed: {_describe(error)}") from None
+    if not isinstance(found, WebSocketServerFactory):
+        raise DaemonError(
+            f"--websocket {name!r} is {type(found).__name__}, not an autobahn "
+            "WebSocketServerFactory nor a callable returning one"
+        )
+    return found
+
+
+def mount(root: Resource, path: str, child: IResource) -> None:
+    """Put C{child} at C{path} (C{/a/b}) under C{root}, adding plain parents."""
+    segments = [s.encode("utf-8") for s in path.strip("/").split("/")]
+    node = root
+    for segment in segments[:-1]:
+        existing = node.children.get(segment)
+        if existing is None:
+            existing = Resource()
+            node.putChild(segment, existing)
+        elif not isinstance(existing, Resource):
+            raise DaemonError(f"--websocket {path}: {segment.decode()!r} is not a plain Resource")
+        node = existing
+    node.putChild(segments[-1], child)
+
+
+def buildRoot(settings: dict[str, Any], protocols: ProtocolRegistry, webSocket: bool) -> IResource:
+    """
+    The site root the settings name (the demo by default), with the
+    C{--websocket} factories mounted.
+
+    @param webSocket: Whether WebSocket is enabled (the demo's C{/ws} too).
+    """
+    mounts = [parseMount(m) for m in settings["websocket"]]
+    if mounts and not webSocket:
+        raise DaemonError("--websocket given, but the websocket protocol is disabled")
+    origins = settings["websocket-origin"] or None
+    if settings["resource"] is None:
+        from txupgrade.demo import demoRoot
+
+        root: IResource = demoRoot(protocols, webSocket=webSocket, allowedOrigins=origins)
+    else:
+        root = loadResource(settings["resource"])
+    if mounts:
+        from txupgrade.websocket import WebSocketEndpoint
+
+        if not isinstance(root, Resource):
+            raise DaemonError("--websocket needs a --resource that is a twisted.web Resource")
+        for path, name in mounts:
+            mount(root, path, WebSocketEndpoint(loadWebSocketFactory(name), origins))
+    return root
+
+
+def loadTLSOptions(path: str) -> Any:
+    """
+    TLS server options from the PEM file at C{path} (private key and
+    certificate chain in one file), by L{txupgrade.tls.certificateOptionsFromPEM}.
+    """
+    try:
+        from txupgrade.tls import CertificateError, certificateOptionsFromPEM
+    except ImportError:
+        raise DaemonError("--tls-certificate needs pyOpenSSL (pip install 'txupgrade[tls]')") from None
+    try:
+        return certificateOptionsFromPEM(path)
+    except CertificateError as error:
+        raise DaemonError(f"--tls-certificate {error}") from None
+
+
+_WRAPPERS = ("haproxy:",)
+
+
+def tlsDescriptions(descriptions: Sequence[str], certificate: str | None) -> list[str]:
+    """
+    The endpoint descriptions with C{--tls-certificate} as the key and
+    certificate of every C{ssl:} listener (also under C{haproxy:}) that does
+    not name its own C{privateKey}.
+    """
+    result = []
+    for description in descriptions:
+        inner = description
+        while inner.startswith(_WRAPPERS):
+            inner = inner.split(":", 1)[1]
+        if inner.startswith("ssl:") and "privateKey=" not in inner:
+            if certificate is None:
+                raise DaemonError(f"--listen {description}: an ssl: listener needs --tls-certificate")
+            from txupgrade.tls import sslListenDescription
+
+            description = description[: len(description) - len(inner)] + sslListenDescription(
+                inner, certificate
+            )
+        result.append(description)
+    return result
+
+
+class DaemonService(MultiService):
+    """
+    The site on its listeners: bound by L{listen} (before the reactor runs),
+    logged at start, drained at stop.
+
+    @ivar tracker: The site, wrapped to track its connections.
+    @ivar ports: The listening ports, once L{listen} succeeded.
+    """
+
+    def __init__(
+        self,
+        site: UpgradeSite,
+        descriptions: Sequence[str],
+        *,
+        drainTimeout: float,
+        protocolNames: Sequence[str] = (),
+        reactor: Any = None,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.site = site
+        self.descriptions = list(descriptions)
+        self.drainTimeout = drainTimeout
+        self.protocolNames = list(protocolNames)
+        self.tracker = ConnectionTracker(site, reactor)
+        self.ports: list[IListeningPort] = []
+        self.extraPorts: list[tuple[str, IListeningPort]] = []
+        self.logObserver: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join C{parent}; give it L{logObserver} (twistd then logs only there)."""
+        super().setServiceParent(parent)
+        if self.logObserver is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.logObserver)
+
+    def listen(self) -> None:
+        """
+        Bind every listener now; on the first that fails, close the others
+        and raise L{DaemonError}.
+        """
+        endpoints = []
+        for description in self.descriptions:
+            try:
+                endpoints.append(serverFromString(self.reactor, description))
+            except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
+                raise DaemonError(f"--listen {description}: bad endpoint ({_describe(error)})") from None
+        for description, endpoint in zip(self.descriptions, endpoints, strict=True):
+            self.ports.append(self._listenNow(description, endpoint, self.tracker))
+
+    def _listenNow(self, description: str, endpoint: Any, factory: Any) -> IListeningPort:
+        outcome: list[Any] = []
+        endpoint.listen(factory).addBoth(outcome.append)
+        if not outcome or isinstance(outcome[0], Failure):
+            for port in self.ports:
+                port.stopListening()
+            self.ports = []
+            if not outcome:
+                raise DaemonError(f"--listen {description}: the endpoint did not listen at once")
+            reason = outcome[0].value
+            socketError = getattr(reason, "socketError", None)
+            text = str(socketError) if socketError is not None else _describe(reason)
+            raise DaemonError(f"cannot listen on {description}: {text}")
+        return outcome[0]
+
+    def addListener(self, description: str, factory: Any, what: str) -> None:
+        """Also bind C{description} for C{factory} (say, the metrics page)."""
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
+            raise DaemonError(f"--{what} {description}: bad endpoint ({_describe(error)})") from None
+        self.extraPorts.append((what, self._listenNow(description, endpoint, factory)))
+
+    def addresses(self) -> list[str]:
+        """Where each listener listens, as C{tcp:127.0.0.1:8080}-like text."""
+        result = []
+        for port in self.ports:
+            host = port.getHost()
+            kind = getattr(host, "type", "unix").lower()
+            result.append(f"{kind}:{peerText(host)}" if kind != "unix" else peerText(host))
+        return result
+
+    def startService(self) -> None:
+        super().startService()
+        extra = "".join(f"; {what} on {peerText(p.getHost())}" for what, p in self.extraPorts)
+        _log.info(
+            "txupgrade serving on {listeners}; upgrade protocols: {protocols}{extra}",
+            listeners=", ".join(self.addresses()),
+            protocols=", ".join(self.protocolNames) or "none",
+            extra=extra,
+            daemonEvent="started",
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        """Stop accepting, drain every connection (bounded), then stop the children."""
+        _log.info(
+            "Shutting down: no new connections; draining {count} open connection(s) for at most {timeout} s",
+            count=len(self.tracker.connections),
+            timeout=self.drainTimeout,
+            daemonEvent="stopping",
+        )
+        ports, self.ports = self.ports, []
+        extra, self.extraPorts = self.extraPorts, []
+        stopping = [d for d in (p.stopListening() for p in ports) if isinstance(d, Deferred)]
+        yield DeferredList(stopping)
+        yield self.tracker.drain(self.drainTimeout)
+        for _what, port in extra:
+            yield port.stopListening()
+        yield super().stopService()

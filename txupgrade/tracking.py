@@ -1,0 +1,268 @@
+"""
+Every connection of the daemon's site, tracked: bytes, upgrades, close events
+and the graceful drain at shutdown.
+
+L{ConnectionTracker} wraps the site (a L{WrappingFactory}); each connection is
+a L{TrackedConnection} between the transport and the site's channel. It sees
+the wire, so it notes a switch when the C{101} head goes out (the protocol
+named in its C{Upgrade} line), and counts bytes and time from then on. When an
+upgraded connection closes it logs one C{txupgrade.connection} event with the
+protocol, peer, duration and bytes in and out.
+
+L{ConnectionTracker.drain} winds every connection down: an idle HTTP
+connection is closed, one with a request in flight closes once its response
+is done (C{Connection: close}), an upgraded protocol providing
+L{IDrainable} is asked to drain, and whatever is still open at the deadline
+is aborted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+
+from txupgrade import _twistedcompat as _compat
+from txupgrade.interfaces import IDrainable
+
+__all__ = ["ConnectionTracker", "TrackedConnection", "peerText"]
+
+_log = Logger(namespace="txupgrade.connection")
+_drainLog = Logger(namespace="txupgrade.drain")
+
+_SWITCHING = b"HTTP/1.1 101 "
+
+
+def peerText(address: IAddress | None) -> str:
+    """C{host:port} (C{[v6]:port}) for an IP address, the path for a UNIX one."""
+    host = getattr(address, "host", None)
+    if host is not None:
+        port = getattr(address, "port", "")
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix:{name}" if name else str(address)
+
+
+def upgradedName(head: bytes) -> str:
+    """The first protocol named in the C{Upgrade} line of a C{101} head."""
+    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade":
+            return value.split(b",")[0].strip().decode("latin-1") or "?"
+    return "?"
+
+
+class TrackedConnection(ProtocolWrapper):
+    """
+    One connection of the site, seen from the wire.
+
+    @ivar protocol: C{"http"} until a switch, then the upgraded protocol's
+        name (as in the C{101}'s C{Upgrade}).
+    @ivar bytesIn: Bytes received since the switch (or the start).
+    @ivar bytesOut: Bytes sent since the switch (or the start).
+    """
+
+    factory: ConnectionTracker
+    protocol = "http"
+    peer = ""
+    started = 0.0
+    bytesIn = 0
+    bytesOut = 0
+    _requestStarted: float | None = None
+    _draining = False
+
+    def makeConnection(self, transport: Any) -> None:
+        self.started = self.factory.clock.seconds()
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesIn += len(data)
+        if self._requestStarted is None and self.protocol == "http":
+            self._requestStarted = self.factory.clock.seconds()
+        self.wrappedProtocol.dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        if self.protocol == "http" and data.startswith(_SWITCHING):
+            self._switched(data)
+        else:
+            self.bytesOut += len(data)
+            if self._requestStarted is not None and data.startswith(b"HTTP/1."):
+                self._requestStarted = None
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def writeSequence(self, data: Any) -> None:
+        data = list(data)
+        if data and self.protocol == "http" and data[0].startswith(_SWITCHING):
+            self.write(b"".join(data))
+            return
+        self.bytesOut += sum(map(len, data))
+        self.transport.writeSequence(data)  # type: ignore[union-attr]
+
+    def _switched(self, head: bytes) -> None:
+        """The C{101} goes out: from now on, the bytes are the new protocol's."""
+        now = self.factory.clock.seconds()
+        self.protocol = upgradedName(head)
+        self.peer = peerText(self.getPeer())
+        latency = now - self._requestStarted if self._requestStarted is not None else 0.0
+        self.started, self.bytesIn, self.bytesOut = now, 0, 0
+        self.factory.upgraded(self, latency)
+
+    def current(self) -> Any:
+        """The protocol now speaking on this connection (the HTTP channel, or the upgraded one)."""
+        if self.wrappedProtocol is None:
+            return None
+        return _compat.currentProtocol(self.wrappedProtocol)
+
+    def drain(self) -> None:
+        """
+        Start closing gracefully: see the module docstring. Called once.
+        """
+        if self._draining:
+            return
+        self._draining = True
+        current = self.current()
+        if isinstance(current, HTTPChannel):
+            requests = current.requests
+            if not requests:
+                current.loseConnection()
+                return
+            current.persistent = False
+            for request in requests:
+                if not request.startedWriting:
+                    request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        elif IDrainable.providedBy(current):
+            try:
+                current.drain()
+            except Exception:  # noqa: BLE001 - a protocol's bug must not stop the drain
+                _drainLog.failure(
+                    "{protocol} failed to drain the connection from {peer}; aborting it",
+                    protocol=self.protocol,
+                    peer=self.peer,
+                )
+                self.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.protocol != "http":
+            duration = self.factory.clock.seconds() - self.started
+            _log.info(
+                "{protocol} connection from {peer} closed after {duration:.3f} s, "
+                "{bytesIn} bytes in, {bytesOut} bytes out",
+                connectionEvent="closed",
+                protocol=self.protocol,
+                peer=self.peer,
+                duration=duration,
+                bytesIn=self.bytesIn,
+                bytesOut=self.bytesOut,
+            )
+            self.factory.closed(self, duration)
+        super().connectionLost(reason)
+
+
+class ConnectionTracker(WrappingFactory):
+    """
+    The daemon's site, wrapped so that each connection is a L{TrackedConnection}.
+
+    @ivar connections: The open connections.
+    @ivar onUpgrade: Called with C{(connection, handshakeSeconds)} on each switch.
+    @ivar onClose: Called with C{(connection, seconds)} when an upgraded connection closes.
+    """
+
+    protocol = TrackedConnection
+    noisy = False
+
+    def __init__(self, site: Factory[Any], clock: IReactorTime | None = None) -> None:
+        super().__init__(site)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.connections: set[TrackedConnection] = set()
+        self.onUpgrade: list[Callable[[TrackedConnection, float], None]] = []
+        self.onClose: list[Callable[[TrackedConnection, float], None]] = []
+        self._emptied: list[Deferred[None]] = []
+
+    def logPrefix(self) -> str:
+        """The site's name, as the listening port logs it."""
+        return type(self.wrappedFactory).__name__
+
+    def registerProtocol(self, p: Any) -> None:
+        self.connections.add(p)
+
+    def unregisterProtocol(self, p: Any) -> None:
+        self.connections.discard(p)
+        if not self.connections:
+            waiting, self._emptied = self._emptied, []
+            for d in waiting:
+                d.callback(None)
+
+    def upgraded(self, connection: TrackedConnection, latency: float) -> None:
+        """A connection switched protocols."""
+        for observer in self.onUpgrade:
+            observer(connection, latency)
+
+    def closed(self, connection: TrackedConnection, duration: float) -> None:
+        """An upgraded connection closed."""
+        for observer in self.onClose:
+            observer(connection, duration)
+
+    def whenEmpty(self) -> Deferred[None]:
+        """Fires once no connection is open."""
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._emptied.append(d)
+        return d
+
+    def drain(self, timeout: float) -> Deferred[dict[str, int]]:
+        """
+        Drain every open connection; abort those still open after C{timeout}.
+
+        @return: Fires, once every connection is closed, with counts: how
+            many were open (C{"open"}) and how many had to be aborted.
+        """
+        connections = list(self.connections)
+        counts = {"open": len(connections), "aborted": 0}
+        for connection in connections:
+            connection.drain()
+        result: Deferred[dict[str, int]] = Deferred()
+        emptied = self.whenEmpty()
+
+        def deadline() -> None:
+            remaining = list(self.connections)
+            counts["aborted"] = len(remaining)
+            byProtocol: dict[str, int] = {}
+            for connection in remaining:
+                byProtocol[connection.protocol] = byProtocol.get(connection.protocol, 0) + 1
+            _drainLog.warn(
+                "Drain deadline ({timeout} s) passed: aborting {aborted} connection(s) ({detail})",
+                timeout=timeout,
+                aborted=len(remaining),
+                detail=", ".join(f"{n} {p}" for p, n in sorted(byProtocol.items())),
+                drainOutcome="aborted",
+            )
+            for connection in remaining:
+                connection.abortConnection()
+
+        call = self.clock.callLater(timeout, deadline)
+
+        def done(_: object) -> None:
+            if call.active():
+                call.cancel()
+            if counts["aborted"] == 0:
+                _drainLog.info(
+                    "Drained {open} connection(s) gracefully",
+                    open=counts["open"],
+                    drainOutcome="drained",
+                )
+            result.callback(counts)
+
+        emptied.addCallback(done)
+        return result
