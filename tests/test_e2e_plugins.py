@@ -227,7 +227,7 @@ class ThirdPartyPluginTests(TestCase):
         self.assertTrue(logged[0].endswith("); skipped"), logged[0])
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
-        self.assertEqual(registry.moduleOf(list(registry)[1]), "txupgrade.plugins.mytestproto")
+        self.assertEqual(registry.moduleOf(list(registry)[2]), "txupgrade.plugins.mytestproto")
         yield self.serveAndShout(registry)
 
 
