@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import Data
 
-from tests.e2e_helpers import SimpleUpgrade
+from tests.support.http import SimpleUpgrade
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoResource
 from txupgrade.h2c import H2cUpgrade

@@ -13,7 +13,6 @@ import gc
 import re
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -29,6 +28,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from tests.support.http import parseResponses
+from tests.support.http import request as rawRequest
 from txupgrade import negotiation
 from txupgrade.channel import UpgradeAwareRequest, UpgradeSite
 from txupgrade.echo import EchoResource, EchoUpgrade
@@ -65,10 +66,8 @@ def request(
     method: bytes = b"GET",
     version: bytes = b"HTTP/1.1",
 ) -> bytes:
-    """The raw bytes of one request; add C{Content-Length} yourself."""
-    lines = [method + b" " + target + b" " + version, b"Host: localhost"]
-    lines.extend(name + b": " + value for name, value in headers)
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+    """The raw bytes of one request to C{localhost}; add C{Content-Length} yourself."""
+    return rawRequest(method, target, headers, body, version, host=b"localhost")
 
 
 def offering(
@@ -102,48 +101,6 @@ _DATE = re.compile(rb"\r\nDate: [^\r\n]*")
 def normalize(data: bytes) -> bytes:
     """C{data} with every C{Date} header's value blanked."""
     return _DATE.sub(b"\r\nDate: -", data)
-
-
-@dataclass
-class Response:
-    """One parsed HTTP/1.x response."""
-
-    status: bytes
-    code: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-    def header(self, name: bytes) -> list[bytes]:
-        """Every value of header C{name} (any case)."""
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
-def parseResponses(data: bytes) -> tuple[list[Response], bytes]:
-    """
-    Split what a client received into responses; stop after a C{101}.
-
-    @return: The responses, and the bytes after the C{101} (or C{b""}).
-    """
-    responses = []
-    while data:
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        if not sep:
-            raise AssertionError(f"incomplete response head: {data!r}")
-        status, *lines = head.split(b"\r\n")
-        code = int(status.split(b" ")[1])
-        headers = []
-        for line in lines:
-            name, value = line.split(b": ", 1)
-            headers.append((name, value))
-        length = 0
-        if code >= 200:
-            (length,) = (int(v) for k, v in headers if k.lower() == b"content-length")
-        response = Response(status, code, headers, rest[:length])
-        responses.append(response)
-        data = rest[length:]
-        if code == 101:
-            return responses, data
-    return responses, b""
 
 
 class RecordedProtocol(Protocol):

@@ -13,21 +13,15 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.defer import TimeoutError as DeferTimeoutError
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 
-from tests.e2e_helpers import (
-    TIMEOUT,
-    Hello,
-    RawClient,
-    SimpleUpgrade,
-    listen,
-    reactor,
-    withTimeout,
-)
+from tests.support.http import Hello, SimpleUpgrade
+from tests.support.net import TIMEOUT, RawClient, listen, reactor, withTimeout
 from tests.test_stream import loadExample
 from txupgrade import Refuse, UpgradeRequiredResource, UpgradeSite
 from txupgrade.client import UpgradeFailed, UpgradeResponse, upgrade
@@ -232,6 +226,15 @@ class OddServerTests(TestCase):
         """A body delimited by the close is read whole."""
         error = yield self.fails(b"HTTP/1.1 503 Busy\r\nX-A: b\r\n\r\nlater", 503)
         self.assertEqual((error.body, error.getHeader(b"x-a")), (b"later", b"b"))
+
+    @inlineCallbacks
+    def test_refusedConnection(self) -> Any:
+        """Nobody listening: the connection error itself, nothing left behind."""
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        number = port.getHost().port
+        yield port.stopListening()
+        with self.assertRaises(ConnectionRefusedError):
+            yield withTimeout(upgrade(endpointFor(number), ["echo"], lambda r: Protocol()))
 
     @inlineCallbacks
     def test_timeout(self) -> Any:

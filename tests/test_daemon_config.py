@@ -241,7 +241,8 @@ class OptionsTests(SynchronousTestCase):
         """A bad setting exits with one line naming it."""
         error = self.assertRaises(SystemExit, _parse, "--enable", "gopher")
         self.assertEqual(
-            error.code, "txupgrade: --enable: unknown protocol 'gopher' (available: echo, h2c, websocket, TLS)"
+            error.code,
+            "txupgrade: --enable: unknown protocol 'gopher' (available: echo, h2c, websocket, TLS)",
         )
 
 

@@ -16,7 +16,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from tests.e2e_helpers import Hello, TrackingSite, connectClient, listen, normalize, request, upgrade
+from tests.support.http import Hello, normalize, request, upgrade
+from tests.support.net import TrackingSite, connectClient, listen
 from txupgrade.echo import EchoProtocol, EchoUpgrade
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import UpgradeRequest
@@ -132,7 +133,7 @@ class BackpressureTests(TestCase):
         """The server holds what the kernel buffers hold plus a few hundred KiB, then all of it comes back."""
         CountingEcho.received = 0
         port = listen(self, TrackingSite(Hello(), [CountingEchoUpgrade()]))
-        client = socket.create_connection(("127.0.0.1", port.getHost().port))  # type: ignore[attr-defined]
+        client = socket.create_connection(("127.0.0.1", port))
         self.addCleanup(client.close)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         client.sendall(upgrade(b"echo"))

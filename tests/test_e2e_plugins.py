@@ -24,21 +24,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 import txupgrade.plugins
-from tests.e2e_helpers import (
-    TIMEOUT,
-    Hello,
-    RawClient,
-    TrackingSite,
-    closeClient,
-    connectClient,
-    listen,
-    normalize,
-    reactor,
-    request,
-    switching,
-    upgrade,
-    withTimeout,
-)
+from tests.support.http import Hello, normalize, request, switching, upgrade
+from tests.support.net import TIMEOUT, RawClient, TrackingSite, connectClient, listen, reactor, withTimeout
 from txupgrade.demo import demoRoot
 from txupgrade.registry import ProtocolRegistry
 
@@ -299,7 +286,7 @@ class DaemonTests(TestCase):
         client: RawClient = yield connectClient(self, port)
         client.send(data)
         yield client.waitFor(lambda d: len(normalize(d)) >= length)
-        yield closeClient(client)
+        yield client.close()
         return normalize(client.data)
 
     @inlineCallbacks

@@ -26,17 +26,10 @@ from twisted.trial.unittest import TestCase
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as wsConnect
 
-from tests.e2e_helpers import connectClient, request, upgrade
-from tests.proxy_helpers import parseResponse, startProxy
-from tests.websocket_helpers import RawClient as BlockingClient
-from tests.websocket_helpers import (
-    RecordingServerFactory,
-    TrackingSite,
-    handshake,
-    inThread,
-    listen,
-    wait,
-)
+from tests.support.http import parseHead, parseResponses, request, upgrade
+from tests.support.net import TrackingSite, connectClient, inThread, listen, wait
+from tests.support.proxies import startProxy
+from tests.support.websocket import BlockingClient, RecordingServerFactory, handshake
 from txupgrade.demo import demoRoot
 from txupgrade.echo import EchoUpgrade
 from txupgrade.registry import ProtocolRegistry
@@ -134,12 +127,12 @@ class _ProxyTests:
         client = yield connectClient(test, self.proxyPort)
         client.send(request(target=b"/echo", headers=[(b"Connection", b"close")]))
         data = yield client.waitForClose()
-        status, headers, body, rest = parseResponse(data)
-        test.assertEqual(status, 200, data)
-        test.assertEqual(body, ECHO_GET_BODY)
-        test.assertEqual(headers.get(b"content-type"), [b"text/plain; charset=utf-8"])
-        test.assertEqual(rest, b"")
-        test.assertEqual(len(self.site.wrappers), 1, "one connection reached the site")
+        responses, _ = parseResponses(data)
+        test.assertEqual(len(responses), 1, data)
+        test.assertEqual(responses[0].code, 200, data)
+        test.assertEqual(responses[0].body, ECHO_GET_BODY)
+        test.assertEqual(responses[0].header(b"content-type"), [b"text/plain; charset=utf-8"])
+        test.assertEqual(len(self.site.connections), 1, "one connection reached the site")
 
     @inlineCallbacks
     def test_webSocketEcho(self) -> Any:
@@ -180,35 +173,33 @@ class _ProxyTests:
         yield self.serve()
         client = yield connectClient(test, self.proxyPort)
         client.send(upgrade(b"echo", target=b"/"))
-        data = yield client.waitFor(lambda data: b"\r\n\r\n" in data)
-        head, _, after = data.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        test.assertEqual(lines[0].split(b" ", 2)[:2], [b"HTTP/1.1", b"101"], data)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        test.assertEqual(headers.get(b"upgrade"), b"echo", data)
-        test.assertEqual(headers.get(b"connection", b"").lower(), b"upgrade", data)
+        data = yield client.waitFor(lambda data: parseHead(data) is not None)
+        parsed = parseHead(data)
+        assert parsed is not None
+        head, after = parsed
+        test.assertEqual((head.version, head.code), (b"1.1", 101), data)
+        test.assertEqual(head.header(b"upgrade"), [b"echo"], data)
+        test.assertEqual([v.lower() for v in head.header(b"connection")], [b"upgrade"], data)
         test.assertEqual(after, b"", "nothing follows the 101 before the client speaks")
+        headLength = len(data) - len(after)
 
         sent = b"hello, echo\r\n"
         client.send(sent)
-        yield client.waitForBytes(len(head) + 4 + len(sent))
-        test.assertEqual(client.data[len(head) + 4 :], sent)
+        yield client.waitForBytes(headLength + len(sent))
+        test.assertEqual(client.data[headLength:], sent)
 
         bulk = os.urandom(64 * 1024)
         client.send(bulk)
         expected = sent + bulk
-        yield client.waitForBytes(len(head) + 4 + len(expected))
-        test.assertEqual(client.data[len(head) + 4 :], expected)
+        yield client.waitForBytes(headLength + len(expected))
+        test.assertEqual(client.data[headLength:], expected)
 
         assert client.transport is not None
         client.transport.loseConnection()
         yield client.waitForClose()
         # The proxy closed its connection to the site too.
         yield wait(self.site.allClosed)
-        test.assertEqual(len(self.site.wrappers), 1)
+        test.assertEqual(len(self.site.connections), 1)
 
 
 class NginxTests(_ProxyTests, TestCase):
@@ -233,7 +224,7 @@ class NginxTests(_ProxyTests, TestCase):
         # The site answered (autobahn never saw a handshake), and its
         # connection did not switch protocols.
         self.assertEqual(self.factory.connections, [])
-        self.assertEqual(len(self.site.wrappers), 1)
+        self.assertEqual(len(self.site.connections), 1)
 
     @inlineCallbacks
     def test_forgottenUpgradeHeadersRaw(self) -> Any:

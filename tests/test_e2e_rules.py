@@ -17,22 +17,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import Data
 
-from tests.e2e_helpers import (
-    Hello,
-    RawClient,
-    SimpleUpgrade,
-    TLSPair,
-    TrackingSite,
-    connectClient,
-    listen,
-    listenTLS,
-    normalize,
-    plainResponse,
-    request,
-    switching,
-    upgrade,
-    withTimeout,
-)
+from tests.support.http import Hello, SimpleUpgrade, normalize, plainResponse, request, switching, upgrade
+from tests.support.net import RawClient, TLSPair, TrackingSite, connectClient, listen, withTimeout
 from txupgrade.echo import EchoUpgrade
 from txupgrade.negotiation import Accept, Decline, Refuse, UpgradeError, UpgradeRequest
 from txupgrade.resource import UpgradeRequiredResource
@@ -797,7 +783,7 @@ class HTTP2Tests(_Server, TestCase):
             raise self.skipTest(f"needs the h2c and test extras: {error}") from None
         self.tls = TLSPair()
         self.site = TrackingSite(Hello(), [EchoUpgrade()])
-        self.port = listenTLS(self, self.site, self.tls, [b"h2", b"http/1.1"])
+        self.port = listen(self, self.site, self.tls.serverOptions([b"h2", b"http/1.1"]))
 
     def h2Headers(self, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
         return [

@@ -14,20 +14,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
-from tests.e2e_helpers import (
-    Hello,
-    SimpleUpgrade,
-    TLSPair,
-    TrackingSite,
-    connectClient,
-    listen,
-    listenTLS,
-    normalize,
-    plainResponse,
-    request,
-    switching,
-    upgrade,
-)
+from tests.support.http import Hello, SimpleUpgrade, normalize, plainResponse, request, switching, upgrade
+from tests.support.net import TLSPair, TrackingSite, connectClient, listen
 from txupgrade.echo import EchoUpgrade
 from txupgrade.negotiation import UpgradeRequest
 
@@ -80,7 +68,7 @@ class TLSUpgradeTests(TestCase):
 
     def serve(self, alpn: list[bytes] | None = None) -> None:
         self.site = TrackingSite(Hello(), hangUpProtocols())
-        self.port = listenTLS(self, self.site, self.tls, alpn)
+        self.port = listen(self, self.site, self.tls.serverOptions(alpn))
 
     def connect(self, alpn: list[bytes] | None = None) -> Any:
         return connectClient(self, self.port, self.tls.clientEndpoint(self.port, alpn))

@@ -16,8 +16,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.e2e_helpers import TLSPair, connectClient, listen, listenTLS, reactor, withTimeout
 from tests.h2_helpers import PAGE, H2Client, h2Site
+from tests.support.net import TLSPair, connectClient, listen, reactor, withTimeout
 
 #: Every client run is bounded by this many seconds (coreutils timeout).
 CLIENT_TIMEOUT = "30"
@@ -40,8 +40,7 @@ class ClientTestCase(TestCase):
 
     def setUp(self) -> None:
         self.site = h2Site(reactor)
-        port = listen(self, self.site)
-        self.base = f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+        self.base = f"http://127.0.0.1:{listen(self, self.site)}"
 
     def tempFile(self, data: bytes) -> str:
         """A file holding C{data}, removed at cleanup."""
@@ -233,14 +232,14 @@ class ForbiddenHeadersTests(TestCase):
         from twisted.internet.endpoints import TCP4ClientEndpoint
 
         port = listen(self, h2Site(reactor))
-        client = yield self.exchange(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port))  # type: ignore[attr-defined]
+        client = yield self.exchange(TCP4ClientEndpoint(reactor, "127.0.0.1", port))
         self.check(client)
 
     @inlineCallbacks
     def test_tlsALPN(self) -> Any:
         """TLS with ALPN h2: the same, served by the same site."""
         pair = TLSPair()
-        port = listenTLS(self, h2Site(reactor), pair, [b"h2", b"http/1.1"])
+        port = listen(self, h2Site(reactor), pair.serverOptions([b"h2", b"http/1.1"]))
         client = yield self.exchange(pair.clientEndpoint(port, [b"h2"]))
         self.check(client)
 
@@ -250,7 +249,7 @@ class ForbiddenHeadersTests(TestCase):
         from tests.h2_helpers import h2cRequest
 
         pair = TLSPair()
-        port = listenTLS(self, h2Site(reactor), pair, [b"h2", b"http/1.1"])
+        port = listen(self, h2Site(reactor), pair.serverOptions([b"h2", b"http/1.1"]))
         raw = yield connectClient(self, port, pair.clientEndpoint(port, [b"http/1.1"]))
         raw.send(h2cRequest(H2Client(True).settingsHeader))
         got = yield raw.waitFor(lambda data: PAGE in data)

@@ -20,7 +20,8 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.e2e_helpers import RawClient, connectClient, listen, reactor, upgrade, withTimeout
+from tests.support.http import upgrade
+from tests.support.net import RawClient, connectClient, listen, reactor, withTimeout
 from txupgrade import Decline, IUpgradeProtocol, Refuse, UpgradeSite
 from txupgrade.stream import StreamUpgrade
 from txupgrade.testing import MemoryConnection, upgradeRequest

@@ -14,7 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.e2e_helpers import cleanupPort, reactor, withTimeout
+from tests.support.net import reactor, stopAtCleanup, trackConnections, withTimeout
 from txupgrade.client import HTTPClientProtocol, upgradeToTLS
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, makeSite
@@ -91,10 +91,11 @@ class ServeTests(TestCase):
             ]
         )
         site = makeSite(options, ProtocolRegistry())
+        connections = trackConnections(site)
         ports = []
         for description in options["listen"]:
             port = yield serverFromString(reactor, description).listen(site)
-            self.addCleanup(cleanupPort, port)
+            stopAtCleanup(self, port, connections)
             ports.append(port.getHost().port)
         root = ssl.Certificate.loadPEM(ca.cert_pem.bytes())
         clientOptions = ssl.optionsForClientTLS("127.0.0.1", trustRoot=root)

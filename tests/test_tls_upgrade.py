@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
-from tests.e2e_helpers import Hello, TLSPair, connectClient, listen, listenTLS, reactor, upgrade, withTimeout
+from tests.support.http import Hello, upgrade
+from tests.support.net import TLSPair, connectClient, listen, reactor, withTimeout
 from txupgrade import IUpgradeProtocol, UpgradeRequest, UpgradeSite
 from txupgrade.client import upgradeToTLS
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName
@@ -221,7 +222,7 @@ class TLSUpgradeSocketTests(TestCase):
 
     @inlineCallbacks
     def pythonClient(self, pipelineHello: bool) -> Any:
-        port = listen(self, self.site()).getHost().port
+        port = listen(self, self.site())
         request = upgrade(b"TLS/1.2", b"/secure")
         then = b"POST /secure HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nbody"
         head, answers, version = yield deferToThread(
@@ -250,7 +251,7 @@ class TLSUpgradeSocketTests(TestCase):
         options = ssl.optionsForClientTLS(
             "127.0.0.1", trustRoot=ssl.Certificate.loadPEM(self.pair.ca.cert_pem.bytes())
         )
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
         http, response = yield withTimeout(
             upgradeToTLS(
                 endpoint, options, target=b"/private", method=b"POST", body=b"first", host=b"127.0.0.1"
@@ -275,7 +276,7 @@ class TLSUpgradeSocketTests(TestCase):
     @inlineCallbacks
     def test_refusedOverTLS(self) -> Any:
         """Over a connection that is already TLS the offer is declined: a plain answer, no 101."""
-        port = listenTLS(self, self.site(), self.pair)
+        port = listen(self, self.site(), self.pair.serverOptions())
         client = yield connectClient(self, port, endpoint=self.pair.clientEndpoint(port))
         client.send(upgrade(b"TLS/1.2", b"/secure"))
         data = yield client.waitFor(lambda d: d.endswith(b"secure=1 path=/secure"))
@@ -293,6 +294,20 @@ class TLSUpgradeSocketTests(TestCase):
         clock.advance(4)
         self.assertIsNone(client.lostReason)
         clock.advance(2)
+        data = yield client.waitForClose()
+        self.assertTrue(data.startswith(b"HTTP/1.1 101 "))
+        self.assertTrue(any("no handshake within 5 s" in m for m in messages), messages)
+
+    @inlineCallbacks
+    def test_stalledHandshake(self) -> Any:
+        """A ClientHello cut short (the handshake stalls) is closed at the timeout too."""
+        messages = self.logged()
+        clock = Clock()
+        port = listen(self, self.site(reactor=clock))
+        client = yield connectClient(self, port)
+        client.send(upgrade(b"TLS/1.2") + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        yield client.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        clock.advance(6)
         data = yield client.waitForClose()
         self.assertTrue(data.startswith(b"HTTP/1.1 101 "))
         self.assertTrue(any("no handshake within 5 s" in m for m in messages), messages)

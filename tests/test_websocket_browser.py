@@ -25,7 +25,8 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.websocket_helpers import NODE_DIR, TrackingSite, listen, nodeOrSkip, runProcess
+from tests.support.net import TrackingSite, listen
+from tests.support.processes import NODE_DIR, nodeOrSkip, runProcess
 from txupgrade.demo import demoRoot
 from txupgrade.registry import ProtocolRegistry
 

@@ -30,22 +30,19 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as wsConnect
 from zope.interface import implementer
 
-from tests.websocket_helpers import (
+from tests.support.net import inThread, listen, wait, withTimeout
+from tests.support.websocket import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
-    RawClient,
+    BlockingClient,
     RecordingServerFactory,
     RecordingServerProtocol,
-    bounded,
     closePayload,
     decodeAll,
     encodeFrame,
     handshake,
-    inThread,
-    listen,
-    wait,
     webSocketSite,
 )
 from txupgrade.websocket import acceptKey
@@ -318,7 +315,7 @@ class _ClientScenarios:
     def _serve(self, factory: RecordingServerFactory | None = None, **siteArgs: Any) -> tuple[str, Any]:
         factory = factory if factory is not None else RecordingServerFactory()
         site = webSocketSite(factory, **siteArgs)
-        port = listen(self, site)  # type: ignore[arg-type]
+        port = listen(self, site)
         return f"ws://127.0.0.1:{port}/ws", factory
 
     @inlineCallbacks
@@ -336,7 +333,7 @@ class _ClientScenarios:
         received = yield inThread(run)
         self.assertEqual(received, messages)
         self.assertEqual(len(factory.connections), 1)
-        yield bounded(factory.connections[0].lost)
+        yield withTimeout(factory.connections[0].lost)
 
     def test_text(self) -> Any:
         """Text messages, including non-ASCII ones, come back as text."""
@@ -379,7 +376,7 @@ class _ClientScenarios:
         answer = yield inThread(run)
         self.assertEqual(answer, echoed)
         proto = factory.connections[0]
-        yield bounded(proto.lost)
+        yield withTimeout(proto.lost)
         self.assertEqual(proto.closeInfo, (True, code, reason or None))
 
     def test_clientCloses1000(self) -> Any:
@@ -413,7 +410,7 @@ class _ClientScenarios:
         closed = yield inThread(run)
         self.assertEqual(closed, (4001, "server says bye"))
         proto = factory.connections[0]
-        yield bounded(proto.lost)
+        yield withTimeout(proto.lost)
         assert proto.closeInfo is not None
         self.assertTrue(proto.closeInfo[0])
         self.assertEqual((proto.localCloseCode, proto.localCloseReason), (4001, b"server says bye"))
@@ -460,7 +457,7 @@ class _ClientScenarios:
         factory = RecordingServerFactory()
         factory.onConnectHook = lambda proto, request: "p2"
         site = webSocketSite(factory)
-        port = listen(self, site)  # type: ignore[arg-type]
+        port = listen(self, site)
         url = f"ws://127.0.0.1:{port}/ws?room=5&x=1"
         origin = f"http://127.0.0.1:{port}"
 
@@ -499,7 +496,7 @@ class _ClientScenarios:
         serverOptions, clientContext = _tls()
         factory = RecordingServerFactory()
         site = webSocketSite(factory)
-        port = listen(self, site, serverOptions)  # type: ignore[arg-type]
+        port = listen(self, site, serverOptions)
         url = f"wss://127.0.0.1:{port}/ws"
 
         messages: list[str | bytes] = ["over tls", os.urandom(100_000)]
@@ -520,7 +517,7 @@ class _ClientScenarios:
         # The client waits up to CLIENT_TIMEOUT for the server to close TCP.
         self.assertLess(closeSeconds, 2.0)
         proto = factory.connections[0]
-        yield bounded(proto.lost, 2.0)
+        yield withTimeout(proto.lost, 2.0)
         self.assertEqual(proto.closeInfo, (True, 1000, None))
         self.assertTrue(proto.request is not None and proto.request.peer.startswith("tcp4:127.0.0.1:"))
         self.assertTrue(interfaces.ISSLTransport.providedBy(proto.transport))
@@ -642,7 +639,7 @@ class RawSocketTests(TestCase):
         key = b"dGhlIHNhbXBsZSBub25jZQ=="
 
         def run() -> tuple[int, dict[bytes, list[bytes]], list[tuple[bool, int, bytes, bool]]]:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 client.send(
                     handshake(port, key=key)
@@ -672,7 +669,7 @@ class RawSocketTests(TestCase):
                 (True, OP_CLOSE, struct.pack("!H", 1000), False),
             ],
         )
-        yield bounded(factory.connections[0].lost)
+        yield withTimeout(factory.connections[0].lost)
 
     def test_framesInTheHandshakeSegment(self) -> Any:
         """Frames sent in the same C{sendall} as the handshake are all echoed."""
@@ -698,7 +695,7 @@ class RawSocketTests(TestCase):
         port, _ = self._serve(factory)
 
         def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 client.send(handshake(port) + encodeFrame(OP_TEXT, b"produce"))
                 status, _ = client.readHead()
@@ -711,7 +708,7 @@ class RawSocketTests(TestCase):
         proto = factory.connections[0]
         self.assertIsNone(proto.openError)
         self.assertEqual(registered, [producer])
-        yield bounded(proto.lost)
+        yield withTimeout(proto.lost)
         self.assertIn("stop", producer.calls)
         self.assertEqual(self.flushLoggedErrors(), [])
 
@@ -721,7 +718,7 @@ class RawSocketTests(TestCase):
         port, factory = self._serve(timeout=0.5)
 
         def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 client.send(handshake(port))
                 status, _ = client.readHead()
@@ -738,7 +735,7 @@ class RawSocketTests(TestCase):
         status, frame = yield inThread(run)
         self.assertEqual((status, frame), (101, (True, OP_TEXT, b"still here", False)))
         proto = factory.connections[0]
-        yield bounded(proto.lost)
+        yield withTimeout(proto.lost)
         self.assertEqual(proto.closeInfo, (True, 1000, None))
 
     @inlineCallbacks
@@ -747,7 +744,7 @@ class RawSocketTests(TestCase):
         port, _ = self._serve(timeout=0.5)
 
         def run() -> float:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 return client.readUntilClosed(3.0)[1]
             finally:
@@ -764,7 +761,7 @@ class RawSocketTests(TestCase):
         port, _ = self._serve(factory)
 
         def run() -> tuple[int, bytes, float]:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 client.send(handshake(port))
                 status, _ = client.readHead()
@@ -779,7 +776,7 @@ class RawSocketTests(TestCase):
         frame, _ = decodeAll(data)[0]
         self.assertEqual(frame[1], OP_PING)
         proto = factory.connections[0]
-        yield bounded(proto.lost)
+        yield withTimeout(proto.lost)
         assert proto.closeInfo is not None
         self.assertFalse(proto.closeInfo[0])
 
@@ -790,7 +787,7 @@ class RawSocketTests(TestCase):
         port, _ = self._serve(factory, **endpointArgs)
 
         def run() -> tuple[int, dict[bytes, list[bytes]], bytes]:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 client.send(request(port))
                 status, headers = client.readHead()
@@ -854,7 +851,7 @@ class RawSocketTests(TestCase):
         value = origin(port) if callable(origin) else origin
 
         def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 client.send(handshake(port, extra=[(b"Origin", value)]) + encodeFrame(OP_TEXT, b"o"))
                 status, _ = client.readHead()
@@ -899,7 +896,7 @@ class RawSocketTests(TestCase):
         frame = encodeFrame(OP_BINARY, os.urandom(4096))
 
         def run() -> tuple[int | None, list[tuple[bool, int, bytes, bool]]]:
-            client = RawClient(port)
+            client = BlockingClient(port)
             try:
                 if sameSegment:
                     client.send(handshake(port) + frame)
@@ -926,7 +923,7 @@ class RawSocketTests(TestCase):
 
         status, frames = yield inThread(run)
         proto = factory.connections[0]
-        yield bounded(proto.lost)
+        yield withTimeout(proto.lost)
         self.assertTrue(proto.wasMaxFramePayloadSizeExceeded)
         self.assertTrue(all(frame[1] == OP_CLOSE for frame in frames), frames)
         self.assertIn(status, (None, 101))
@@ -962,11 +959,11 @@ class RawSocketTests(TestCase):
         port, factory = self._serve()
 
         def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            first = RawClient(port)
+            first = BlockingClient(port)
             data = handshake(port)
             first.send(data[: len(data) // 2])
             first.close()
-            second = RawClient(port)
+            second = BlockingClient(port)
             try:
                 second.send(handshake(port) + encodeFrame(OP_TEXT, b"second"))
                 status, _ = second.readHead()

@@ -25,7 +25,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from tests.websocket_helpers import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
+from tests.support.websocket import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
 from txupgrade import _autobahncompat as _compat
 from txupgrade.channel import UpgradeSite
 from txupgrade.testing import MemoryConnection

@@ -21,17 +21,15 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from websockets.sync.client import connect as wsConnect
 
-from tests.websocket_helpers import (
+from tests.support.net import inThread, listen, wait
+from tests.support.websocket import (
     OP_BINARY,
     OP_CLOSE,
     OP_TEXT,
-    RawClient,
+    BlockingClient,
     closePayload,
     encodeFrame,
     handshake,
-    inThread,
-    reactor,
-    wait,
 )
 from txupgrade import demo
 from txupgrade.channel import UpgradeSite
@@ -57,7 +55,8 @@ def _trackedDemoFactory() -> tuple[Any, list[weakref.ref[Any]]]:
 def serveDemo(testCase: TestCase, factory: Any = None) -> tuple[int, list[weakref.ref[Any]]]:
     """
     Serve the demo echo (tracked) at C{/ws}; return the port and the weak
-    references to its protocols. The site keeps no connection.
+    references to its protocols. The site keeps no connection (L{listen}
+    tracks them through weak references).
     """
     refs: list[weakref.ref[Any]] = []
     if factory is None:
@@ -66,9 +65,7 @@ def serveDemo(testCase: TestCase, factory: Any = None) -> tuple[int, list[weakre
     root.putChild(b"ws", WebSocketEndpoint(factory))
     site = UpgradeSite(root)
     site.noisy = False
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    testCase.addCleanup(port.stopListening)
-    return port.getHost().port, refs
+    return listen(testCase, site), refs
 
 
 class DemoEchoTests(TestCase):
@@ -85,10 +82,13 @@ class DemoEchoTests(TestCase):
         Send C{payload} in the handshake's segment; expect the C{101}, then
         a Close with C{expected}, then the server closing TCP (no reset).
         """
-        port, refs = self.serve()
+        factory, refs = _trackedDemoFactory()
+        # autobahn's default 1 s for the client's Close is short on a loaded machine.
+        factory.setProtocolOptions(closeHandshakeTimeout=10)
+        port, _ = self.serve(factory)
 
         def run() -> tuple[int, list[tuple[bool, int, bytes, bool]], bytes]:
-            client = RawClient(port, timeout=CLIENT_TIMEOUT)
+            client = BlockingClient(port, timeout=CLIENT_TIMEOUT)
             try:
                 client.send(handshake(port) + payload)
                 status, _ = client.readHead()
@@ -114,9 +114,9 @@ class DemoEchoTests(TestCase):
     def test_oversizeMessage(self) -> Any:
         """Fragments adding up past the demo's message limit get Close 1009."""
         fragment = b"\0" * demo.MAX_FRAME_PAYLOAD
-        count = demo.MAX_MESSAGE_PAYLOAD // len(fragment) + 1
+        count = demo.MAX_MESSAGE_PAYLOAD // len(fragment)
         frames = [encodeFrame(OP_BINARY if i == 0 else 0, fragment, fin=False) for i in range(count)]
-        return self._closeFrame(b"".join(frames), 1009)
+        return self._closeFrame(b"".join(frames) + encodeFrame(0, b"\0" * 1024, fin=False), 1009)
 
     def test_protocolError(self) -> Any:
         """An unmasked client frame (a protocol error) gets the 101, then Close 1002, not a reset."""
@@ -165,7 +165,7 @@ class DemoEchoTests(TestCase):
         offer = b"permessage-deflate; client_max_window_bits"
 
         def run() -> tuple[dict[bytes, list[bytes]], tuple[bool, int, bytes, bool], int]:
-            client = RawClient(port, timeout=CLIENT_TIMEOUT)
+            client = BlockingClient(port, timeout=CLIENT_TIMEOUT)
             try:
                 client.send(handshake(port, extra=[(b"Sec-WebSocket-Extensions", offer)]))
                 _, headers = client.readHead()
@@ -194,7 +194,7 @@ class DemoEchoTests(TestCase):
         port, refs = self.serve()
 
         def run() -> None:
-            clean = RawClient(port, timeout=CLIENT_TIMEOUT)
+            clean = BlockingClient(port, timeout=CLIENT_TIMEOUT)
             clean.send(handshake(port) + encodeFrame(OP_TEXT, b"hi"))
             clean.readHead()
             clean.readFrame()
@@ -202,12 +202,12 @@ class DemoEchoTests(TestCase):
             clean.readFrame()
             clean.readUntilClosed(CLIENT_TIMEOUT)
             clean.close()
-            abrupt = RawClient(port, timeout=CLIENT_TIMEOUT)
+            abrupt = BlockingClient(port, timeout=CLIENT_TIMEOUT)
             abrupt.send(handshake(port) + encodeFrame(OP_TEXT, b"x" * 1000))
             abrupt.readHead()
             abrupt.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             abrupt.close()
-            silent = RawClient(port, timeout=CLIENT_TIMEOUT)
+            silent = BlockingClient(port, timeout=CLIENT_TIMEOUT)
             silent.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             silent.send(handshake(port))
             silent.readHead()
@@ -258,7 +258,7 @@ class BackpressureTests(TestCase):
         process = psutil.Process()
 
         def run() -> tuple[int, int, int, int]:
-            client = RawClient(port, timeout=CLIENT_TIMEOUT)
+            client = BlockingClient(port, timeout=CLIENT_TIMEOUT)
             try:
                 client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
                 client.send(handshake(port))

@@ -15,15 +15,9 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from tests.websocket_helpers import (
-    NODE_DIR,
-    RecordingServerFactory,
-    bounded,
-    listen,
-    nodeOrSkip,
-    runProcess,
-    webSocketSite,
-)
+from tests.support.net import listen, withTimeout
+from tests.support.processes import NODE_DIR, nodeOrSkip, runProcess
+from tests.support.websocket import RecordingServerFactory, webSocketSite
 
 
 class NodeWsClientTests(TestCase):
@@ -56,7 +50,7 @@ class NodeWsClientTests(TestCase):
         self.assertEqual(exitCode, 0, err)
         self.assertEqual(len(factory.connections), 1)
         proto = factory.connections[0]
-        yield bounded(proto.lost)
+        yield withTimeout(proto.lost)
         self.assertEqual(proto.closeInfo, (True, 1000, "node done"))
         request = proto.request
         assert request is not None

@@ -179,20 +179,22 @@ def bringUpPath() -> str:
 
 def prepareProtocol(proto: Any, handshake: Handshake, peer: str) -> None:
     """Fill in the fields autobahn's C{processHandshake} would have set."""
-    proto.peer = peer
-    proto.http_request_data = None
-    proto.http_status_line = f"GET {handshake.target} HTTP/1.1"
-    proto.http_headers = handshake.headers
-    proto.http_request_uri = handshake.target
-    proto.http_request_path = handshake.path
-    proto.http_request_params = handshake.params
-    proto.http_request_host = handshake.hostName
-    proto.websocket_version = 13
-    proto.websocket_origin = handshake.origin
-    proto.websocket_protocols = list(handshake.protocols)
-    proto.websocket_extensions = list(handshake.extensions)
-    proto._wskey = handshake.key.decode("ascii")
-    proto._perMessageCompress = None
+    proto.__dict__.update(
+        peer=peer,
+        http_request_data=None,
+        http_status_line=f"GET {handshake.target} HTTP/1.1",
+        http_headers=handshake.headers,
+        http_request_uri=handshake.target,
+        http_request_path=handshake.path,
+        http_request_params=handshake.params,
+        http_request_host=handshake.hostName,
+        websocket_version=13,
+        websocket_origin=handshake.origin,
+        websocket_protocols=list(handshake.protocols),
+        websocket_extensions=list(handshake.extensions),
+        _wskey=handshake.key.decode("ascii"),
+        _perMessageCompress=None,
+    )
 
 
 def usePerMessageCompress(proto: Any, accept: Any) -> None:
@@ -273,38 +275,45 @@ def _openDirectly(self: Any) -> None:
     txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]
 
 
+#: The constant part of the per-connection state C{_connectionMade} sets.
+_INITIAL_STATE = {
+    "trackedTimings": None,
+    "send_state": _WebSocketProtocol.SEND_STATE_GROUND,
+    "data": b"",
+    "triggered": False,
+    "wasMaxFramePayloadSizeExceeded": False,
+    "wasMaxMessagePayloadSizeExceeded": False,
+    "closedByMe": False,
+    "failedByMe": False,
+    "droppedByMe": False,
+    "wasClean": False,
+    "wasNotCleanReason": None,
+    "wasServerConnectionDropTimeout": False,
+    "wasOpenHandshakeTimeout": False,
+    "wasCloseHandshakeTimeout": False,
+    "wasServingFlashSocketPolicyFile": False,
+    "localCloseCode": None,
+    "localCloseReason": None,
+    "remoteCloseCode": None,
+    "remoteCloseReason": None,
+    "openHandshakeTimeoutCall": None,
+    "closeHandshakeTimeoutCall": None,
+    "autoPingTimeoutCall": None,
+    "autoPingPending": None,
+    "autoPingPendingCall": None,
+    "autoPingPendingSeq": 0,
+    "autoPingPendingSent": None,
+}
+
+
 def _connectionMadeInit(self: Any) -> None:
     """The per-connection state of C{WebSocketProtocol._connectionMade}, minus its debug dump."""
-    self.trackedTimings = None
+    state = self.__dict__
+    state.update(_INITIAL_STATE)
     self.setTrackTimings(self.trackTimings)
-    self.trafficStats = _wsprotocol.TrafficStats()
-    self.send_state = _WebSocketProtocol.SEND_STATE_GROUND
-    self.data = b""
-    self.send_queue = deque()
-    self.triggered = False
-    self.utf8validator = _wsprotocol.Utf8Validator()
-    self.wasMaxFramePayloadSizeExceeded = False
-    self.wasMaxMessagePayloadSizeExceeded = False
-    self.closedByMe = False
-    self.failedByMe = False
-    self.droppedByMe = False
-    self.wasClean = False
-    self.wasNotCleanReason = None
-    self.wasServerConnectionDropTimeout = False
-    self.wasOpenHandshakeTimeout = False
-    self.wasCloseHandshakeTimeout = False
-    self.wasServingFlashSocketPolicyFile = False
-    self.localCloseCode = None
-    self.localCloseReason = None
-    self.remoteCloseCode = None
-    self.remoteCloseReason = None
-    self.openHandshakeTimeoutCall = None
-    self.closeHandshakeTimeoutCall = None
-    self.autoPingTimeoutCall = None
-    self.autoPingPending = None
-    self.autoPingPendingCall = None
-    self.autoPingPendingSeq = 0
-    self.autoPingPendingSent = None
+    state["trafficStats"] = _wsprotocol.TrafficStats()
+    state["send_queue"] = deque()
+    state["utf8validator"] = _wsprotocol.Utf8Validator()
 
 
 class _DropHandshakeResponse:

@@ -36,8 +36,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Union
+from typing import NamedTuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -83,8 +82,7 @@ class HandshakeError(Exception):
         self.headers = headers
 
 
-@dataclass(frozen=True)
-class Handshake:
+class Handshake(NamedTuple):
     """
     An accepted handshake's fields.
 
@@ -110,7 +108,7 @@ class Handshake:
     extensions: tuple[ExtensionOffer, ...]
     target: str
     path: str
-    params: dict[str, list[str]] = field(default_factory=dict)
+    params: dict[str, list[str]]
 
 
 def acceptKey(key: bytes) -> bytes:
@@ -194,20 +192,21 @@ def originAllowed(
 def _joinedHeaders(lines: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], dict[str, int]]:
     """
     The headers as autobahn's C{parseHttpHeader} presents them (lower-cased
-    names, repeated lines joined with C{", "}), and how many lines each had.
+    names, repeated lines joined with C{", "}), and how many lines each had
+    (only names seen more than once are counted).
     """
     headers: dict[str, str] = {}
-    counts: dict[str, int] = {}
+    repeated: dict[str, int] = {}
     for name, value in lines:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1").strip()
-        if key in headers:
-            headers[key] = f"{headers[key]}, {text}"
-            counts[key] += 1
-        else:
+        previous = headers.get(key)
+        if previous is None:
             headers[key] = text
-            counts[key] = 1
-    return headers, counts
+        else:
+            headers[key] = f"{previous}, {text}"
+            repeated[key] = repeated.get(key, 1) + 1
+    return headers, repeated
 
 
 def _parseExtensions(value: str) -> tuple[ExtensionOffer, ...]:
@@ -259,29 +258,32 @@ def checkHandshake(
     """
     if method != b"GET":
         raise HandshakeError(405, "a WebSocket handshake must be a GET", ((b"Allow", b"GET"),))
-    headers, counts = _joinedHeaders(lines)
-    if counts.get("host") != 1:
+    headers, repeated = _joinedHeaders(lines)
+    host = headers.get("host")
+    if host is None or "host" in repeated:
         raise HandshakeError(400, "a WebSocket handshake needs exactly one Host")
-    if counts.get("sec-websocket-version") != 1 or headers["sec-websocket-version"] != "13":
+    if headers.get("sec-websocket-version") != "13" or "sec-websocket-version" in repeated:
         raise HandshakeError(426, "this server speaks WebSocket version 13", _VERSION_REFUSAL_HEADERS)
     key = headers.get("sec-websocket-key", "").encode("latin-1")
     try:
-        valid = counts.get("sec-websocket-key") == 1 and len(base64.b64decode(key, validate=True)) == 16
+        valid = "sec-websocket-key" not in repeated and len(base64.b64decode(key, validate=True)) == 16
     except (binascii.Error, ValueError):
         valid = False
     if not valid:
         raise HandshakeError(400, "Sec-WebSocket-Key must be 16 bytes in base64")
-    host = headers["host"]
     origin = headers.get("origin", "")
     if origin and not originAllowed(origin, host, secure, originPatterns, allowNullOrigin, allowedHosts):
         raise HandshakeError(403, f"origin {origin!r} not allowed")
-    offered = headers.get("sec-websocket-protocol", "")
-    protocols = tuple(p.strip() for p in offered.split(",") if p.strip())
-    if not all(_TOKEN_RE.fullmatch(p) for p in protocols):
-        raise HandshakeError(400, "Sec-WebSocket-Protocol must list tokens")
-    if len(set(protocols)) != len(protocols):
-        raise HandshakeError(400, "duplicate Sec-WebSocket-Protocol values")
-    extensions = _parseExtensions(headers.get("sec-websocket-extensions", ""))
+    offered = headers.get("sec-websocket-protocol")
+    protocols: tuple[str, ...] = ()
+    if offered:
+        protocols = tuple(p.strip() for p in offered.split(",") if p.strip())
+        if not all(_TOKEN_RE.fullmatch(p) for p in protocols):
+            raise HandshakeError(400, "Sec-WebSocket-Protocol must list tokens")
+        if len(set(protocols)) != len(protocols):
+            raise HandshakeError(400, "duplicate Sec-WebSocket-Protocol values")
+    offeredExtensions = headers.get("sec-websocket-extensions")
+    extensions = _parseExtensions(offeredExtensions) if offeredExtensions else ()
     text = target.decode("latin-1")
     if text.startswith("/"):
         path, _, query = text.partition("?")
@@ -293,15 +295,15 @@ def checkHandshake(
         path, query = parts.path, parts.query
     hostName = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
     return Handshake(
-        headers=headers,
-        key=key,
-        accept=acceptKey(key),
-        host=host,
-        hostName=hostName,
-        origin=origin,
-        protocols=protocols,
-        extensions=extensions,
-        target=text,
-        path=path,
-        params=parse_qs(query) if query else {},
+        headers,
+        key,
+        acceptKey(key),
+        host,
+        hostName,
+        origin,
+        protocols,
+        extensions,
+        text,
+        path,
+        parse_qs(query) if query else {},
     )

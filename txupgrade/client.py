@@ -321,15 +321,10 @@ def upgrade(
     def connected(_: object) -> Deferred[IProtocol]:
         return result
 
-    def notConnected(reason: Failure) -> Failure:
-        if not result.called:
-            result.cancel()
-        return reason
-
     from twisted.internet.endpoints import connectProtocol
 
     d = connectProtocol(endpoint, client)
-    d.addCallbacks(connected, notConnected)
+    d.addCallback(connected)
     if timeout is not None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor

@@ -1,67 +1,34 @@
 """
-Helpers for the WebSocket tests with real clients: a recording autobahn
-server, a site that tracks its connections, a raw RFC 6455 client on a
-blocking socket, bounded child processes (Node, Chromium), and bounded waits.
+WebSocket for the tests: RFC 6455 frames and opening handshakes, the
+blocking client for byte-exact tests run in a thread (L{inThread}), and the
+recording autobahn server with the site that serves it.
 
-The blocking clients (C{websockets}, C{websocket-client}, the raw socket)
-run in a thread (L{inThread}) while the reactor serves; every socket they
-open has a timeout, and every wait here is bounded by L{TIMEOUT}.
+Every socket the blocking client opens has a timeout shorter than the bound
+of L{inThread}, so its thread ends too.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import shutil
 import socket
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet import reactor as _globalReactor
-from twisted.internet import threads
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 
-from txupgrade._twistedcompat import _HTTP2Wrapper
-from txupgrade.channel import UpgradeSite
+from tests.support.http import parseHead
+from tests.support.net import TrackingSite
 from txupgrade.websocket import WebSocketEndpoint
-
-reactor: Any = _globalReactor
-
-#: The bound, in seconds, of any single wait in these tests.
-TIMEOUT = 10.0
 
 #: Where the WebSocket endpoint lives in the test sites.
 WS_PATH = b"/ws"
-
-T = TypeVar("T")
-
-
-def inThread(function: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-    """
-    Run the blocking C{function} in a thread while the reactor serves.
-
-    The result is bounded by twice L{TIMEOUT}; the clients themselves use
-    socket timeouts shorter than that, so the thread ends too.
-    """
-    d = threads.deferToThread(function, *args, **kwargs)
-    d.addTimeout(TIMEOUT * 2, reactor)
-    return d
-
-
-def bounded(d: Deferred[T], seconds: float = TIMEOUT) -> Deferred[T]:
-    """C{d}, failing with a L{defer.TimeoutError} after C{seconds}."""
-    d.addTimeout(seconds, reactor)
-    return d
 
 
 class RecordingServerProtocol(WebSocketServerProtocol):
@@ -136,58 +103,6 @@ class RecordingServerFactory(WebSocketServerFactory):
         self.onOpenHook: Callable[[RecordingServerProtocol], None] | None = None
 
 
-class _TrackedWrapper(_HTTP2Wrapper):
-    """
-    Twisted's per-connection wrapper, also firing C{lost} on C{connectionLost}.
-
-    The wrapper proxies C{IProtocol} to the protocol it holds now (the
-    switched one, after an upgrade), so C{super()} reaches that protocol.
-    """
-
-    lost: Deferred[None]
-    serverTransport: Any = None
-
-    def makeConnection(self, transport: Any) -> None:
-        self.serverTransport = transport
-        super().makeConnection(transport)
-
-    def connectionLost(self, reason: Failure) -> None:
-        try:
-            super().connectionLost(reason)
-        finally:
-            self.lost.callback(None)
-
-
-class TrackingSite(UpgradeSite):
-    """
-    An L{UpgradeSite} that knows when each of its connections is lost.
-
-    @ivar wrappers: Every connection's protocol, in order.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.wrappers: list[_TrackedWrapper] = []
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = super().buildProtocol(addr)
-        assert type(proto) is _HTTP2Wrapper
-        proto.__class__ = _TrackedWrapper
-        proto.lost = Deferred()
-        self.wrappers.append(proto)
-        return proto
-
-    def allClosed(self) -> bool:
-        """Whether every connection this site accepted is closed."""
-        return all(wrapper.lost.called for wrapper in self.wrappers)
-
-    def abortAll(self) -> None:
-        """Abort every connection still open."""
-        for wrapper in self.wrappers:
-            if not wrapper.lost.called and wrapper.serverTransport is not None:
-                wrapper.serverTransport.abortConnection()
-
-
 def webSocketSite(
     factory: WebSocketServerFactory,
     allowedOrigins: Sequence[str] | None = None,
@@ -199,121 +114,7 @@ def webSocketSite(
     return TrackingSite(root, **siteArgs)
 
 
-def listen(testCase: TestCase, site: TrackingSite, tlsOptions: Any = None) -> int:
-    """
-    Serve C{site} on 127.0.0.1 (TLS when C{tlsOptions} is given); return the port.
-
-    The cleanup stops listening and waits (bounded) for every connection the
-    site accepted to be closed: a server that keeps one open after its client
-    left fails the test, after the connection is aborted.
-    """
-    site.noisy = False
-    port: IListeningPort
-    if tlsOptions is None:
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    else:
-        port = reactor.listenSSL(0, site, tlsOptions, interface="127.0.0.1")
-
-    @inlineCallbacks
-    def cleanup() -> Any:
-        yield port.stopListening()
-        try:
-            yield wait(site.allClosed)
-        except AssertionError:
-            site.abortAll()
-            yield wait(site.allClosed, 2.0)
-            testCase.fail("a server connection stayed open after its client left")
-
-    testCase.addCleanup(cleanup)
-    address: Any = port.getHost()
-    return address.port
-
-
-def wait(predicate: Callable[[], bool], seconds: float = TIMEOUT) -> Deferred[None]:
-    """Fire once C{predicate()} is true (checked every 10 ms), failing after C{seconds}."""
-    d: Deferred[None] = Deferred()
-    deadline = time.monotonic() + seconds
-
-    def check() -> None:
-        if predicate():
-            d.callback(None)
-        elif time.monotonic() > deadline:
-            d.errback(AssertionError(f"condition not met within {seconds} s"))
-        else:
-            reactor.callLater(0.01, check)
-
-    check()
-    return d
-
-
-class _CollectingProcess(ProcessProtocol):
-    """Collect a child's output; fire C{ended} with C{(out, err, exitCode)}."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.err = bytearray()
-        self.ended: Deferred[tuple[bytes, bytes, int | None]] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback((bytes(self.out), bytes(self.err), getattr(reason.value, "exitCode", None)))
-
-
-@inlineCallbacks
-def runProcess(executable: str, args: list[str], cwd: str, seconds: float) -> Any:
-    """
-    Run C{executable} with C{args} in C{cwd}; return C{(out, err, exitCode)}.
-
-    A child still running after C{seconds} is killed, and the test fails.
-    """
-    collector = _CollectingProcess()
-    process = reactor.spawnProcess(collector, executable, [executable, *args], env=os.environ, path=cwd)
-    timedOut = []
-
-    def kill() -> None:
-        timedOut.append(True)
-        process.signalProcess("KILL")
-
-    killer = reactor.callLater(seconds, kill)
-    out, err, exitCode = yield collector.ended
-    if killer.active():
-        killer.cancel()
-    if timedOut:
-        raise AssertionError(f"{executable} still running after {seconds} s; killed. stderr: {err!r}")
-    return out, err, exitCode
-
-
-NODE_DIR = Path(__file__).parent / "node"
-
-
-def nodeOrSkip(module: str, required: bool = False) -> str:
-    """
-    The path of C{node}, when it and C{tests/node/node_modules/<module>} exist.
-
-    A missing one fails the test in CI (C{CI} set) or when C{required};
-    otherwise it skips the test, saying how to get it.
-    """
-    node = shutil.which("node")
-    missing = []
-    if node is None:
-        missing.append("node is not on PATH")
-    if not (NODE_DIR / "node_modules" / module).is_dir():
-        missing.append(f"tests/node/node_modules/{module} is missing (run: npm ci in tests/node)")
-    if missing:
-        message = "; ".join(missing)
-        if required or os.environ.get("CI"):
-            raise AssertionError(message)
-        raise SkipTest(message)
-    assert node is not None
-    return node
-
-
-# RFC 6455, on a blocking socket, for the raw client.
+# RFC 6455, on a blocking socket, for the blocking client.
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -434,7 +235,7 @@ def decodeAll(data: bytes) -> list[tuple[tuple[bool, int, bytes, bool], bytes]]:
         data = decoded[1]
 
 
-class RawClient:
+class BlockingClient:
     """
     A blocking RFC 6455 client on a plain socket, for byte-exact tests.
 
@@ -465,17 +266,11 @@ class RawClient:
 
     def readHead(self) -> tuple[int, dict[bytes, list[bytes]]]:
         """Read a response head: C{(status, {lower-case name: [values]})}."""
-        while b"\r\n\r\n" not in self.buffer:
+        while (parsed := parseHead(self.buffer)) is None:
             if not self._more():
                 raise ConnectionError(f"closed before a response head: {self.buffer!r}")
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ")[1])
-        headers: dict[bytes, list[bytes]] = {}
-        for line in lines[1:]:
-            name, value = line.split(b":", 1)
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-        return status, headers
+        head, self.buffer = parsed
+        return head.code, head.byName()
 
     def readBody(self, headers: dict[bytes, list[bytes]]) -> bytes:
         """Read a body of the C{Content-Length} in C{headers}."""

@@ -21,23 +21,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor as _globalReactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.e2e_helpers import RawClient, request
-
-reactor: Any = _globalReactor
+from tests.support.http import parseResponse, request
+from tests.support.net import RawClient, freePort, reactor
+from tests.support.processes import binaryOrSkip
 
 NGINX = "/usr/sbin/nginx"
 HAPROXY = "/usr/sbin/haproxy"
@@ -56,28 +54,6 @@ READY_PATH = "/__txupgrade_proxy_ready"
 
 #: What the binaries say when their port is taken.
 _ADDRESS_IN_USE = b"Address already in use"
-
-
-def binaryOrSkip(path: str, package: str) -> str:
-    """
-    C{path}, when it is an executable.
-
-    A missing one fails the test in CI (C{CI} set) and skips it otherwise.
-    """
-    if os.access(path, os.X_OK):
-        return path
-    message = f"{path} is missing (install the Debian package {package}, as .ci/install does)"
-    if os.environ.get("CI"):
-        raise AssertionError(message)
-    raise SkipTest(message)
-
-
-def freePort() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def nginxConfig(directory: Path, listenPort: int, backendPort: int, token: str) -> str:
@@ -324,11 +300,12 @@ def probe(port: int, token: str) -> Any:
     except Exception:
         pass
     finally:
-        if client.lostReason is None and client.transport is not None:
-            client.transport.abortConnection()  # type: ignore[attr-defined]
-            yield client.lost
-    head, _, body = client.data.partition(b"\r\n\r\n")
-    return head.startswith(b"HTTP/1.1 200 ") and body == token.encode("ascii")
+        yield client.close()
+    try:
+        response = parseResponse(client.data)
+    except AssertionError:
+        return False
+    return response.code == 200 and response.body == token.encode("ascii")
 
 
 @inlineCallbacks
@@ -400,33 +377,3 @@ def _stopAndCheck(process: ProxyProcess) -> Any:
     yield process.stop()
     if exitedEarly:
         raise AssertionError(f"the proxy exited during the test: {process.describe()}")
-
-
-def parseResponse(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes, bytes]:
-    """
-    One HTTP/1.1 response from the start of C{data}:
-    C{(status, {lower-case name: [values]}, body, rest)}.
-
-    The body is framed by C{Content-Length} or chunked; C{rest} is what follows.
-    """
-    head, separator, rest = data.partition(b"\r\n\r\n")
-    if not separator:
-        raise AssertionError(f"no whole response head in {data!r}")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    headers: dict[bytes, list[bytes]] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    if b"chunked" in b",".join(headers.get(b"transfer-encoding", [])).lower():
-        body = b""
-        while True:
-            sizeLine, _, rest = rest.partition(b"\r\n")
-            size = int(sizeLine.split(b";")[0], 16)
-            if size == 0:
-                _, _, rest = rest.partition(b"\r\n")
-                return status, headers, body, rest
-            body += rest[:size]
-            rest = rest[size + 2 :]
-    length = int(headers.get(b"content-length", [b"0"])[0])
-    return status, headers, rest[:length], rest[length:]

@@ -1,0 +1,712 @@
+#!/usr/bin/env python
+"""
+Raw-stream handoff and RFC 2817 TLS upgrade, as ratios against the same
+server without the upgrade, in one run.
+
+1. AMP: calls per second of an AMP service reached with ``Upgrade: amp``
+   (L{txupgrade.stream.StreamUpgrade}) vs the same factory listening alone.
+   Goal >= 0.95 per server CPU-second.
+2. Raw stream: bytes echoed per second through ``Upgrade: tcp`` vs the same
+   echo factory listening alone (64 KiB writes). Goal >= 0.95.
+3. TLS: ``Upgrade: TLS/1.2`` connections (request, 101, handshake, the
+   original request answered over TLS, close) vs direct TLS connections to an
+   ``ssl:`` listener of the same site (handshake, the same GET, close).
+   Goal >= 0.9 per server CPU-second.
+
+Every server runs in its own process (``--serve KIND``); each load runs in
+its own process (``--load KIND``) that samples the server's CPU time (psutil)
+at the start and end of its measurement window. The pairs are measured
+interleaved (A, B, A, B, ...) and the per-round ratios are printed with the
+mean. In-memory figures of the Python work (no sockets, no crypto) follow.
+
+Run ``python benchmarks/bench_stream.py`` (about 2 minutes) or ``--quick``
+(seconds; smoke test only, not figures). ``--only amp,raw,tls,memory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import ssl as pyssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+HOST = "127.0.0.1"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHUNK = 64 * 1024
+PAYLOAD = b"p" * 1024
+
+
+def _path() -> None:
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+
+
+def say(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------
+
+
+def _ampModule() -> Any:
+    """The AMP command and server protocol, shared by servers and clients."""
+    from twisted.protocols import amp
+
+    class Echo(amp.Command):
+        arguments = [(b"payload", amp.String())]
+        response = [(b"payload", amp.String())]
+
+    class EchoAMP(amp.AMP):
+        @Echo.responder
+        def echo(self, payload: bytes) -> dict[str, bytes]:
+            return {"payload": payload}
+
+    return Echo, EchoAMP
+
+
+def serve(kind: str, pem: str) -> None:
+    """Run one server until the driver goes away; print its port."""
+    _path()
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.task import LoopingCall
+    from twisted.logger import globalLogBeginner
+    from twisted.web.resource import Resource
+    from twisted.web.static import Data
+
+    from txupgrade.channel import UpgradeSite
+    from txupgrade.stream import StreamUpgrade
+    from txupgrade.tls import TLSUpgrade, certificateOptionsFromPEM
+
+    globalLogBeginner.beginLoggingTo([lambda event: None], discardBuffer=True, redirectStandardIO=False)
+
+    class QuietSite(UpgradeSite):
+        def log(self, request: object) -> None:
+            """No access log (the same for both sides)."""
+
+    class RawEcho(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    _, EchoAMP = _ampModule()
+    root = Resource()
+    root.putChild(b"", Data(b"ok", "text/plain"))
+    factory: Any
+    description = "tcp:0:interface=127.0.0.1:backlog=1024"
+    if kind == "amp-upgrade":
+        factory = QuietSite(root, [StreamUpgrade("amp", Factory.forProtocol(EchoAMP))])
+    elif kind == "amp-alone":
+        factory = Factory.forProtocol(EchoAMP)
+    elif kind == "raw-upgrade":
+        factory = QuietSite(root, [StreamUpgrade("tcp", Factory.forProtocol(RawEcho))])
+    elif kind == "raw-alone":
+        factory = Factory.forProtocol(RawEcho)
+    elif kind == "tls-upgrade":
+        factory = QuietSite(root, [TLSUpgrade(certificateOptionsFromPEM(pem))])
+    elif kind == "tls-direct":
+        factory = QuietSite(root, [])
+        description = f"ssl:0:interface=127.0.0.1:backlog=1024:privateKey={pem}"
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
+
+    def listening(port: Any) -> None:
+        sys.stdout.write(f"PORT {port.getHost().port}\n")
+        sys.stdout.flush()
+
+    serverFromString(reactor, description).listen(factory).addCallback(listening)
+    parent = os.getppid()
+
+    def watchParent() -> None:
+        if os.getppid() != parent:
+            reactor.stop()  # type: ignore[attr-defined]
+
+    LoopingCall(watchParent).start(0.5, now=False)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------
+# Loads (each in its own process; prints one JSON line)
+# --------------------------------------------------------------------------
+
+
+def _cpu(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _readHead(sock: socket.socket) -> bytes:
+    """Read up to the end of a response head; nothing after it is expected."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError(f"closed during the head: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if rest:
+        raise RuntimeError(f"bytes after the head: {rest[:80]!r}")
+    return head
+
+
+def loadAMP(
+    kind: str, port: int, pid: int, seconds: float, warmup: float, connections: int
+) -> dict[str, Any]:
+    """AMP Echo calls with 1 KiB payloads, 16 in flight on each connection."""
+    _path()
+    from twisted.internet import reactor
+    from twisted.internet.defer import gatherResults
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from txupgrade.client import upgrade
+
+    Echo, _ = _ampModule()
+    from twisted.protocols import amp
+
+    state = {"count": 0, "measuring": False, "stop": False}
+    window: dict[str, float] = {}
+
+    def run(proto: Any) -> None:
+        def call() -> None:
+            if state["stop"]:
+                return
+            proto.callRemote(Echo, payload=PAYLOAD).addCallback(done)
+
+        def done(result: Any) -> None:
+            if state["measuring"]:
+                state["count"] += 1
+            call()
+
+        for _ in range(16):
+            call()
+
+    def connectOne() -> Any:
+        endpoint = TCP4ClientEndpoint(reactor, HOST, port)
+        if kind == "upgrade":
+            return upgrade(endpoint, ["amp"], lambda response: amp.AMP())
+        return connectProtocol(endpoint, amp.AMP())
+
+    def start(protocols: list[Any]) -> None:
+        for proto in protocols:
+            run(proto)
+        reactor.callLater(warmup, begin)  # type: ignore[attr-defined]
+
+    def begin() -> None:
+        state["measuring"] = True
+        window["cpu0"], window["t0"] = _cpu(pid), time.perf_counter()
+        reactor.callLater(seconds, end)  # type: ignore[attr-defined]
+
+    def end() -> None:
+        state["measuring"] = False
+        state["stop"] = True
+        window["cpu1"], window["t1"] = _cpu(pid), time.perf_counter()
+        reactor.stop()  # type: ignore[attr-defined]
+
+    def failed(reason: Any) -> None:
+        window["error"] = 1
+        sys.stderr.write(reason.getTraceback())
+        reactor.stop()  # type: ignore[attr-defined]
+
+    gatherResults([connectOne() for _ in range(connections)]).addCallbacks(start, failed)
+    reactor.run()  # type: ignore[attr-defined]
+    if "error" in window:
+        raise SystemExit(1)
+    return {
+        "count": state["count"],
+        "wall": window["t1"] - window["t0"],
+        "serverCpu": window["cpu1"] - window["cpu0"],
+    }
+
+
+def loadRaw(
+    kind: str, port: int, pid: int, seconds: float, warmup: float, connections: int
+) -> dict[str, Any]:
+    """64 KiB writes, up to 256 KiB in flight per connection, echoes counted."""
+    import selectors
+
+    socks = []
+    for _ in range(connections):
+        sock = socket.create_connection((HOST, port), timeout=10)
+        if kind == "upgrade":
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+            head = _readHead(sock)
+            if not head.startswith(b"HTTP/1.1 101 "):
+                raise RuntimeError(head)
+        sock.setblocking(False)
+        socks.append(sock)
+    selector = selectors.DefaultSelector()
+    inflight = dict.fromkeys(range(connections), 0)
+    for i, sock in enumerate(socks):
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, i)
+    chunk = b"r" * CHUNK
+    received = 0
+    t0 = time.perf_counter()
+    measuring = False
+    cpu0 = start = 0.0
+    deadline = t0 + warmup + seconds
+    while True:
+        now = time.perf_counter()
+        if not measuring and now >= t0 + warmup:
+            measuring, received, cpu0, start = True, 0, _cpu(pid), now
+        if now >= deadline:
+            break
+        for key, events in selector.select(0.1):
+            i = key.data
+            sock = key.fileobj  # type: ignore[assignment]
+            if events & selectors.EVENT_READ:
+                data = sock.recv(1 << 20)  # type: ignore[attr-defined]
+                if not data:
+                    raise RuntimeError("server closed")
+                received += len(data)
+                inflight[i] -= len(data)
+            if events & selectors.EVENT_WRITE and inflight[i] < 4 * CHUNK:
+                try:
+                    sent = sock.send(chunk)  # type: ignore[attr-defined]
+                except BlockingIOError:
+                    sent = 0
+                inflight[i] += sent
+    cpu1, end = _cpu(pid), time.perf_counter()
+    for sock in socks:
+        sock.close()
+    return {"count": received, "wall": end - start, "serverCpu": cpu1 - cpu0}
+
+
+def loadTLS(
+    kind: str, port: int, pid: int, seconds: float, warmup: float, connections: int, cafile: str
+) -> dict[str, Any]:
+    """New connections: TLS (direct or by upgrade), GET / answered, close; C{connections} threads."""
+    context = pyssl.create_default_context(cafile=cafile)
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    state = {"count": 0, "measuring": False, "stop": False, "errors": 0}
+    lock = threading.Lock()
+
+    def once() -> None:
+        with socket.create_connection((HOST, port), timeout=10) as sock:
+            if kind == "upgrade":
+                sock.sendall(request + b"Connection: Upgrade\r\nUpgrade: TLS/1.2\r\n\r\n")
+                head = _readHead(sock)
+                if not head.startswith(b"HTTP/1.1 101 "):
+                    raise RuntimeError(head)
+            with context.wrap_socket(sock, server_hostname=HOST) as tls:
+                if kind != "upgrade":
+                    tls.sendall(request + b"\r\n")
+                data = b""
+                while not data.endswith(b"\r\n\r\nok"):
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        raise RuntimeError(f"closed: {data!r}")
+                    data += chunk
+
+    def worker() -> None:
+        while not state["stop"]:
+            try:
+                once()
+            except Exception as error:
+                with lock:
+                    state["errors"] += 1
+                sys.stderr.write(f"{error!r}\n")
+                continue
+            if state["measuring"]:
+                with lock:
+                    state["count"] += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    time.sleep(warmup)
+    state["measuring"] = True
+    cpu0, t0 = _cpu(pid), time.perf_counter()
+    time.sleep(seconds)
+    state["measuring"] = False
+    cpu1, t1 = _cpu(pid), time.perf_counter()
+    state["stop"] = True
+    for thread in threads:
+        thread.join(10)
+    return {"count": state["count"], "wall": t1 - t0, "serverCpu": cpu1 - cpu0, "errors": state["errors"]}
+
+
+# --------------------------------------------------------------------------
+# In-memory figures of the Python work
+# --------------------------------------------------------------------------
+
+
+def memoryFigures(quick: bool) -> list[tuple[str, float, float, str]]:
+    """
+    (name, txupgrade µs, baseline µs, unit) rows, measured without sockets:
+    the cost of one 64 KiB read through the stream handoff vs the protocol
+    called directly, and the Python work of a TLS upgrade without crypto
+    (upgrade request, 101, startTLS on a fake transport, then the original
+    request answered as after handshakeCompleted) vs the same GET answered
+    on a fresh connection.
+    """
+    _path()
+    from twisted.internet.interfaces import ITLSTransport
+    from twisted.internet.main import CONNECTION_DONE
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.task import Clock
+    from twisted.python.failure import Failure
+    from twisted.web.resource import Resource
+    from twisted.web.static import Data
+    from zope.interface import implementer
+
+    from txupgrade.channel import UpgradeSite
+    from txupgrade.stream import StreamUpgrade
+    from txupgrade.testing import upgradeRequest
+    from txupgrade.tls import TLSUpgrade
+
+    connectionDone = Failure(CONNECTION_DONE)
+
+    class NullTransport:
+        disconnecting = False
+        connected = True
+
+        def __init__(self) -> None:
+            self.protocol: Any = None
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        writeSequence = write
+
+        def pauseProducing(self) -> None:
+            pass
+
+        resumeProducing = stopProducing = pauseProducing
+
+        def registerProducer(self, producer: object, streaming: bool) -> None:
+            pass
+
+        def unregisterProducer(self) -> None:
+            pass
+
+        def getPeer(self) -> None:
+            return None
+
+        getHost = getPeer
+
+        def loseConnection(self) -> None:
+            self.disconnecting = True
+
+        abortConnection = loseConnection
+
+        def setTcpNoDelay(self, enabled: bool) -> None:
+            pass
+
+    class RawEcho(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    class Quiet(UpgradeSite):
+        def log(self, request: object) -> None:
+            pass
+
+    rows: list[Any] = []
+    n = 20_000 if quick else 300_000
+    chunk = b"r" * CHUNK
+
+    direct = RawEcho()
+    transport = NullTransport()
+    direct.makeConnection(transport)  # type: ignore[arg-type]
+    t = time.perf_counter()
+    for _ in range(n):
+        direct.dataReceived(chunk)
+    directCost = (time.perf_counter() - t) / n * 1e6
+
+    site = Quiet(Resource(), [StreamUpgrade("tcp", Factory.forProtocol(RawEcho))], reactor=Clock())
+    server = site.buildProtocol(None)
+    transport = NullTransport()
+    transport.protocol = server
+    server.makeConnection(transport)
+    server.dataReceived(upgradeRequest(["tcp"]))
+    switched = transport.protocol
+    t = time.perf_counter()
+    for _ in range(n):
+        switched.dataReceived(chunk)
+    rows.append(
+        ("64 KiB read through the stream handoff", (time.perf_counter() - t) / n * 1e6, directCost, "µs")
+    )
+
+    root = Resource()
+    root.putChild(b"", Data(b"ok", "text/plain"))
+    upgradeSite = Quiet(root, [TLSUpgrade(object())], reactor=Clock())
+    count = 500 if quick else 20_000
+    get = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    offer = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: TLS/1.2\r\n\r\n"
+
+    @implementer(ITLSTransport)
+    class NullTLSTransport(NullTransport):
+        def startTLS(self, options: object) -> None:
+            pass
+
+    def upgraded() -> None:
+        transport = NullTLSTransport()
+        server = upgradeSite.buildProtocol(None)
+        transport.protocol = server
+        server.makeConnection(transport)
+        server.dataReceived(offer)
+        switch = transport.protocol
+        switch.handshakeCompleted()  # what the TLS layer calls; then the original request is answered
+        switch.connectionLost(connectionDone)
+
+    def plain() -> None:
+        transport = NullTLSTransport()
+        server = upgradeSite.buildProtocol(None)
+        transport.protocol = server
+        server.makeConnection(transport)
+        server.dataReceived(get)
+        server.connectionLost(connectionDone)
+
+    for name, work in (("upgrade", upgraded), ("plain", plain)):
+        work()
+        t = time.perf_counter()
+        for _ in range(count):
+            work()
+        rows.append((name, (time.perf_counter() - t) / count * 1e6))
+    (_, upgradeCost), (_, plainCost) = rows[-2:]
+    del rows[-2:]
+    rows.append(("TLS upgrade's HTTP work (no crypto) vs one GET", upgradeCost, plainCost, "µs/conn"))
+
+    from OpenSSL import SSL
+
+    return [*rows, _handshakeFloor(SSL, 50 if quick else 400)]
+
+
+def _handshakeFloor(SSL: Any, count: int) -> tuple[str, float, float, str]:
+    """Server-side pyOpenSSL handshake cost in memory (the crypto floor of part 3)."""
+    cert = _certificate()
+    from twisted.internet import ssl
+
+    from txupgrade.tls import certificateOptionsFromPEM
+
+    serverContext = certificateOptionsFromPEM(cert[0]).getContext()
+    clientContext = ssl.CertificateOptions().getContext()
+    serverTime = 0.0
+    for _ in range(count):
+        server = SSL.Connection(serverContext, None)
+        server.set_accept_state()
+        client = SSL.Connection(clientContext, None)
+        client.set_connect_state()
+        done = False
+        while not done:
+            done = True
+            for side, other, isServer in ((client, server, False), (server, client, True)):
+                t = time.perf_counter()
+                try:
+                    side.do_handshake()
+                except SSL.WantReadError:
+                    done = False
+                if isServer:
+                    serverTime += time.perf_counter() - t
+                try:
+                    data = side.bio_read(65536)
+                except SSL.WantReadError:
+                    data = b""
+                if data:
+                    t = time.perf_counter()
+                    other.bio_write(data)
+                    if not isServer:
+                        serverTime += time.perf_counter() - t
+                    done = False
+    floor = serverTime / count * 1e6
+    return ("server TLS handshake, pyOpenSSL in memory", floor, floor, "µs (crypto floor)")
+
+
+_CERT: list[tuple[str, str]] = []
+
+
+def _certificate() -> tuple[str, str]:
+    """A throwaway CA and a 127.0.0.1 certificate: (server PEM, CA PEM) paths."""
+    if not _CERT:
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert(HOST)
+        directory = tempfile.mkdtemp(prefix="bench_stream_")
+        pem = os.path.join(directory, "server.pem")
+        cafile = os.path.join(directory, "ca.pem")
+        cert.private_key_and_cert_chain_pem.write_to_path(pem)
+        ca.cert_pem.write_to_path(cafile)
+        _CERT.append((pem, cafile))
+    return _CERT[0]
+
+
+# --------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------
+
+
+class Server:
+    """A server process of one kind; its port and pid."""
+
+    def __init__(self, kind: str, pem: str) -> None:
+        self.kind = kind
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--pem", pem],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"server {kind} did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def runLoad(part: str, kind: str, server: Server, seconds: float, warmup: float, connections: int) -> Any:
+    """Run one load process against C{server}; its JSON result."""
+    args = [
+        sys.executable,
+        __file__,
+        "--load",
+        f"{part}:{kind}",
+        "--port",
+        str(server.port),
+        "--pid",
+        str(server.process.pid),
+        "--seconds",
+        str(seconds),
+        "--warmup",
+        str(warmup),
+        "--connections",
+        str(connections),
+        "--pem",
+        _certificate()[1],
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + warmup + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"load {part}:{kind} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+PARTS = {
+    # part: (our server, baseline server, unit, goal, connections)
+    "amp": ("amp-upgrade", "amp-alone", "calls", 0.95, 8),
+    "raw": ("raw-upgrade", "raw-alone", "MB", 0.95, 8),
+    "tls": ("tls-upgrade", "tls-direct", "conns", 0.90, 4),
+}
+
+
+def measure(parts: list[str], rounds: int, seconds: float, warmup: float) -> list[tuple[Any, ...]]:
+    pem = _certificate()[0]
+    rows = []
+    for part in parts:
+        ours, theirs, unit, goal, connections = PARTS[part]
+        servers = {"upgrade": Server(ours, pem), "alone": Server(theirs, pem)}
+        try:
+            results: dict[str, list[Any]] = {"upgrade": [], "alone": []}
+            for _ in range(rounds):
+                for kind in ("upgrade", "alone"):
+                    results[kind].append(runLoad(part, kind, servers[kind], seconds, warmup, connections))
+        finally:
+            for server in servers.values():
+                server.stop()
+        scale = 1e6 if unit == "MB" else 1.0
+
+        def perCpu(r: dict[str, Any], scale: float = scale) -> float:
+            return float(r["count"]) / scale / max(r["serverCpu"], 1e-9)
+
+        def perWall(r: dict[str, Any], scale: float = scale) -> float:
+            return float(r["count"]) / scale / r["wall"]
+
+        for label, rate in (("per server CPU-s", perCpu), ("wall", perWall)):
+            ratios = [
+                rate(a) / max(rate(b), 1e-9)
+                for a, b in zip(results["upgrade"], results["alone"], strict=True)
+            ]
+            ourRate = statistics.mean(rate(r) for r in results["upgrade"])
+            theirRate = statistics.mean(rate(r) for r in results["alone"])
+            rows.append(
+                (
+                    f"{part} {unit}/s, {label}",
+                    f"{ourRate:,.1f}",
+                    f"{theirRate:,.1f}",
+                    ourRate / max(theirRate, 1e-9),
+                    " ".join(f"{x:.3f}" for x in ratios),
+                    goal if label.startswith("per server") else None,
+                )
+            )
+        cpuShare = statistics.mean(r["serverCpu"] / r["wall"] for r in results["upgrade"] + results["alone"])
+        single = {"calls": "call", "MB": "MB", "conns": "connection"}[unit]
+        perUnit = {k: 1e6 / max(statistics.mean(perCpu(r) for r in v), 1e-9) for k, v in results.items()}
+        say(
+            f"  {part}: server busy {cpuShare:.0%} of the window on average; server CPU per {single}:"
+            f" {perUnit['upgrade']:.1f} µs through the upgrade, {perUnit['alone']:.1f} µs alone"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="seconds, small counts: smoke test only")
+    parser.add_argument("--only", default="amp,raw,tls,memory")
+    parser.add_argument("--serve")
+    parser.add_argument("--load")
+    parser.add_argument("--pem", default="")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--pid", type=int)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.pem)
+        return
+    if args.load:
+        part, kind = args.load.split(":")
+        if part == "amp":
+            result = loadAMP(kind, args.port, args.pid, args.seconds, args.warmup, args.connections)
+        elif part == "raw":
+            result = loadRaw(kind, args.port, args.pid, args.seconds, args.warmup, args.connections)
+        else:
+            result = loadTLS(kind, args.port, args.pid, args.seconds, args.warmup, args.connections, args.pem)
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+
+    only = [p.strip() for p in args.only.split(",") if p.strip()]
+    rounds, seconds, warmup = (1, 0.3, 0.1) if args.quick else (3, 5.0, 1.0)
+    say(f"bench_stream: {rounds} round(s) of {seconds} s per side, {os.cpu_count()} CPUs")
+    say(f"machine load before the run (1, 5, 15 min): {os.getloadavg()}")
+    rows = measure([p for p in only if p in PARTS], rounds, seconds, warmup)
+    memory = memoryFigures(args.quick) if "memory" in only else []
+    say("\n== SUMMARY ==")
+    say("| figure | txupgrade | baseline | ratio | per-round ratios | goal | verdict |")
+    say("|---|---|---|---|---|---|---|")
+    for figure, ours, theirs, ratio, spread, goal in rows:
+        verdict = "n/a" if goal is None else ("met" if ratio >= goal else "MISSED")
+        goalText = "none" if goal is None else f">= {goal:.2f}"
+        say(f"| {figure} | {ours} | {theirs} | {ratio:.3f} | {spread} | {goalText} | {verdict} |")
+    if memory:
+        say("\n== IN MEMORY (Python work, no sockets) ==")
+        say("| figure | txupgrade | baseline | unit |")
+        say("|---|---|---|---|")
+        for figure, ours, theirs, unit in memory:
+            say(f"| {figure} | {ours:.2f} | {theirs:.2f} | {unit} |")
+    say(f"\nmachine load after the run: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

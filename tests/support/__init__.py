@@ -1,0 +1,14 @@
+"""
+Shared helpers of the test suite, one module a concern:
+
+  - L{tests.support.net}: real listeners on 127.0.0.1 (L{listen}, over TCP or
+    TLS), the site that tracks its connections (L{TrackingSite}), the raw
+    Twisted client that keeps every byte (L{RawClient}), and bounded waits.
+  - L{tests.support.http}: request bytes, the one HTTP response parser (h11),
+    and the small test resources and upgrade protocols.
+  - L{tests.support.websocket}: RFC 6455 frames and handshakes, the blocking
+    client for tests run in a thread, and the recording autobahn server.
+  - L{tests.support.processes}: bounded child processes, and the binaries the
+    end-to-end tests need (missing: skip locally, fail in CI).
+  - L{tests.support.proxies}: real nginx and HAProxy in front of a test site.
+"""
