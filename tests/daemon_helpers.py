@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.e2e_helpers import reactor, withTimeout
+from tests.support.net import reactor, withTimeout
 
 #: How long a daemon gets to start serving (the machine is shared and slow).
 START_TIMEOUT = 45.0

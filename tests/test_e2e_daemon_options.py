@@ -22,8 +22,8 @@ from websockets.sync.client import unix_connect as wsUnixConnect
 
 from tests.daemon_helpers import LOCAL, runToEnd, spawnDaemon, startDaemon
 from tests.daemon_sample import HELLO
+from tests.support.net import TrackingSite, inThread, listen, wait
 from tests.test_e2e_plugins import GOOD_PLUGIN
-from tests.websocket_helpers import TrackingSite, inThread, listen, wait
 from txupgrade.demo import demoRoot
 from txupgrade.echo import EchoUpgrade
 from txupgrade.registry import ProtocolRegistry
