@@ -38,3 +38,41 @@ def chatFactory() -> Any:
     factory = WebSocketServerFactory()
     factory.protocol = Chat
     return factory
+
+
+#: What L{SlowPage} writes at once, and after L{SLOW_SECONDS}.
+SLOW_FIRST = b"first half, "
+SLOW_REST = b"second half\n"
+SLOW_SECONDS = 1.5
+
+
+class SlowPage(Resource):
+    """A response in two parts, L{SLOW_SECONDS} apart: an in-flight response to drain."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> Any:
+        from twisted.internet import reactor
+        from twisted.web.server import NOT_DONE_YET
+
+        request.setHeader(b"Content-Type", b"text/plain")
+        request.setHeader(b"Content-Length", b"%d" % (len(SLOW_FIRST) + len(SLOW_REST)))
+        request.write(SLOW_FIRST)
+
+        def rest() -> None:
+            request.write(SLOW_REST)
+            request.finish()
+
+        call = reactor.callLater(SLOW_SECONDS, rest)
+        request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
+        return NOT_DONE_YET
+
+
+def slowDemo() -> Resource:
+    """The demo root, plus L{SlowPage} at C{/slow}."""
+    from txupgrade.demo import demoRoot
+    from txupgrade.registry import ProtocolRegistry
+
+    root = demoRoot(ProtocolRegistry.fromPlugins())
+    root.putChild(b"slow", SlowPage())
+    return root

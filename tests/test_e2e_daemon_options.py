@@ -20,8 +20,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as wsConnect
 from websockets.sync.client import unix_connect as wsUnixConnect
 
-from tests.daemon_helpers import LOCAL, runToEnd, spawnDaemon, startDaemon
 from tests.daemon_sample import HELLO
+from tests.support.daemon import LOCAL, runToEnd, spawnDaemon, startDaemon
 from tests.support.net import TrackingSite, inThread, listen, wait
 from tests.test_e2e_plugins import GOOD_PLUGIN
 from txupgrade.demo import demoRoot

@@ -43,6 +43,7 @@ PRIVATE_NAMES = {
     "_handleStar": "twisted.web.server.Request",
     "_HTTPChannel__first_line": "HTTPChannel",
     "_receivedHeaderSize": "HTTPChannel",
+    "_sslContextFactory": "SSL4ServerEndpoint",
     "_disconnected": "Request",
     "_command": "HTTPChannel",
     "_path": "HTTPChannel",
@@ -274,3 +275,33 @@ class AdapterTests(SynchronousTestCase):
         self.assertIs(wrapper._channel, new)
         self.assertEqual(wrapper._negotiatedProtocol, b"http/1.1")
         self.assertFalse(hasattr(channel, "_txupgradeWrapper"))
+
+
+class SSLServerEndpointTests(SynchronousTestCase):
+    """The TLS context of an C{ssl:} server endpoint, which a C{--workers} worker reuses."""
+
+    def test_sslContextFactory(self) -> None:
+        """C{serverFromString} keeps the context factory it built in C{_sslContextFactory}."""
+        import os
+        import shutil
+        import tempfile
+
+        import trustme
+        from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+
+        authority = trustme.CA()
+        directory = tempfile.mkdtemp(prefix="txupgrade-compat-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        pem = os.path.join(directory, "site.pem")
+        with open(pem, "wb") as f:
+            f.write(authority.issue_cert("localhost").private_key_and_cert_chain_pem.bytes())
+        endpoint = serverFromString(Clock(), f"ssl:0:privateKey={pem}")
+        self.assertIsInstance(endpoint, SSL4ServerEndpoint)
+        if not hasattr(endpoint, "_sslContextFactory"):
+            self.fail(
+                f"Twisted {twistedVersion}: SSL4ServerEndpoint has no '_sslContextFactory'; "
+                "txupgrade/_twistedcompat.py must be updated for this Twisted"
+            )
+        context = _twistedcompat.sslContextFactory(endpoint)
+        self.assertTrue(callable(getattr(context, "getContext", None)), context)
+        context.getContext()

@@ -52,8 +52,10 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import classImplements
 
 from txupgrade._wshandshake import Handshake
+from txupgrade.interfaces import IDrainable
 
 __all__ = [
     "FINGERPRINTS",
@@ -416,6 +418,15 @@ def _thenBreakCycles(connectionLost: Callable[[Any, Failure], None]) -> Callable
 _switchedClasses: dict[tuple[type, str], type] = {}
 
 
+def _drainGoingAway(self: Any) -> None:
+    """
+    L{IDrainable}: the server is going away: close with 1001 (RFC 6455
+    §7.4.1), through C{sendCloseFrame} (C{sendClose} allows applications
+    only 1000 and 3000-4999).
+    """
+    self.sendCloseFrame(code=1001, reasonUtf8=b"going away", isReply=False)
+
+
 def switchedClass(cls: type, path: str) -> type:
     """
     A subclass of the factory's protocol class that starts in the OPEN state
@@ -438,6 +449,9 @@ def switchedClass(cls: type, path: str) -> type:
             namespace["_connectionMade"] = _connectionMadePortable(cls._connectionMade)  # type: ignore[attr-defined]
         lost: Any = namespace.get("connectionLost") or cls.connectionLost  # type: ignore[attr-defined]
         namespace["connectionLost"] = _thenBreakCycles(lost)
+        if not hasattr(cls, "drain"):
+            namespace["drain"] = _drainGoingAway
         switched = type(cls.__name__, (cls,), namespace)
+        classImplements(switched, IDrainable)  # type: ignore[misc]
         _switchedClasses[(cls, path)] = switched
     return switched

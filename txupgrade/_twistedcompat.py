@@ -30,6 +30,7 @@ __all__ = [
     "releaseChannel",
     "requestGone",
     "requestVersion",
+    "sslContextFactory",
     "swapProtocol",
     "takeTrailingData",
     "wrapChannel",
@@ -208,6 +209,16 @@ def feedTLS(transport: Any, data: bytes) -> None:
     ahead of anything the transport reads next.
     """
     transport.protocol.dataReceived(data)
+
+
+def sslContextFactory(endpoint: Any) -> Any:
+    """
+    The TLS context factory of an C{ssl:} server endpoint (an
+    L{SSL4ServerEndpoint} from C{serverFromString}), with every option of
+    its description applied: a worker of C{--workers} serves TLS with it on
+    the socket it inherits instead of binding.
+    """
+    return endpoint._sslContextFactory
 
 
 def injectRequest(

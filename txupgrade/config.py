@@ -148,6 +148,14 @@ SETTINGS: tuple[Setting, ...] = (
         "policy", "value", _choice("client", "server"), "client", "Whose preference picks the protocol", ""
     ),
     Setting("access-log", "value", _text, None, "Write a combined access log to this file", "PATH"),
+    Setting(
+        "workers",
+        "value",
+        _positive(int),
+        0,
+        "Serve with N worker processes sharing the listening sockets (0: serve in this process)",
+        "N",
+    ),
     Setting("no-advertise", "flag", bool, False, "Do not list available protocols in Upgrade on answers"),
     Setting(
         "no-prior-knowledge",

@@ -11,12 +11,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.interfaces import IDrainable, IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decision, UpgradeRequest
 
 __all__ = ["EchoProtocol", "EchoResource", "EchoUpgrade"]
 
 
+@implementer(IDrainable)
 class EchoProtocol(Protocol):
     """
     Write back every byte received, reading no faster than the peer reads.
@@ -35,6 +36,19 @@ class EchoProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+    def drain(self) -> None:
+        """
+        L{IDrainable}: half-close (no more bytes from us, still echoing what
+        the peer sends until it closes its side); close when half-close is
+        not available.
+        """
+        transport: Any = self.transport
+        loseWrite = getattr(transport, "loseWriteConnection", None)
+        if loseWrite is None:
+            transport.loseConnection()
+        else:
+            loseWrite()
 
 
 @implementer(IUpgradeProtocol)

@@ -171,9 +171,12 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
 
     @raise ConfigError: a setting that cannot be used, or a listener that cannot bind.
     """
+    from txupgrade import workers
     from txupgrade.daemon import DaemonService
 
     site = makeSite(settings, protocols)
+    if settings.get("workers") or workers.isWorker():
+        return workers.buildService(settings, site, reactor)
     service = DaemonService(
         site,
         settings["listen"],

@@ -22,12 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from zope.interface import implementer
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IDrainable
@@ -61,6 +62,7 @@ def upgradedName(head: bytes) -> str:
     return "?"
 
 
+@implementer(IHalfCloseableProtocol)
 class TrackedConnection(ProtocolWrapper):
     """
     One connection of the site, seen from the wire.
@@ -122,19 +124,22 @@ class TrackedConnection(ProtocolWrapper):
             return None
         return _compat.currentProtocol(self.wrappedProtocol)
 
-    def drain(self) -> None:
+    def drain(self) -> bool:
         """
         Start closing gracefully: see the module docstring. Called once.
+
+        @return: C{False} if the protocol's own drain failed (the connection
+            is then aborted).
         """
         if self._draining:
-            return
+            return True
         self._draining = True
         current = self.current()
         if isinstance(current, HTTPChannel):
             requests = current.requests
             if not requests:
                 current.loseConnection()
-                return
+                return True
             current.persistent = False
             for request in requests:
                 if not request.startedWriting:
@@ -149,6 +154,22 @@ class TrackedConnection(ProtocolWrapper):
                     peer=self.peer,
                 )
                 self.abortConnection()
+                return False
+        return True
+
+    def readConnectionLost(self) -> None:
+        """The peer half-closed: tell a protocol that can take it, else close."""
+        current = self.current()
+        if IHalfCloseableProtocol.providedBy(current):
+            current.readConnectionLost()
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """Our side is closed for writing: tell a protocol that can take it."""
+        current = self.current()
+        if IHalfCloseableProtocol.providedBy(current):
+            current.writeConnectionLost()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.protocol != "http":
@@ -226,12 +247,13 @@ class ConnectionTracker(WrappingFactory):
         Drain every open connection; abort those still open after C{timeout}.
 
         @return: Fires, once every connection is closed, with counts: how
-            many were open (C{"open"}) and how many had to be aborted.
+            many were open (C{"open"}), how many had to be aborted at the
+            deadline (C{"aborted"}) and whose protocol failed to drain
+            (C{"failed"}, aborted at once).
         """
         connections = list(self.connections)
         counts = {"open": len(connections), "aborted": 0}
-        for connection in connections:
-            connection.drain()
+        counts["failed"] = sum(not connection.drain() for connection in connections)
         result: Deferred[dict[str, int]] = Deferred()
         emptied = self.whenEmpty()
 
@@ -256,11 +278,18 @@ class ConnectionTracker(WrappingFactory):
         def done(_: object) -> None:
             if call.active():
                 call.cancel()
-            if counts["aborted"] == 0:
+            if counts["aborted"] == 0 and counts["failed"] == 0:
                 _drainLog.info(
                     "Drained {open} connection(s) gracefully",
                     open=counts["open"],
                     drainOutcome="drained",
+                )
+            elif counts["aborted"] == 0:
+                _drainLog.warn(
+                    "Drained {open} connection(s); {failed} protocol drain(s) failed and were aborted",
+                    open=counts["open"],
+                    failed=counts["failed"],
+                    drainOutcome="failed",
                 )
             result.callback(counts)
 

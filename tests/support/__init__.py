@@ -11,4 +11,5 @@ Shared helpers of the test suite, one module a concern:
   - L{tests.support.processes}: bounded child processes, and the binaries the
     end-to-end tests need (missing: skip locally, fail in CI).
   - L{tests.support.proxies}: real nginx and HAProxy in front of a test site.
+  - L{tests.support.daemon}: C{twistd txupgrade} as a real child process.
 """

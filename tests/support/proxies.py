@@ -328,10 +328,18 @@ def _waitReady(process: ProxyProcess, port: int, token: str) -> Any:
 
 
 @inlineCallbacks
-def startProxy(test: TestCase, kind: str, backendPort: int) -> Any:
+def startProxy(
+    test: TestCase,
+    kind: str,
+    backendPort: int,
+    config: Callable[[Path, int, str], str] | None = None,
+) -> Any:
     """
     Start the C{kind} (C{"nginx"} or C{"haproxy"}) proxy in front of
     C{127.0.0.1:backendPort}; return the port it serves.
+
+    C{config}, when given, writes the config instead:
+    C{config(directory, listenPort, token)} (see L{pairConfig}).
 
     The test's cleanups stop it and remove its directory; register the
     backend's cleanups first, so that they run after the proxy is gone (the
@@ -349,13 +357,17 @@ def startProxy(test: TestCase, kind: str, backendPort: int) -> Any:
     for attempt in range(START_ATTEMPTS):
         port = freePort()
         token = os.urandom(12).hex()
-        config = directory / f"{kind}-{attempt}.conf"
-        if kind == "nginx":
-            config.write_text(nginxConfig(directory, port, backendPort, token))
-            argv = [executable, "-p", str(directory), "-e", "stderr", "-c", str(config), "-g", "daemon off;"]
+        path = directory / f"{kind}-{attempt}.conf"
+        if config is not None:
+            path.write_text(config(directory, port, token))
+        elif kind == "nginx":
+            path.write_text(nginxConfig(directory, port, backendPort, token))
         else:
-            config.write_text(haproxyConfig(port, backendPort, token))
-            argv = [executable, "-f", str(config), "-db"]
+            path.write_text(haproxyConfig(port, backendPort, token))
+        if kind == "nginx":
+            argv = [executable, "-p", str(directory), "-e", "stderr", "-c", str(path), "-g", "daemon off;"]
+        else:
+            argv = [executable, "-f", str(path), "-db"]
         process = ProxyProcess(kind)
         reactor.spawnProcess(process, executable, argv, env=dict(os.environ), path=str(directory))
         test.addCleanup(_stopAndCheck, process)
@@ -377,3 +389,97 @@ def _stopAndCheck(process: ProxyProcess) -> Any:
     yield process.stop()
     if exitedEarly:
         raise AssertionError(f"the proxy exited during the test: {process.describe()}")
+
+
+def nginxPairConfig(backendPorts: list[int]) -> Callable[[Path, int, str], str]:
+    """
+    The config writer (for L{startProxy}) of nginx balancing over several
+    txupgrade instances, as docs/operators.md shows it: an C{upstream}
+    (round robin), the client's C{Host} passed on, C{Upgrade}/C{Connection}
+    as nginx's WebSocket documentation says, C{X-Forwarded-For} added.
+    """
+    servers = "".join(f"        server 127.0.0.1:{port};\n" for port in backendPorts)
+
+    def write(directory: Path, listenPort: int, token: str) -> str:
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp = {name: directory / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        return f"""\
+{user}worker_processes 1;
+pid {directory / "nginx.pid"};
+error_log stderr notice;
+events {{
+    worker_connections 64;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {temp["body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
+
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        '' close;
+    }}
+
+    upstream txupgrade {{
+{servers}    }}
+
+    server {{
+        listen 127.0.0.1:{listenPort};
+
+        location = {READY_PATH} {{
+            return 200 "{token}";
+        }}
+
+        location / {{
+            proxy_pass http://txupgrade;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 30s;
+        }}
+    }}
+}}
+"""
+
+    return write
+
+
+def haproxyPairConfig(backendPorts: list[int], sendProxy: str = "") -> Callable[[Path, int, str], str]:
+    """
+    The config writer (for L{startProxy}) of HAProxy in C{mode http}
+    balancing round robin over several txupgrade instances, each server line
+    ending with C{sendProxy} (C{"send-proxy"}, C{"send-proxy-v2"} or nothing),
+    as docs/operators.md shows it.
+    """
+    suffix = f" {sendProxy}" if sendProxy else ""
+    servers = "".join(
+        f"    server site{i} 127.0.0.1:{port}{suffix}\n" for i, port in enumerate(backendPorts, 1)
+    )
+
+    def write(directory: Path, listenPort: int, token: str) -> str:
+        return f"""\
+global
+    maxconn 100
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 30s
+
+frontend front
+    bind 127.0.0.1:{listenPort}
+    http-request return status 200 content-type text/plain string "{token}" if {{ path {READY_PATH} }}
+    default_backend txupgrade
+
+backend txupgrade
+    balance roundrobin
+{servers}"""
+
+    return write
