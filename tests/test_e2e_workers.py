@@ -23,7 +23,7 @@ from twisted.trial.unittest import TestCase
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as wsConnect
 
-from tests.daemon_helpers import LOCAL, Daemon, runToEnd, startDaemon
+from tests.support.daemon import LOCAL, Daemon, runToEnd, startDaemon
 from tests.support.net import inThread, reactor
 
 CLIENT_TIMEOUT = 10.0
