@@ -1,5 +1,5 @@
 """
-Rules R1-R15 of SPEC.md, each checked over a real TCP socket on 127.0.0.1.
+Rules R1-R15 of docs/rules.md, each checked over a real TCP socket on 127.0.0.1.
 
 The client writes raw request bytes and compares the answer byte for byte;
 only the C{Date} and C{Server} header lines are removed before comparing.

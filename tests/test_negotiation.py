@@ -1,7 +1,7 @@
 """
 Tests for L{txupgrade.negotiation}, the sans-IO rules of ``Upgrade``.
 
-Each rule of SPEC.md section 1 that this module decides has a table of cases
+Each rule of docs/rules.md that this module decides has a table of cases
 here, plus Hypothesis properties over arbitrary input. No reactor, no I/O.
 """
 

@@ -6,8 +6,8 @@ L{UpgradeSite} on 127.0.0.1; C{tests/node/browser_check.js} drives Debian's
 Chromium with npm C{playwright-core}, loads C{/}, and waits for the page's
 JavaScript to set C{document.title} to C{"echo ok: ..."} after its
 WebSocket to C{/ws} echoed. (Plain C{--dump-dom} with
-C{--virtual-time-budget} is flaky for WebSocket pages: see
-C{/work/shared/CLIENTS.md}.)
+C{--virtual-time-budget} is flaky for WebSocket pages: virtual time runs
+ahead of the socket.)
 
 Without C{/usr/bin/chromium} the test is skipped, except in CI (C{CI} set),
 where it must run; with Chromium present, a missing C{node} or

@@ -2,7 +2,7 @@
 The one place that touches autobahn's private protocol state.
 
 Theory of operation
--------------------
+===================
 twisted.web has already read the handshake, so the protocol the factory
 names must start in the OPEN state without parsing it again. Two ways:
 

@@ -2,11 +2,12 @@
 The one place that touches private Twisted attributes.
 
 The swap of a connection's protocol needs state Twisted keeps private: the
-C{_GenericHTTPChannelProtocol} wrapper that L{Site} puts around each channel
-(and its C{_channel}), the channel's network producer, and the two buffers
-where bytes that follow a request wait (docs/internals.md, "Where the
-bytes are"). Everything is named here, and C{tests/test_twistedcompat.py} fails
-loudly when a supported Twisted version renames any of it.
+C{_GenericHTTPChannelProtocol} wrapper that L{twisted.web.server.Site} puts
+around each channel (and its C{_channel}), the channel's network producer,
+and the two buffers where bytes that follow a request wait
+(C{docs/internals.md}, "Where the bytes are"). Everything is named here, and
+C{tests/test_twistedcompat.py} fails loudly when a supported Twisted version
+renames any of it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ __all__ = [
 
 def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
     """
-    Wrap C{channel} the way L{Site} does, remembering the wrapper on it.
+    Wrap C{channel} the way L{twisted.web.server.Site} does, remembering the wrapper on it.
 
     The wrapper is what the transport calls; pointing its C{_channel} at
     another protocol is the in-tree way to switch (as ALPN C{h2} does).

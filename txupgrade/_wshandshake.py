@@ -2,7 +2,7 @@
 Sans-IO checks of a WebSocket opening handshake (RFC 6455 §4.2.1, §4.2.2).
 
 Theory of operation
--------------------
+===================
 L{checkHandshake} takes a request twisted.web has already parsed (method,
 target, header lines) and the server's policy (origins, allowed hosts), and
 returns a L{Handshake}: the fields of an accepted handshake, as autobahn's

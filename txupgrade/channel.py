@@ -2,7 +2,7 @@
 The Twisted glue: an HTTP/1.1 channel and site that switch protocols in place.
 
 Theory of operation
--------------------
+===================
 L{UpgradeChannel} refuses, before anything else sees them, requests whose
 framing an intermediary could read differently (R16: no or several C{Host},
 obs-fold, a C{Transfer-Encoding} other than C{chunked}), heads over the size
@@ -397,7 +397,7 @@ class UpgradeSite(server.Site):
         return cast("frozenset[str] | None", allowed)
 
     def protocol(self) -> Any:
-        """Build the wrapped channel, as L{Site} does."""
+        """Build the wrapped channel, as L{twisted.web.server.Site} does."""
         channel = UpgradeChannel()
         channel.maxUpgradeBodySize = self.maxUpgradeBodySize
         return _compat.wrapChannel(channel)

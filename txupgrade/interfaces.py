@@ -8,7 +8,10 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 
-class IUpgradeProtocol(IPlugin):
+# Interface is named beside IPlugin (which already extends it) so that tools
+# reading the source without importing Twisted, such as pydoctor, know this
+# is an interface.
+class IUpgradeProtocol(IPlugin, Interface):
     """
     A protocol that an HTTP/1.1 connection can switch to through ``Upgrade``.
 
@@ -32,7 +35,7 @@ class IUpgradeProtocol(IPlugin):
          final C{connectionLost} go to it. The HTTP idle timeout no longer
          applies, and the transport has no producer registered.
 
-    It extends L{IPlugin}, so an instance in a module of L{txupgrade.plugins}
+    It extends L{twisted.plugin.IPlugin}, so an instance in a module of L{txupgrade.plugins}
     is discovered by Twisted's plugin system.
 
     Implementations are shared by every connection: keep per-connection state

@@ -2,7 +2,7 @@
 Sans-IO rules of the HTTP/1.1 ``Upgrade`` mechanism (RFC 9110 §7.8).
 
 Theory of operation
--------------------
+===================
 Rule 1: everything that decides *whether* and *to what* a connection switches
 lives here, and nothing here does I/O: this module imports nothing from
 C{twisted.internet}. The Twisted glue (L{txupgrade.channel}) hands us parsed

@@ -2,7 +2,7 @@
 One request's upgrade offer, from its headers to an outcome.
 
 Theory of operation
--------------------
+===================
 Rule 1: an L{OfferNegotiation} owns everything about one offer. The channel
 creates it when a request's headers are in (L{OfferNegotiation.fromHeaders});
 the request keeps it and, once the path's resource is known, asks it for an

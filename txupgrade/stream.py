@@ -2,7 +2,7 @@
 Raw-stream handoff: any Twisted protocol factory behind an ``Upgrade`` token.
 
 Theory of operation
--------------------
+===================
 L{StreamUpgrade} is an L{IUpgradeProtocol} made of a name, a version, an
 L{IProtocolFactory} and an optional request check. After the C{101} the
 channel gets a L{_StreamProtocol}, which builds the factory's protocol, sets

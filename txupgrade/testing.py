@@ -74,11 +74,11 @@ class MemoryConnection:
     """
     A client protocol and a site's server protocol, connected in memory.
 
+    To test timeouts, give the site a clock: C{UpgradeSite(..., reactor=Clock())}.
+
     @ivar client: The client protocol (a L{RecordingProtocol} by default).
     @ivar server: The protocol the site built (its wrapper, after a switch
         forwarding to the new protocol).
-
-    To test timeouts, give the site a clock: C{UpgradeSite(..., reactor=Clock())}.
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 RFC 2817 TLS upgrade: ``Upgrade: TLS/1.2`` turns a plain connection into TLS.
 
 Theory of operation
--------------------
+===================
 L{TLSUpgrade} accepts C{TLS/1.0} to C{TLS/1.3} on a connection that is not
 TLS yet (RFC 2817 §3.2) and answers C{101} with C{Upgrade: TLS/1.x,
 HTTP/1.1} (layers ascending). L{_TLSSwitch} then takes the connection:

@@ -2,7 +2,7 @@
 WebSocket (RFC 6455) through autobahn, on the same port as the site.
 
 Theory of operation
--------------------
+===================
 twisted.web has already parsed the request, so autobahn must not parse it
 again: L{WebSocketUpgrade.negotiate} checks the RFC 6455 §4.2 handshake with
 the sans-IO L{txupgrade._wshandshake.checkHandshake}, builds the factory's

@@ -1,9 +1,9 @@
 """
-An example upgrade protocol, C{shout}: after the 101 it answers the original
+The C{shout/1} upgrade protocol: after the 101 it answers the original
 request's body in capitals, then upper-cases every byte it receives.
 
-Shipped as a plugin, this module would live at C{txupgrade/plugins/shout.py}
-in your distribution (with no C{__init__.py} beside it).
+This module is C{txupgrade/plugins/shout.py} in its own distribution, with
+no C{__init__.py} beside it: the module-level C{shout} is the plugin.
 """
 
 from __future__ import annotations
