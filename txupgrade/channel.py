@@ -27,6 +27,7 @@ through the usual twisted.web processing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
@@ -87,9 +88,7 @@ class UpgradeAwareRequest(server.Request):
             resrc = staticResource(site.resource, path)
             if resrc is not None:
                 self.method, self.uri, self.clientproto = command, path, version
-                outcome = offer.decide(
-                    self, resrc, site.protocols, site.policy, site.allowedHostsFor(self.host)
-                )
+                outcome = offer.decide(self, resrc, site.protocols, site.policy)
                 if isinstance(outcome, Switch):
                     self.site = site
                     self._switch(outcome)
@@ -105,7 +104,7 @@ class UpgradeAwareRequest(server.Request):
         outcome, self._outcome = self._outcome, None
         if outcome is None:
             site = cast(UpgradeSite, self.site)
-            outcome = offer.decide(self, resrc, site.protocols, site.policy, site.allowedHostsFor(self.host))
+            outcome = offer.decide(self, resrc, site.protocols, site.policy)
         self._act(offer, outcome, resrc)
 
     def _act(self, offer: OfferNegotiation, outcome: Outcome, resrc: IResource) -> None:
@@ -197,10 +196,9 @@ class UpgradeChannel(HTTPChannel):
 
     def lineReceived(self, line: bytes) -> None:
         """Refuse an oversized head (414, 431) and obs-fold (R16) before Twisted parses the line."""
-        requestLine = _compat.readingRequestLine(self)
         if _compat.headBytesReceived(self) + len(line) > self.totalHeadersSize:
             self.lineLengthExceeded(line)
-        elif not requestLine and line[:1] in (b" ", b"\t"):
+        elif line[:1] in (b" ", b"\t") and not _compat.readingRequestLine(self):
             self._reject(400, "obsolete line folding in a header")
         else:
             super().lineReceived(line)
@@ -241,11 +239,12 @@ class UpgradeChannel(HTTPChannel):
         except UpgradeError as error:
             self._reject(400, str(error))
             return
-        if hosts and not negotiation.hostAllowed(hosts[0], self.site.allowedHostsFor(req.host)):  # type: ignore[attr-defined]
+        allowed = self.site.allowedHostsFor(req.host)  # type: ignore[attr-defined]
+        if hosts and allowed is not None and not negotiation.hostAllowed(hosts[0], allowed):
             self._reject(400, f"this server does not serve the host {hosts[0].decode('latin-1')!r}")
             return
         offer = OfferNegotiation.fromHeaders(
-            version, headers.getRawHeaders(b"upgrade"), headers.getRawHeaders(b"connection", ())
+            version, headers.getRawHeaders(b"upgrade"), headers.getRawHeaders(b"connection", ()), allowed
         )
         if offer is not None and offer.error is None:
             if self.length is not None and self.length > self.maxUpgradeBodySize:
@@ -332,11 +331,17 @@ class UpgradeChannel(HTTPChannel):
 def _isLoopback(address: object) -> bool:
     """Whether a listening address is on the loopback interface."""
     if isinstance(address, (IPv4Address, IPv6Address)):
-        try:
-            return ipaddress.ip_address(address.host.split("%", 1)[0]).is_loopback
-        except ValueError:
-            return False
+        return _isLoopbackHost(address.host)
     return False
+
+
+@functools.lru_cache(maxsize=64)
+def _isLoopbackHost(host: str) -> bool:
+    """L{_isLoopback} for one address; a server has few, asked on every request."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class UpgradeSite(server.Site):

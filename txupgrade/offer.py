@@ -54,7 +54,7 @@ __all__ = [
 _log = Logger(namespace="txupgrade.upgrade")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Switch:
     """Write C{head} (the C{101}), then give the connection to C{protocol} (R8)."""
 
@@ -63,14 +63,14 @@ class Switch:
     upgrade: IUpgradeProtocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unswitched:
     """No candidate took the offer: render as usual, advertising C{candidates} (R5)."""
 
     candidates: tuple[IUpgradeProtocol, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refused:
     """A plugin refused the request with an HTTP error; HTTP/1.1 goes on."""
 
@@ -78,7 +78,7 @@ class Refused:
     upgrade: IUpgradeProtocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failed:
     """A plugin raised or answered nonsense: log it, answer C{500}."""
 
@@ -86,14 +86,14 @@ class Failed:
     upgrade: IUpgradeProtocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Malformed:
     """The C{Upgrade} field breaks the grammar: answer C{error.statusHint} (R15)."""
 
     error: UpgradeError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A plugin's C{negotiate} returned C{deferred}; L{OfferNegotiation.resume} with its result."""
 
@@ -159,11 +159,19 @@ class OfferNegotiation:
 
     @ivar offer: The client's valid offer, or L{None} when C{error} is set.
     @ivar error: Why the C{Upgrade} field was refused (R15), or L{None}.
+    @ivar allowedHosts: The host names the site answers to (L{None}: any),
+        passed on to protocols in L{negotiation.UpgradeRequest.allowedHosts}.
     """
 
-    def __init__(self, offer: Offer | None = None, error: UpgradeError | None = None) -> None:
+    def __init__(
+        self,
+        offer: Offer | None = None,
+        error: UpgradeError | None = None,
+        allowedHosts: frozenset[str] | None = None,
+    ) -> None:
         self.offer = offer
         self.error = error
+        self.allowedHosts = allowedHosts
         self._request: Any = None
         self._upgradeRequest: negotiation.UpgradeRequest | None = None
         self._candidates: tuple[IUpgradeProtocol, ...] = ()
@@ -171,7 +179,11 @@ class OfferNegotiation:
 
     @classmethod
     def fromHeaders(
-        cls, version: bytes, upgrade: Sequence[bytes] | None, connection: Sequence[bytes]
+        cls,
+        version: bytes,
+        upgrade: Sequence[bytes] | None,
+        connection: Sequence[bytes],
+        allowedHosts: frozenset[str] | None = None,
     ) -> OfferNegotiation | None:
         """The negotiation for a request's headers, or L{None} when it makes no offer (R1-R4)."""
         if upgrade is None:
@@ -180,7 +192,7 @@ class OfferNegotiation:
             offer = negotiation.offerFromHeaders(version, upgrade, connection)
         except UpgradeError as error:
             return cls(error=error)
-        return None if offer is None else cls(offer)
+        return None if offer is None else cls(offer, allowedHosts=allowedHosts)
 
     def decide(
         self,
@@ -188,7 +200,6 @@ class OfferNegotiation:
         resrc: IResource,
         protocols: Iterable[IUpgradeProtocol],
         policy: Literal["client", "server"],
-        allowedHosts: frozenset[str] | None = None,
     ) -> Outcome:
         """
         Ask the candidates for C{resrc}, best first, until one answers.
@@ -205,7 +216,7 @@ class OfferNegotiation:
         self._candidates = _candidates(resrc, protocols)
         order = negotiation.selectionOrder(self.offer, self._candidates, _nameOf, policy)
         if order:
-            self._upgradeRequest = _upgradeRequest(request, self.offer, allowedHosts)
+            self._upgradeRequest = _upgradeRequest(request, self.offer, self.allowedHosts)
         self._remaining = iter(order)
         return self._run()
 
