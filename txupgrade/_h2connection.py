@@ -2,7 +2,7 @@
 Twisted's HTTP/2 connection, adapted to serve an L{UpgradeSite}.
 
 Theory of operation
--------------------
+===================
 L{H2Connection} subclasses C{twisted.web._http2.H2Connection} (private API,
 Twisted's own ALPN C{h2} server) for three reasons:
 

@@ -2,7 +2,7 @@
 HTTP/2 on the cleartext port: the C{h2c} upgrade and the rules it checks.
 
 Theory of operation
--------------------
+===================
 L{H2cUpgrade} is a built-in L{IUpgradeProtocol}, found as a plugin like any
 other. It accepts an C{Upgrade: h2c} request (RFC 7540 §3.2, still what
 curl and nghttp send; RFC 9113 §3.1 leaves it to HTTP/1.1) only on a
