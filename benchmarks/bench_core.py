@@ -27,18 +27,35 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import resource
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-HOST = "127.0.0.1"
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import (
+    HOST,
+    CpuWindow,
+    ServerProcess,
+    announce,
+    discardLogs,
+    fmt,
+    otherLoadNote,
+    pct,
+    profileOnSignals,
+    raiseFileLimit,
+    ratioRange,
+    say,
+    sleepUntil,
+)
+
 UPGRADE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
 GET_REQUEST = b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 PROBE = b"txupgrade-probe\n"  # 16 bytes, echoed once per connection
@@ -47,29 +64,12 @@ GET = "get"
 SWITCH_ONLY = "switch-only"  # diagnostic: the 101, then close, no echo
 
 
-def _raiseNofile() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        return soft
-    return target
-
-
 # --------------------------------------------------------------------------
 # Servers (run as `bench_core.py --serve upgrade|plain`)
 # --------------------------------------------------------------------------
 
 
-def _discard(event: object) -> None:
-    """The log observer of the benchmark servers: events are built, then dropped."""
-
-
-def serve(kind: str, profilePrefix: str | None) -> None:
+def serve(kind: str) -> None:
     """
     Run one benchmark server until SIGTERM (or until the driver goes away).
 
@@ -80,17 +80,13 @@ def serve(kind: str, profilePrefix: str | None) -> None:
     format every line and publish it to the global log, so the site's C{log}
     is overridden with a no-op (for plain GETs and switches alike).
     """
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
-    _raiseNofile()
+    raiseFileLimit()
 
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory, Protocol
     from twisted.internet.task import LoopingCall
-    from twisted.logger import globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo([_discard], discardBuffer=True, redirectStandardIO=False)
+    discardLogs()
 
     factory: Any
     if kind == UPGRADE:
@@ -117,11 +113,6 @@ def serve(kind: str, profilePrefix: str | None) -> None:
         raise SystemExit(f"unknown server kind {kind!r}")
 
     port = reactor.listenTCP(0, factory, backlog=1024, interface=HOST)  # type: ignore[attr-defined]
-    sys.stdout.write(f"PORT {port.getHost().port} {type(reactor).__module__}\n")
-    sys.stdout.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-
     parent = os.getppid()
 
     def watchParent() -> None:
@@ -129,30 +120,8 @@ def serve(kind: str, profilePrefix: str | None) -> None:
             reactor.stop()  # type: ignore[attr-defined]
 
     LoopingCall(watchParent).start(0.5, now=False)
-
-    if profilePrefix:
-        import cProfile
-
-        state: dict[str, Any] = {"profile": None, "n": 0}
-
-        def startProfile(signum: int, frame: object) -> None:
-            state["profile"] = cProfile.Profile()
-            state["profile"].enable()
-
-        def stopProfile(signum: int, frame: object) -> None:
-            profile = state["profile"]
-            if profile is None:
-                return
-            profile.disable()
-            state["profile"] = None
-            path = f"{profilePrefix}.{state['n']}.prof"
-            state["n"] += 1
-            profile.dump_stats(path + ".tmp")
-            os.replace(path + ".tmp", path)
-
-        signal.signal(signal.SIGUSR1, startProfile)
-        signal.signal(signal.SIGUSR2, stopProfile)
-
+    profileOnSignals()
+    announce(port.getHost().port, reactor)
     reactor.run()  # type: ignore[attr-defined]
 
 
@@ -224,17 +193,21 @@ def _contentLength(head: bytes) -> int:
 
 _CONNECTING, _HEAD, _BODY = 0, 1, 2
 
+#: Called by a worker once its connections are set up: the driver's timing
+#: window, C{(startAt, deadline)} on the monotonic clock.
+Window = Callable[[], tuple[float, float]]
+
 
 def runConnectionRate(
-    kind: str, port: int, startAt: float, deadline: float, maxCount: int, concurrency: int
+    kind: str, port: int, window: Window, maxCount: int, concurrency: int
 ) -> dict[str, Any]:
     """
     Keep C{concurrency} new connections in flight; count those completed in the window.
 
     C{upgrade}: connect, upgrade request, whole 101 head, probe out and back, close.
     C{get}: connect, C{GET /echo}, whole response (Content-Length body), close.
-    Connections start at once (warm-up); counting starts at C{startAt} and
-    stops at C{deadline} or after C{maxCount} completions.
+    Connections start at once (warm-up); counting starts at the start of the
+    C{window} and stops at its end or after C{maxCount} completions.
     """
     upgrading = kind in (UPGRADE, SWITCH_ONLY)
     request = UPGRADE_REQUEST if upgrading else GET_REQUEST
@@ -264,9 +237,10 @@ def runConnectionRate(
 
     for _ in range(concurrency):
         launch()
+    startAt, deadline = window()
     started = False
     count = 0
-    t0 = cpu0 = 0.0
+    t0 = 0.0
     now = time.monotonic()
     try:
         while True:
@@ -275,7 +249,6 @@ def runConnectionRate(
             if not started and now >= startAt:
                 started = True
                 t0 = now
-                cpu0 = time.process_time()
             if started and (now >= deadline or count >= maxCount):
                 break
             for fd, ev in events:
@@ -340,7 +313,6 @@ def runConnectionRate(
         "count": count,
         "t0": t0,
         "t1": now,
-        "cpu": time.process_time() - cpu0,
         "errors": nErrors,
         "errorSamples": errors,
     }
@@ -351,17 +323,16 @@ def runStream(
     port: int,
     conns: int,
     size: int,
-    window: int,
-    startAt: float,
-    deadline: float,
+    depth: int,
+    window: Window,
     maxBytes: int,
 ) -> dict[str, Any]:
     """
-    Echo traffic on C{conns} established connections, C{window} messages in flight each.
+    Echo traffic on C{conns} established connections, C{depth} messages in flight each.
 
-    Each connection starts with C{window} messages of C{size} bytes; every
-    completely echoed message is replaced by a new one (window 1 is
-    ping-pong). Counts echoed bytes received in the window.
+    Each connection starts with C{depth} messages of C{size} bytes; every
+    completely echoed message is replaced by a new one (depth 1 is
+    ping-pong). Counts echoed bytes received in the timing C{window}.
     """
     socks = [openEchoConnection(kind, port) for _ in range(conns)]
     msg = (bytes(range(256)) * (size // 256 + 1))[:size]
@@ -399,11 +370,12 @@ def runStream(
         state[s.fileno()] = [s, None, 0, False]
         ep.register(s.fileno(), select.EPOLLIN)
     for fd, st in state.items():
-        queue(fd, st, window)
+        queue(fd, st, depth)
+    startAt, deadline = window()
 
     started = False
     rx = 0
-    t0 = cpu0 = 0.0
+    t0 = 0.0
     now = time.monotonic()
     try:
         while True:
@@ -412,7 +384,6 @@ def runStream(
             if not started and now >= startAt:
                 started = True
                 t0 = now
-                cpu0 = time.process_time()
             if started and (now >= deadline or rx >= maxBytes):
                 break
             for fd, ev in events:
@@ -436,13 +407,13 @@ def runStream(
         for s in socks:
             s.close()
         ep.close()
-    return {"bytes": rx, "t0": t0, "t1": now, "cpu": time.process_time() - cpu0, "errors": 0}
+    return {"bytes": rx, "t0": t0, "t1": now, "errors": 0}
 
 
 def workerMain(conn: multiprocessing.connection.Connection) -> None:
     """Serve the driver's commands until told to quit or the driver goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _raiseNofile()
+    raiseFileLimit()
     held: list[socket.socket] = []
     parent = os.getppid()
     while True:
@@ -457,10 +428,15 @@ def workerMain(conn: multiprocessing.connection.Connection) -> None:
         try:
             if op == "quit":
                 break
-            if op == "connrate":
-                result: Any = runConnectionRate(**params)
-            elif op == "stream":
-                result = runStream(**params)
+            if op in ("connrate", "stream"):
+
+                def window() -> tuple[float, float]:
+                    conn.send(("ready", None))
+                    _, startAndEnd = conn.recv()
+                    return startAndEnd  # type: ignore[no-any-return]
+
+                run = runConnectionRate if op == "connrate" else runStream
+                result: Any = run(**params, window=window)
             elif op == "hold":
                 for _ in range(params["n"]):
                     held.append(openEchoConnection(params["kind"], params["port"]))
@@ -486,72 +462,6 @@ def workerMain(conn: multiprocessing.connection.Connection) -> None:
 # --------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------
-
-
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
-
-
-class Server:
-    """A benchmark server subprocess."""
-
-    def __init__(self, kind: str, profileDir: str | None = None) -> None:
-        import psutil
-
-        self.kind = kind
-        self.profilePrefix = os.path.join(profileDir, f"{kind}-server") if profileDir else None
-        self.profiles = 0
-        args = [sys.executable, os.path.abspath(__file__), "--serve", kind]
-        if self.profilePrefix:
-            args += ["--profile-prefix", self.profilePrefix]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, start_new_session=True)
-        try:
-            assert self.proc.stdout is not None
-            ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-            line = self.proc.stdout.readline().decode() if ready else ""
-            if not line.startswith("PORT "):
-                raise RuntimeError(f"{kind} server did not start (got {line!r})")
-            _, port, self.reactor = line.split()
-            self.port = int(port)
-            self.ps = psutil.Process(self.proc.pid)
-        except BaseException:
-            self.stop()
-            raise
-
-    def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
-
-    def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
-
-    def startProfile(self) -> None:
-        if self.profilePrefix:
-            os.kill(self.proc.pid, signal.SIGUSR1)
-
-    def stopProfile(self, label: str) -> str | None:
-        if not self.profilePrefix:
-            return None
-        path = f"{self.profilePrefix}.{self.profiles}.prof"
-        self.profiles += 1
-        os.kill(self.proc.pid, signal.SIGUSR2)
-        end = time.monotonic() + 30
-        while not os.path.exists(path) and time.monotonic() < end:
-            time.sleep(0.02)
-        named = os.path.join(os.path.dirname(path), f"{self.kind}-server.{label}.prof")
-        os.replace(path, named)
-        return named
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @dataclass
@@ -595,7 +505,7 @@ class Totals:
 
     @property
     def genUtil(self) -> float:
-        return self.genCpu / self.elapsed if self.elapsed else math.nan
+        return self.genCpu / self.serverWall if self.serverWall else math.nan
 
     @property
     def otherUtil(self) -> float:
@@ -617,16 +527,6 @@ class Totals:
             f"server CPU {pct(self.serverUtil)}, generator CPU {pct(self.genUtil)},"
             f" other load {pct(self.otherUtil)}"
         )
-
-
-def _busyCpu() -> float:
-    """CPU seconds spent by the whole machine (all cores) outside idle and iowait."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return (
-        sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-    )
 
 
 class Generators:
@@ -661,22 +561,34 @@ class Generators:
         return [self._result(conn, timeout) for conn in self.conns[: len(params)]]
 
     def measure(
-        self, server: Server, op: str, params: dict[str, Any], duration: float, lead: float
+        self, server: ServerProcess, op: str, params: dict[str, Any], duration: float, lead: float
     ) -> tuple[Totals, list[dict[str, Any]]]:
-        """Run C{op} on every worker in one time window; sample the server's CPU around it."""
+        """
+        Run C{op} on every worker in one timing window, opened C{lead} seconds
+        after every worker has set its connections up; sample who used the
+        CPU during it.
+        """
+        for conn in self.conns:
+            conn.send((op, params))
+        for conn in self.conns:  # each one has set its connections up
+            if not conn.poll(120):
+                raise RuntimeError("a load generator did not get ready in time")
+            status, result = conn.recv()
+            if status != "ready":
+                raise RuntimeError(f"load generator failed:\n{result}")
         startAt = time.monotonic() + lead
         deadline = startAt + duration
         for conn in self.conns:
-            conn.send((op, {**params, "startAt": startAt, "deadline": deadline}))
-        time.sleep(max(0.0, startAt - time.monotonic()))
-        c0, b0, w0 = server.cpu(), _busyCpu(), time.monotonic()
+            conn.send(("window", (startAt, deadline)))
+        sleepUntil(startAt)
+        window = CpuWindow(server.pid, [proc.pid for proc in self.procs])
         pending = list(self.conns)
         results: dict[int, Any] = {}
         while pending and time.monotonic() < deadline:
             for conn in multiprocessing.connection.wait(pending, max(0.0, deadline - time.monotonic())):
                 results[id(conn)] = self._result(conn, 1)  # type: ignore[arg-type]
                 pending.remove(conn)  # type: ignore[arg-type]
-        c1, b1, w1 = server.cpu(), _busyCpu(), time.monotonic()
+        usage = window.close()
         for conn in pending:
             results[id(conn)] = self._result(conn, 120)
         rs = [results[id(conn)] for conn in self.conns]
@@ -685,15 +597,12 @@ class Generators:
         totals = Totals(
             ops=sum(r.get("count", r.get("bytes", 0)) for r in rs),
             elapsed=t1 - t0,
-            serverCpu=c1 - c0,
-            serverWall=w1 - w0,
-            genCpu=sum(r["cpu"] for r in rs),
+            serverCpu=usage.server,
+            serverWall=usage.wall,
+            genCpu=usage.generators,
+            otherCpu=usage.other,
             errors=sum(r["errors"] for r in rs),
         )
-        # Everything else the machine ran meanwhile (other processes, the driver, the kernel's
-        # softirq work not charged to a process); the generators' CPU is rescaled to the
-        # server's window, which is the same to within milliseconds.
-        totals.otherCpu = max(0.0, (b1 - b0) - (c1 - c0) - totals.genCpu * (w1 - w0) / (t1 - t0 or 1))
         totals.utilisations.append((totals.serverUtil, totals.genUtil, totals.otherUtil))
         totals.roundRates.append(totals.rate)
         totals.roundPerCpu.append(totals.perCpu)
@@ -742,7 +651,7 @@ def config(quick: bool) -> Config:
             streamRounds=1,
             streamSeconds=0.3,
             streamMaxBytes=1 << 30,
-            idle=200,
+            idle=1000,
             lead=0.2,
             streams=STREAMS,
         )
@@ -760,25 +669,6 @@ def config(quick: bool) -> Config:
     )
 
 
-def _ratios(ours: list[float], theirs: list[float]) -> str:
-    """The ratio of each round's pair, as min-max."""
-    values = [a / b for a, b in zip(ours, theirs, strict=True) if b and math.isfinite(a / b)]
-    if not values:
-        return "nan"
-    lo, hi = min(values), max(values)
-    return f"{lo:.2f}" if len(values) == 1 else f"{lo:.2f}-{hi:.2f}"
-
-
-def fmt(x: float, digits: int = 0) -> str:
-    if not math.isfinite(x):
-        return "nan"
-    return f"{x:,.{digits}f}"
-
-
-def pct(x: float) -> str:
-    return "nan" if not math.isfinite(x) else f"{100 * x:.0f}%"
-
-
 class Driver:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -792,17 +682,15 @@ class Driver:
     def row(self, figure: str, ours: str, theirs: str, ratio: float, spread: str, goal: float | None) -> None:
         self.rows.append((figure, ours, theirs, ratio, spread, goal))
 
-    def profiled(self, server: Server, label: str, fn: Any) -> Any:
-        server.startProfile()
-        try:
+    def profiled(self, server: ServerProcess, label: str, fn: Any) -> Any:
+        if not self.args.profile:
             return fn()
-        finally:
-            path = server.stopProfile(label)
-            if path:
-                self.profiles.append(path)
+        path = os.path.join(self.args.profile, f"{server.kind}-server.{label}.prof")
+        self.profiles.append(path)
+        return server.profiled(path, fn)
 
     # 1 ------------------------------------------------------------------
-    def connectionRates(self, gens: Generators, server: Server) -> None:
+    def connectionRates(self, gens: Generators, server: ServerProcess) -> None:
         cfg = self.cfg
         say(
             f"\n[1/3] New connections on one txupgrade server: Upgrade: echo (the 101, then close) vs"
@@ -846,7 +734,7 @@ class Driver:
             f"{fmt(switch.rate)} /s",
             f"{fmt(get.rate)} /s",
             switch.rate / get.rate,
-            _ratios(switch.roundRates, get.roundRates),
+            ratioRange(switch.roundRates, get.roundRates),
             0.9,
         )
         self.row(
@@ -854,7 +742,7 @@ class Driver:
             f"{fmt(switch.perCpu)} /CPU-s",
             f"{fmt(get.perCpu)} /CPU-s",
             switch.perCpu / get.perCpu,
-            _ratios(switch.roundPerCpu, get.roundPerCpu),
+            ratioRange(switch.roundPerCpu, get.roundPerCpu),
             0.9,
         )
         self.row(
@@ -862,12 +750,12 @@ class Driver:
             f"{fmt(up.perCpu)} /CPU-s",
             f"{fmt(get.perCpu)} /CPU-s",
             up.perCpu / get.perCpu,
-            _ratios(up.roundPerCpu, get.roundPerCpu),
+            ratioRange(up.roundPerCpu, get.roundPerCpu),
             None,
         )
 
     # 2 ------------------------------------------------------------------
-    def streams(self, gens: Generators, upgradeServer: Server, plainServer: Server) -> None:
+    def streams(self, gens: Generators, upgradeServer: ServerProcess, plainServer: ServerProcess) -> None:
         cfg = self.cfg
         say(
             f"\n[2/3] Echo after the switch vs a plain Twisted echo server; {cfg.streamRounds} round(s) x"
@@ -886,7 +774,7 @@ class Driver:
                         "port": server.port,
                         "conns": conns,
                         "size": size,
-                        "window": window,
+                        "depth": window,
                         "maxBytes": cfg.streamMaxBytes // len(gens),
                     }
                     t, _ = self.profiled(
@@ -916,7 +804,7 @@ class Driver:
                 cell(up.rate),
                 cell(plain.rate),
                 up.rate / plain.rate,
-                _ratios(up.roundRates, plain.roundRates),
+                ratioRange(up.roundRates, plain.roundRates),
                 0.95,
             )
             self.row(
@@ -924,7 +812,7 @@ class Driver:
                 cell(up.perCpu),
                 cell(plain.perCpu),
                 up.perCpu / plain.perCpu,
-                _ratios(up.roundPerCpu, plain.roundPerCpu),
+                ratioRange(up.roundPerCpu, plain.roundPerCpu),
                 0.95,
             )
 
@@ -937,7 +825,7 @@ class Driver:
         )
         per: dict[str, float] = {}
         for kind in (UPGRADE, PLAIN):
-            server = Server(kind)
+            server = ServerProcess(__file__, kind)
             try:
                 share = [n // len(gens) + (1 if i < n % len(gens) else 0) for i in range(len(gens))]
                 warm = [{"kind": kind, "port": server.port, "n": 20}]
@@ -977,18 +865,12 @@ class Driver:
                 goalText = f">= {goal:.2f}"
                 verdict = "met" if math.isfinite(ratio) and ratio >= goal else "MISSED"
             say(f"| {figure} | {ours} | {theirs} | {ratio:.3f} | {spread} | {goalText} | {verdict} |")
-        if self.otherLoads:
-            mean = sum(self.otherLoads) / len(self.otherLoads)
-            if mean > 0.25 or max(self.otherLoads) > 0.5:
-                say(
-                    "\nWARNING: other load (other processes, interrupts, steal) took"
-                    f" {pct(mean)} of a core on average (up to"
-                    f" {pct(max(self.otherLoads))}) during the measurements: wall-clock figures are"
-                    " unreliable; the per-CPU-second figures are less affected. Rerun on a quiet machine."
-                )
+        note = otherLoadNote(self.otherLoads)
+        if note:
+            say("\n" + note)
         say(
             "\nLoad check, % of one core: server process / all generator processes / other load"
-            " (the rest of the machine's busy time: other processes, interrupts, steal)"
+            " (every other process on the machine: see _harness.py)"
         )
         for line in self.loadChecks:
             say(f"  {line}")
@@ -999,9 +881,14 @@ class Driver:
         if self.errors:
             say(f"\n{self.errors} client errors: see the lines marked ERRORS above")
 
+    def server(self, kind: str) -> ServerProcess:
+        """A server of C{kind}, profiled on request (C{--profile DIR})."""
+        path = os.path.join(self.args.profile, f"{kind}-server.prof") if self.args.profile else None
+        return ServerProcess(__file__, kind, profilePath=path)
+
     def run(self) -> int:
         args = self.args
-        nofile = _raiseNofile()
+        nofile = raiseFileLimit()
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
         say(
@@ -1010,16 +897,16 @@ class Driver:
             f" RLIMIT_NOFILE {nofile}, {args.workers} load generator process(es)"
         )
         gens = Generators(args.workers)
-        servers: list[Server] = []
+        servers: list[ServerProcess] = []
         try:
-            upgradeServer = Server(UPGRADE, args.profile)
+            upgradeServer = self.server(UPGRADE)
             servers.append(upgradeServer)
-            plainServer = Server(PLAIN, args.profile)
+            plainServer = self.server(PLAIN)
             servers.append(plainServer)
             say(
                 f"servers: txupgrade UpgradeSite on {HOST}:{upgradeServer.port}"
-                f" (pid {upgradeServer.proc.pid}),"
-                f" plain Twisted echo on {HOST}:{plainServer.port} (pid {plainServer.proc.pid});"
+                f" (pid {upgradeServer.pid}),"
+                f" plain Twisted echo on {HOST}:{plainServer.port} (pid {plainServer.pid});"
                 f" reactor {upgradeServer.reactor}; access log off, log events discarded"
             )
             if "conn" in args.only:
@@ -1062,10 +949,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of conn,stream,rss (default: all three)",
     )
     parser.add_argument("--serve", choices=[UPGRADE, PLAIN], help=argparse.SUPPRESS)
-    parser.add_argument("--profile-prefix", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.profile_prefix)
+        serve(args.serve)
         return 0
     if args.workers < 1:
         parser.error("--workers must be at least 1")

@@ -38,8 +38,22 @@ import threading
 import time
 from typing import Any
 
-HOST = "127.0.0.1"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import (
+    HOST,
+    REPO,
+    CpuWindow,
+    ServerProcess,
+    Usage,
+    announce,
+    discardLogs,
+    machineLine,
+    otherLoadNote,
+    say,
+)
+
 CHUNK = 64 * 1024
 PAYLOAD = b"p" * 1024
 
@@ -47,11 +61,6 @@ PAYLOAD = b"p" * 1024
 def _path() -> None:
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
-
-
-def say(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------
@@ -82,7 +91,6 @@ def serve(kind: str, pem: str) -> None:
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.protocol import Factory, Protocol
     from twisted.internet.task import LoopingCall
-    from twisted.logger import globalLogBeginner
     from twisted.web.resource import Resource
     from twisted.web.static import Data
 
@@ -90,7 +98,7 @@ def serve(kind: str, pem: str) -> None:
     from txupgrade.stream import StreamUpgrade
     from txupgrade.tls import TLSUpgrade, certificateOptionsFromPEM
 
-    globalLogBeginner.beginLoggingTo([lambda event: None], discardBuffer=True, redirectStandardIO=False)
+    discardLogs()
 
     class QuietSite(UpgradeSite):
         def log(self, request: object) -> None:
@@ -122,8 +130,7 @@ def serve(kind: str, pem: str) -> None:
         raise SystemExit(f"unknown server kind {kind!r}")
 
     def listening(port: Any) -> None:
-        sys.stdout.write(f"PORT {port.getHost().port}\n")
-        sys.stdout.flush()
+        announce(port.getHost().port, reactor)
 
     serverFromString(reactor, description).listen(factory).addCallback(listening)
     parent = os.getppid()
@@ -141,11 +148,16 @@ def serve(kind: str, pem: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _cpu(pid: int) -> float:
-    import psutil
-
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+def _result(count: int, usage: Usage, **extra: Any) -> dict[str, Any]:
+    """A load's result: C{count} done in the window, and who used the CPU."""
+    return {
+        "count": count,
+        "wall": usage.wall,
+        "serverCpu": usage.server,
+        "clientCpu": usage.generators,
+        "otherCpu": usage.other,
+        **extra,
+    }
 
 
 def _readHead(sock: socket.socket) -> bytes:
@@ -177,7 +189,7 @@ def loadAMP(
     from twisted.protocols import amp
 
     state = {"count": 0, "measuring": False, "stop": False}
-    window: dict[str, float] = {}
+    window: dict[str, Any] = {}
 
     def run(proto: Any) -> None:
         def call() -> None:
@@ -206,13 +218,13 @@ def loadAMP(
 
     def begin() -> None:
         state["measuring"] = True
-        window["cpu0"], window["t0"] = _cpu(pid), time.perf_counter()
+        window["cpu"] = CpuWindow(pid)
         reactor.callLater(seconds, end)  # type: ignore[attr-defined]
 
     def end() -> None:
         state["measuring"] = False
         state["stop"] = True
-        window["cpu1"], window["t1"] = _cpu(pid), time.perf_counter()
+        window["usage"] = window["cpu"].close()
         reactor.stop()  # type: ignore[attr-defined]
 
     def failed(reason: Any) -> None:
@@ -224,11 +236,7 @@ def loadAMP(
     reactor.run()  # type: ignore[attr-defined]
     if "error" in window:
         raise SystemExit(1)
-    return {
-        "count": state["count"],
-        "wall": window["t1"] - window["t0"],
-        "serverCpu": window["cpu1"] - window["cpu0"],
-    }
+    return _result(state["count"], window["usage"])
 
 
 def loadRaw(
@@ -255,12 +263,12 @@ def loadRaw(
     received = 0
     t0 = time.perf_counter()
     measuring = False
-    cpu0 = start = 0.0
+    window: CpuWindow | None = None
     deadline = t0 + warmup + seconds
     while True:
         now = time.perf_counter()
         if not measuring and now >= t0 + warmup:
-            measuring, received, cpu0, start = True, 0, _cpu(pid), now
+            measuring, received, window = True, 0, CpuWindow(pid)
         if now >= deadline:
             break
         for key, events in selector.select(0.1):
@@ -278,10 +286,11 @@ def loadRaw(
                 except BlockingIOError:
                     sent = 0
                 inflight[i] += sent
-    cpu1, end = _cpu(pid), time.perf_counter()
+    assert window is not None
+    usage = window.close()
     for sock in socks:
         sock.close()
-    return {"count": received, "wall": end - start, "serverCpu": cpu1 - cpu0}
+    return _result(received, usage)
 
 
 def loadTLS(
@@ -328,14 +337,14 @@ def loadTLS(
         thread.start()
     time.sleep(warmup)
     state["measuring"] = True
-    cpu0, t0 = _cpu(pid), time.perf_counter()
+    window = CpuWindow(pid)
     time.sleep(seconds)
     state["measuring"] = False
-    cpu1, t1 = _cpu(pid), time.perf_counter()
+    usage = window.close()
     state["stop"] = True
     for thread in threads:
         thread.join(10)
-    return {"count": state["count"], "wall": t1 - t0, "serverCpu": cpu1 - cpu0, "errors": state["errors"]}
+    return _result(state["count"], usage, errors=state["errors"])
 
 
 # --------------------------------------------------------------------------
@@ -548,33 +557,9 @@ def _certificate() -> tuple[str, str]:
 # --------------------------------------------------------------------------
 
 
-class Server:
-    """A server process of one kind; its port and pid."""
-
-    def __init__(self, kind: str, pem: str) -> None:
-        self.kind = kind
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", kind, "--pem", pem],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("PORT "):
-            self.stop()
-            raise RuntimeError(f"server {kind} did not start: {line!r}")
-        self.port = int(line.split()[1])
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def runLoad(part: str, kind: str, server: Server, seconds: float, warmup: float, connections: int) -> Any:
+def runLoad(
+    part: str, kind: str, server: ServerProcess, seconds: float, warmup: float, connections: int
+) -> Any:
     """Run one load process against C{server}; its JSON result."""
     args = [
         sys.executable,
@@ -584,7 +569,7 @@ def runLoad(part: str, kind: str, server: Server, seconds: float, warmup: float,
         "--port",
         str(server.port),
         "--pid",
-        str(server.process.pid),
+        str(server.pid),
         "--seconds",
         str(seconds),
         "--warmup",
@@ -608,12 +593,17 @@ PARTS = {
 }
 
 
-def measure(parts: list[str], rounds: int, seconds: float, warmup: float) -> list[tuple[Any, ...]]:
+def measure(
+    parts: list[str], rounds: int, seconds: float, warmup: float, otherLoads: list[float]
+) -> list[tuple[Any, ...]]:
     pem = _certificate()[0]
     rows = []
     for part in parts:
         ours, theirs, unit, goal, connections = PARTS[part]
-        servers = {"upgrade": Server(ours, pem), "alone": Server(theirs, pem)}
+        servers = {
+            kind: ServerProcess(__file__, name, ["--pem", pem])
+            for kind, name in (("upgrade", ours), ("alone", theirs))
+        }
         try:
             results: dict[str, list[Any]] = {"upgrade": [], "alone": []}
             for _ in range(rounds):
@@ -648,6 +638,7 @@ def measure(parts: list[str], rounds: int, seconds: float, warmup: float) -> lis
                 )
             )
         cpuShare = statistics.mean(r["serverCpu"] / r["wall"] for r in results["upgrade"] + results["alone"])
+        otherLoads.extend(r["otherCpu"] / r["wall"] for r in results["upgrade"] + results["alone"])
         single = {"calls": "call", "MB": "MB", "conns": "connection"}[unit]
         perUnit = {k: 1e6 / max(statistics.mean(perCpu(r) for r in v), 1e-9) for k, v in results.items()}
         say(
@@ -689,8 +680,9 @@ def main() -> None:
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     rounds, seconds, warmup = (1, 0.3, 0.1) if args.quick else (3, 5.0, 1.0)
     say(f"bench_stream: {rounds} round(s) of {seconds} s per side, {os.cpu_count()} CPUs")
-    say(f"machine load before the run (1, 5, 15 min): {os.getloadavg()}")
-    rows = measure([p for p in only if p in PARTS], rounds, seconds, warmup)
+    say(f"before the run: {machineLine()}")
+    otherLoads: list[float] = []
+    rows = measure([p for p in only if p in PARTS], rounds, seconds, warmup, otherLoads)
     memory = memoryFigures(args.quick) if "memory" in only else []
     say("\n== SUMMARY ==")
     say("| figure | txupgrade | baseline | ratio | per-round ratios | goal | verdict |")
@@ -705,7 +697,10 @@ def main() -> None:
         say("|---|---|---|---|")
         for figure, ours, theirs, unit in memory:
             say(f"| {figure} | {ours:.2f} | {theirs:.2f} | {unit} |")
-    say(f"\nmachine load after the run: {os.getloadavg()}")
+    note = otherLoadNote(otherLoads)
+    if note:
+        say("\n" + note)
+    say(f"\nafter the run: {machineLine()}")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,6 @@ import math
 import os
 import platform
 import pstats
-import resource
 import select
 import signal
 import socket
@@ -79,6 +78,21 @@ import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import (
+    CpuWindow,
+    ServerProcess,
+    announce,
+    dieWithParent,
+    fmtRatio,
+    otherLoadNote,
+    profileOnSignals,
+    raiseFileLimit,
+    ratio,
+)
 
 SERVERS = ("txupgrade", "autobahn", "autobahn-resource", "twisted")
 LETTERS = dict(zip(SERVERS, "abcd", strict=True))
@@ -98,27 +112,8 @@ ECHO_CONNECTIONS = 50
 SMALL, LARGE = 32, 64 * 1024
 
 
-def _raiseFileLimit(wanted: int) -> None:
-    """Raise the soft C{RLIMIT_NOFILE} to C{wanted} (or the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 # ---------------------------------------------------------------------------
 # Servers
-
-
-def _dieWithParent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _autobahnFactory() -> Any:
@@ -170,8 +165,8 @@ def _noAccessLog(request: object) -> None:
 
 def serve(kind: str) -> None:
     """Run server C{kind} on an ephemeral port; print C{READY <port>}."""
-    _dieWithParent()
-    _raiseFileLimit(65536)
+    dieWithParent()
+    raiseFileLimit(65536)
     from twisted.internet import epollreactor
 
     epollreactor.install()
@@ -213,24 +208,8 @@ def serve(kind: str) -> None:
         path = "" if kind == "autobahn" else "/ws"
         factory.setSessionParameters(url=f"ws://127.0.0.1:{number}{path}")
 
-    profilePath = os.environ.get("BENCH_WS_PROFILE")
-    if profilePath:
-        import cProfile
-
-        profiler = cProfile.Profile()
-
-        def startProfile(signum: int, frame: object) -> None:
-            profiler.enable()
-
-        def stopProfile(signum: int, frame: object) -> None:
-            profiler.disable()
-            profiler.dump_stats(profilePath + ".tmp")
-            os.replace(profilePath + ".tmp", profilePath)
-
-        signal.signal(signal.SIGUSR1, startProfile)
-        signal.signal(signal.SIGUSR2, stopProfile)
-
-    print(f"READY {number} {type(reactor).__name__}", flush=True)
+    profileOnSignals()
+    announce(number, reactor)
     reactor.run()  # type: ignore[attr-defined]
 
 
@@ -288,10 +267,6 @@ class Client:
         )
         self.key = os.urandom(4)
         self.close = maskedFrame(8, struct.pack("!H", 1000), self.key)
-
-    def serverCpu(self) -> float:
-        times = self.server.cpu_times()
-        return times.user + times.system
 
     def serverRss(self) -> int:
         return int(self.server.memory_info().rss)
@@ -377,8 +352,8 @@ class Client:
             epoll.register(fd, IN if sent else OUT)
             started += 1
 
-        window = self._windowStart()
-        deadline = window[2] + maxSeconds
+        window = CpuWindow(self.server.pid)
+        deadline = time.monotonic() + maxSeconds
         for _ in range(min(concurrency, maxCount)):
             start()
         stopping = False
@@ -440,25 +415,15 @@ class Client:
         epoll.close()
         return self._window(window, done, failures, failure)
 
-    def _windowStart(self) -> tuple[float, float, float, float]:
-        """Machine busy time, server CPU, wall clock and own CPU, at a window's start."""
-        return _machineBusy(), self.serverCpu(), time.monotonic(), _ownCpu()
-
-    def _window(
-        self, window: tuple[float, float, float, float], count: int, failures: int, failure: str
-    ) -> dict[str, Any]:
-        """A rate phase's result: C{count} done since C{window} began, and who used the CPU."""
-        busy0, cpu0, wall0, own0 = window
-        wall = time.monotonic() - wall0
-        cpu = self.serverCpu() - cpu0
-        own = _ownCpu() - own0
-        other = max(0.0, _machineBusy() - busy0 - cpu - own)
+    def _window(self, window: CpuWindow, count: int, failures: int, failure: str) -> dict[str, Any]:
+        """A rate phase's result: C{count} done since C{window} opened, and who used the CPU."""
+        usage = window.close()
         return {
             "count": count,
-            "wall": wall,
-            "server_cpu": cpu,
-            "client_cpu": own,
-            "other_cpu": other,
+            "wall": usage.wall,
+            "server_cpu": usage.server,
+            "client_cpu": usage.generators,
+            "other_cpu": usage.other,
             "failures": failures,
             "failure": failure,
         }
@@ -566,8 +531,8 @@ class Client:
                 entry[2] = memoryview(frame)[n:]
                 epoll.modify(fd, IN | OUT)
 
-        window = self._windowStart()
-        deadline = window[2] + maxSeconds
+        window = CpuWindow(self.server.pid)
+        deadline = time.monotonic() + maxSeconds
         for sock in socks:
             fd = sock.fileno()
             entry: list[Any] = [sock, 0, None, bytearray()]
@@ -641,28 +606,10 @@ class Client:
         }
 
 
-def _ownCpu() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _machineBusy() -> float:
-    """
-    CPU-seconds every process on the machine has spent, user and system.
-
-    Interrupt and softirq time is left out: it is mostly the loopback
-    traffic of the benchmark itself, charged to no process.
-    """
-    import psutil
-
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system
-
-
 def runClient(config: dict[str, Any]) -> dict[str, Any]:
     """All phases against one server; the results as a dict."""
-    _dieWithParent()
-    _raiseFileLimit(config["idle"] + 4096)
+    dieWithParent()
+    raiseFileLimit(config["idle"] + 4096)
     client = Client(config["port"], config["server_pid"])
     client.verify()
     results: dict[str, Any] = {}
@@ -709,64 +656,6 @@ def runClient(config: dict[str, Any]) -> dict[str, Any]:
 # Orchestration
 
 
-class ServerProcess:
-    """One server subprocess, its output captured in a file."""
-
-    def __init__(self, kind: str, profilePath: str | None = None) -> None:
-        self.kind = kind
-        self.output = tempfile.NamedTemporaryFile(prefix=f"bench-ws-{kind}-", suffix=".log", delete=False)
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
-        if profilePath:
-            env["BENCH_WS_PROFILE"] = profilePath
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--serve", kind],
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self.port = 0
-        self.reactor = ""
-
-    def waitReady(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.text()
-            if text.startswith("READY "):
-                line = text.split("\n", 1)[0].split()
-                self.port, self.reactor = int(line[1]), line[2]
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server {self.kind} exited with {self.process.returncode}:\n{text}")
-            time.sleep(0.05)
-        raise RuntimeError(f"server {self.kind} not ready after {timeout} s:\n{self.text()}")
-
-    def text(self) -> str:
-        with open(self.output.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def extraOutput(self) -> str:
-        """Whatever the server printed after its READY line."""
-        return self.text().partition("\n")[2]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.output.close()
-        try:
-            os.unlink(self.output.name)
-        except OSError:
-            pass
-
-
 _children: list[subprocess.Popen[Any]] = []
 
 
@@ -795,10 +684,9 @@ def missingDependency(kind: str) -> str | None:
 
 def runOne(kind: str, config: dict[str, Any], profilePath: str | None = None) -> dict[str, Any]:
     """Start server C{kind}, run the client against it, stop the server."""
-    server = ServerProcess(kind, profilePath)
+    server = ServerProcess(__file__, kind, profilePath=profilePath)
     _children.append(server.process)
     try:
-        server.waitReady()
         clientConfig = dict(config, port=server.port, server_pid=server.process.pid)
         print(f"  {kind}: pid {server.process.pid}, port {server.port}", file=sys.stderr, flush=True)
         client = subprocess.Popen(
@@ -811,10 +699,7 @@ def runOne(kind: str, config: dict[str, Any], profilePath: str | None = None) ->
         if client.returncode != 0:
             raise RuntimeError(f"the client failed against {kind} (exit {client.returncode})")
         results: dict[str, Any] = json.loads(out)
-        if profilePath:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(profilePath) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        server.waitProfile(10)
         results["server_output"] = server.extraOutput()
         results["reactor"] = server.reactor
         return results
@@ -879,16 +764,6 @@ def _figure(result: dict[str, Any], key: str, cpu: bool) -> float:
     return float(result[key]["cpu_rate" if cpu else "wall_rate"])
 
 
-def _ratio(a: float, b: float) -> float:
-    if math.isnan(a) or math.isnan(b) or b == 0:
-        return math.nan
-    return a / b
-
-
-def _fmtRatio(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.2f}x"
-
-
 def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config: dict[str, Any]) -> str:
     """The printed report."""
     import autobahn
@@ -908,7 +783,7 @@ def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config:
         f"Python {platform.python_version()}, Twisted {twisted.__version__}, autobahn {autobahn.__version__}"
         f" ({nvx}), {', '.join(reactors)}, {os.cpu_count()} CPUs, rounds {config['rounds']}",
         "client: 1 process, epoll, raw RFC 6455 frames (masked once, before the clock). CPU columns:"
-        " share of one core (other = every other process on the machine, user + system).",
+        " share of one core (other = every other process on the machine: see _harness.py).",
         "handshake = connect, GET /ws Upgrade, full 101 read, masked close(1000) sent, server close",
         f"  frame read, server closes TCP first; {HANDSHAKE_CONCURRENCY} in flight, "
         f"<= {config['handshake_count']} or {config['seconds']} s.",
@@ -952,11 +827,9 @@ def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config:
                 f"   (base RSS {idle['rss_before'] / 2**20:.1f} MiB, {idle['connections']} conns)"
             )
     others = [row["other_util"] for r in results.values() for k, row in r.items() if k in RATE_PHASES]
-    if others and max(others) > 0.2:
-        lines.append(
-            f"NOTE: other processes used up to {max(others):.0%} of a CPU during the rate phases: the machine"
-            " was shared, so wall-clock rates and utilisations are depressed; compare per CPU-second."
-        )
+    note = otherLoadNote(others)
+    if note:
+        lines.append(note)
     lines += [
         "",
         "ratios per server CPU-second (idle RSS: per connection, lower is better); wall-clock in [ ]",
@@ -969,10 +842,10 @@ def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config:
         ratios[key] = {}
         for num, den in (("a", "b"), ("a", "c"), ("a", "d"), ("c", "b"), ("d", "b")):
             rn, rd = results.get(SERVERS["abcd".index(num)], {}), results.get(SERVERS["abcd".index(den)], {})
-            cpu = _ratio(_figure(rn, key, True), _figure(rd, key, True))
-            wall = _ratio(_figure(rn, key, False), _figure(rd, key, False))
+            cpu = ratio(_figure(rn, key, True), _figure(rd, key, True))
+            wall = ratio(_figure(rn, key, False), _figure(rd, key, False))
             ratios[key][f"{num}/{den}"] = cpu
-            cell = _fmtRatio(cpu) if key == "idle" else f"{_fmtRatio(cpu)} [{_fmtRatio(wall)}]"
+            cell = fmtRatio(cpu) if key == "idle" else f"{fmtRatio(cpu)} [{fmtRatio(wall)}]"
             cells.append(cell)
         ab = ratios[key]["a/b"]
         met = "n/a" if math.isnan(ab) else ("yes" if (ab >= goal if higher else ab <= goal) else "NO")
@@ -1068,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
         import psutil  # noqa: F401
     except ImportError:
         parser.error("psutil is needed (pip install psutil)")
-    _raiseFileLimit(config["idle"] + 4096)
+    raiseFileLimit(config["idle"] + 4096)
 
     try:
         if args.profile:

@@ -173,6 +173,8 @@ class OptionsTests(SynchronousTestCase):
             "--policy=server",
             "--no-advertise",
             "--drain-timeout=4",
+            "--allowed-host=example.com",
+            "--allowed-host=*.example.net",
         ]
         path = _write(
             self,
@@ -187,6 +189,7 @@ class OptionsTests(SynchronousTestCase):
             policy = "server"
             no-advertise = true
             drain-timeout = 4
+            allowed-host = ["example.com", "*.example.net"]
             """,
         )
         fromArgs, fromFile = _parse(*argv), _parse("--config", path)
@@ -200,6 +203,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(shapes[0]["protocols"], ["h2c"])
         self.assertEqual(shapes[0]["children"], [b"chat", b"hello"])
         self.assertEqual(shapes[0]["origins"], ["https://*.example.com:*"])
+        self.assertEqual(shapes[0]["allowedHosts"], frozenset({"example.com", "*.example.net"}))
 
     @staticmethod
     def shape(service: Any) -> dict[str, Any]:
@@ -211,6 +215,7 @@ class OptionsTests(SynchronousTestCase):
             "children": sorted(site.resource.children),
             "origins": chat.upgrade.allowedOrigins,
             "policy": site.policy,
+            "allowedHosts": site.allowedHosts,
             "advertise": site.advertise,
             "maxBody": site.maxUpgradeBodySize,
             "timeout": site.timeOut,
@@ -234,6 +239,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.settings["protocols"], ["echo", "h2c", "websocket"])
         service = buildService(options.settings, options.protocols, MemoryReactor())  # type: ignore[arg-type]
         self.assertEqual(sorted(service.site.resource.children), [b"", b"echo", b"ws"])
+        self.assertEqual(service.site.allowedHosts, "auto")
         [port] = service.reactor.tcpServers
         self.assertEqual((port[0], port[3]), (8080, "127.0.0.1"))
 

@@ -52,7 +52,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import classImplements
+from zope.interface import implementer
 
 from txupgrade._wshandshake import Handshake
 from txupgrade.interfaces import IDrainable
@@ -452,6 +452,6 @@ def switchedClass(cls: type, path: str) -> type:
         if not hasattr(cls, "drain"):
             namespace["drain"] = _drainGoingAway
         switched = type(cls.__name__, (cls,), namespace)
-        classImplements(switched, IDrainable)  # type: ignore[misc]
+        implementer(IDrainable)(switched)
         _switchedClasses[(cls, path)] = switched
     return switched

@@ -215,7 +215,7 @@ def feedTLS(transport: Any, data: bytes) -> None:
 def sslContextFactory(endpoint: Any) -> Any:
     """
     The TLS context factory of an C{ssl:} server endpoint (an
-    L{SSL4ServerEndpoint} from C{serverFromString}), with every option of
+    L{twisted.internet.endpoints.SSL4ServerEndpoint} from C{serverFromString}), with every option of
     its description applied: a worker of C{--workers} serves TLS with it on
     the socket it inherits instead of binding.
     """

@@ -125,6 +125,16 @@ SETTINGS: tuple[Setting, ...] = (
         "repeatable; default: same origin only",
         "PATTERN",
     ),
+    Setting(
+        "allowed-host",
+        "list",
+        _text,
+        [],
+        "Answer requests whose Host names this host (*.example.com for subdomains, * for any); "
+        "others get 400, the defence against DNS rebinding; repeatable; "
+        "default: localhost, 127.0.0.1 and ::1 on a loopback listener, any host elsewhere",
+        "NAME",
+    ),
     Setting("enable", "list", _text, [], "Offer only these upgrade protocols (repeatable)", "PROTOCOL"),
     Setting("disable", "list", _text, [], "Do not offer this upgrade protocol (repeatable)", "PROTOCOL"),
     Setting(

@@ -89,6 +89,10 @@ class Options(usage.Options):
         """Allow WebSocket handshakes from pages of this origin (https://*.example.com:*); repeatable [default: same origin only]"""  # noqa: E501
         self["websocket-origin"].append(pattern)
 
+    def opt_allowed_host(self, name: str) -> None:
+        """Answer only requests whose Host names this host (*.example.com, or * for any); repeatable [default: loopback names on a loopback listener, any elsewhere]"""  # noqa: E501
+        self["allowed-host"].append(name)
+
     def opt_enable(self, name: str) -> None:
         """Offer only these upgrade protocols (repeatable; see --list-protocols)"""
         self["enable"].append(name)
@@ -159,6 +163,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         policy=settings["policy"],
         advertise=not settings["no-advertise"],
         maxUpgradeBodySize=settings["max-upgrade-body"],
+        allowedHosts=settings.get("allowed-host") or "auto",
         timeout=settings["timeout"],
         logPath=settings["access-log"],
         priorKnowledge=not settings.get("no-prior-knowledge", False),

@@ -1,0 +1,558 @@
+"""
+What every benchmark script shares: server processes, CPU sampling (one
+definition of "other load" for all), timing windows, in-memory rounds, and
+the report's numbers and ratios.
+
+Other load
+----------
+In a window, the machine's CPU time spent running processes (user, nice and
+system time of every core, from C{psutil.cpu_times()}) minus the CPU time of
+the processes the benchmark names (the server, the load generators), as a
+share of one core. Interrupt and softirq time is left out, as in a process's
+own CPU time: on loopback it is mostly the benchmark's own traffic, charged
+to no process. Steal is left out too (the hypervisor's, not the machine's).
+
+A server process prints C{READY <port> <reactor>} (L{announce}) as its first
+line; everything it prints afterwards goes to a file and is reported (a
+benchmark server should print nothing per request).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+HOST = "127.0.0.1"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def say(*parts: object) -> None:
+    """Print and flush (a benchmark's progress shows while it runs)."""
+    print(*parts, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Server processes
+
+
+def raiseFileLimit(wanted: int | None = None) -> int:
+    """Raise the soft C{RLIMIT_NOFILE} to C{wanted} (default: the hard limit); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = (1 << 20) if hard == resource.RLIM_INFINITY else hard
+    target = ceiling if wanted is None else min(wanted, ceiling)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
+def dieWithParent() -> None:
+    """Ask Linux to send this process C{SIGTERM} when its parent dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def discardLogs() -> None:
+    """
+    Start Twisted's logging with an observer that drops every event: events
+    the code emits are still built, but not kept in the start-up buffer.
+    """
+    from twisted.logger import globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([lambda event: None], discardBuffer=True, redirectStandardIO=False)
+
+
+#: The environment variable that tells a server where to write its profile.
+PROFILE_ENV = "BENCH_PROFILE"
+
+
+def profileOnSignals(path: str | None = None) -> None:
+    """
+    In a server: cProfile from C{SIGUSR1} to C{SIGUSR2}, the stats then
+    written to C{path} (default: the L{PROFILE_ENV} variable; none: no-op).
+    """
+    path = path or os.environ.get(PROFILE_ENV)
+    if not path:
+        return
+    import cProfile
+
+    state: dict[str, Any] = {}
+
+    def start(signum: int, frame: object) -> None:
+        state["profile"] = cProfile.Profile()
+        state["profile"].enable()
+
+    def stop(signum: int, frame: object) -> None:
+        profile = state.pop("profile", None)
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(path + ".tmp")
+            os.replace(path + ".tmp", path)
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+
+
+def announce(port: int, reactor: object) -> None:
+    """In a server: the line L{ServerProcess} waits for."""
+    print(f"READY {port} {type(reactor).__name__}", flush=True)
+
+
+class ServerProcess:
+    """
+    One benchmark server: C{python SCRIPT --serve KIND ...}, its output in a
+    temporary file, ready once it printed L{announce}'s line.
+
+    @ivar port: The port it listens on.
+    @ivar reactor: Its reactor's class name.
+    @ivar pid: Its process id.
+    """
+
+    def __init__(
+        self,
+        script: str,
+        kind: str,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        profilePath: str | None = None,
+    ) -> None:
+        import psutil
+
+        self.kind = kind
+        self.profilePath = profilePath
+        self.output = tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log", delete=False)
+        environ = dict(os.environ if env is None else env)
+        environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, environ.get("PYTHONPATH")]))
+        environ["PYTHONUNBUFFERED"] = "1"
+        if profilePath:
+            environ[PROFILE_ENV] = profilePath
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(script), "--serve", kind, *args],
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environ,
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+        self.port = 0
+        self.reactor = ""
+        try:
+            self._waitReady(timeout)
+            self.ps = psutil.Process(self.pid)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _waitReady(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if text.startswith("READY ") and "\n" in text:
+                _, port, self.reactor = text.split("\n", 1)[0].split()
+                self.port = int(port)
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server {self.kind} exited with {self.process.returncode}:\n{text}")
+            time.sleep(0.02)
+        raise RuntimeError(f"server {self.kind} not ready after {timeout} s:\n{self.text()}")
+
+    def text(self) -> str:
+        """Everything it printed so far."""
+        with open(self.output.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def extraOutput(self) -> str:
+        """Whatever it printed after its C{READY} line (should be nothing)."""
+        return self.text().partition("\n")[2]
+
+    def cpu(self) -> float:
+        """Its CPU seconds so far, user + system."""
+        return processCpu(self.ps)
+
+    def rss(self) -> int:
+        """Its resident set size, in bytes."""
+        return int(self.ps.memory_info().rss)
+
+    def waitProfile(self, timeout: float = 30.0) -> str | None:
+        """Wait until the server wrote its profile (after C{SIGUSR2}); its path, if any."""
+        if not self.profilePath:
+            return None
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.profilePath) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.profilePath
+
+    def profiled(self, dest: str, run: Callable[[], Any]) -> Any:
+        """
+        Run C{run()} with the server's profiler on (when started with a
+        C{profilePath}); the stats are then moved to C{dest}.
+        """
+        if not self.profilePath:
+            return run()
+        if os.path.exists(self.profilePath):
+            os.unlink(self.profilePath)
+        os.kill(self.pid, signal.SIGUSR1)
+        try:
+            return run()
+        finally:
+            os.kill(self.pid, signal.SIGUSR2)
+            if self.waitProfile():
+                os.replace(self.profilePath, dest)
+
+    def stop(self) -> None:
+        """C{SIGTERM}, then C{SIGKILL} after 5 s; remove the output file."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.output.close()
+        try:
+            os.unlink(self.output.name)
+        except OSError:
+            pass
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------
+# CPU sampling and timing windows
+
+
+def processCpu(process: Any) -> float:
+    """CPU seconds, user + system, of a C{psutil.Process} (children not included)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def machineCpu() -> float:
+    """CPU seconds the whole machine spent running processes (see the module's "Other load")."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return float(times.user + times.nice + times.system)
+
+
+@dataclass
+class Usage:
+    """
+    Who used the CPU during one window, in CPU seconds.
+
+    @ivar wall: The window's length, in seconds.
+    @ivar server: The server's CPU.
+    @ivar generators: The load generators' CPU (their sum).
+    @ivar other: Everything else the machine ran meanwhile ("other load").
+    """
+
+    wall: float
+    server: float
+    generators: float
+    other: float
+
+    def share(self, cpu: float) -> float:
+        """C{cpu} as a share of one core over the window."""
+        return cpu / self.wall if self.wall > 0 else math.nan
+
+    def describe(self) -> str:
+        """The CPU check printed with every measurement."""
+        return (
+            f"server CPU {pct(self.share(self.server))}, generator CPU {pct(self.share(self.generators))},"
+            f" other load {pct(self.share(self.other))}"
+        )
+
+
+class CpuWindow:
+    """
+    A timing window, opened at construction: the wall clock, the machine's
+    CPU, and the CPU of the server and of the load generators (process ids;
+    this process by default).
+    """
+
+    def __init__(self, server: int | None, generators: Iterable[int] | None = None) -> None:
+        import psutil
+
+        self._server = psutil.Process(server) if server is not None else None
+        pids = [os.getpid()] if generators is None else list(generators)
+        self._generators = [psutil.Process(pid) for pid in pids]
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        server = processCpu(self._server) if self._server is not None else 0.0
+        generators = sum(processCpu(p) for p in self._generators)
+        return time.monotonic(), server, generators, machineCpu()
+
+    def close(self) -> Usage:
+        """The usage since the window opened."""
+        end = self._sample()
+        wall, server, generators, machine = (b - a for a, b in zip(self.start, end, strict=True))
+        return Usage(wall, server, generators, max(0.0, machine - server - generators))
+
+
+def sleepUntil(moment: float) -> None:
+    """Sleep until C{time.monotonic()} reaches C{moment}."""
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+# ---------------------------------------------------------------------------
+# In-memory micro-benchmarks
+
+
+def cpuPerOperation(once: Callable[[], object], iterations: int) -> float:
+    """This process's CPU seconds per call of C{once}, over C{iterations} calls."""
+    gc.collect()
+    start = time.process_time()
+    for _ in range(iterations):
+        once()
+    return (time.process_time() - start) / iterations
+
+
+@dataclass
+class Rounds:
+    """
+    Alternating rounds of in-memory operations: CPU per operation per kind.
+
+    @ivar perRound: C{{kind: [CPU seconds per operation, one per round]}}.
+    @ivar other: The other load (share of a core) in each round.
+    """
+
+    iterations: int
+    perRound: dict[str, list[float]] = field(default_factory=dict)
+    other: list[float] = field(default_factory=list)
+
+    def median(self, kind: str) -> float:
+        """The median over rounds of C{kind}'s CPU per operation."""
+        return statistics.median(self.perRound[kind])
+
+    def ratio(self, kind: str, baseline: str) -> float:
+        """C{kind}'s median CPU per operation over C{baseline}'s."""
+        return ratio(self.median(kind), self.median(baseline))
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "iterations": self.iterations,
+            "rounds": len(self.other),
+            "perRound": self.perRound,
+            "median": {kind: self.median(kind) for kind in self.perRound},
+            "other": self.other,
+        }
+
+
+def alternatingRounds(kinds: dict[str, Callable[[], object]], iterations: int, rounds: int) -> Rounds:
+    """
+    Warm each kind up, then time C{rounds} rounds of C{iterations} calls per
+    kind, alternating kinds (so that other load hits them alike).
+    """
+    for once in kinds.values():
+        cpuPerOperation(once, max(1, iterations // 10))
+    result = Rounds(iterations, {kind: [] for kind in kinds})
+    for _ in range(rounds):
+        window = CpuWindow(None)
+        for kind, once in kinds.items():
+            result.perRound[kind].append(cpuPerOperation(once, iterations))
+        usage = window.close()
+        result.other.append(usage.share(usage.other))
+    return result
+
+
+def memoryConnection(factory: Any, *chunks: bytes) -> Callable[[], bytes]:
+    """
+    A call that builds one connection of C{factory} over a fresh in-memory
+    transport, feeds it C{chunks} one C{dataReceived} each, closes it
+    (C{connectionLost}), and returns what the server wrote.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    class Transport(StringTransport):
+        """Like Twisted's real transports, lets anyone unregister no producer."""
+
+        def unregisterProducer(self) -> None:
+            self.producer = None
+            self.streaming = None
+
+    peer = IPv4Address("TCP", "127.0.0.1", 40000)
+    host = IPv4Address("TCP", "127.0.0.1", 8080)
+    done = Failure(ConnectionDone())
+
+    def once() -> bytes:
+        transport = Transport(hostAddress=host, peerAddress=peer)
+        proto = factory.buildProtocol(peer)
+        proto.makeConnection(transport)
+        for chunk in chunks:
+            proto.dataReceived(chunk)
+        proto.connectionLost(done)
+        written: bytes = transport.value()
+        return written
+
+    return once
+
+
+def profileRound(once: Callable[[], object], iterations: int) -> str:
+    """cProfile's top functions (by own time) over C{iterations} calls of C{once}."""
+    import cProfile
+    import io
+    import pstats
+
+    once()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(iterations):
+        once()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    return out.getvalue()
+
+
+def memoryReport(title: str, results: dict[str, Any], ratioLabel: str, goal: str = "") -> str:
+    """The report of an in-memory benchmark (L{inMemoryMain}'s results)."""
+    lines = [
+        f"=== {title} ===",
+        f"{results['rounds']} rounds of {results['iterations']} connections per kind, alternating;"
+        f" {machineLine()}; other load per round: {' '.join(pct(x) for x in results['other'])}",
+    ]
+    width = max(len(kind) for kind in results["median"])
+    for kind, values in results["perRound"].items():
+        rounds = " ".join(f"{value * 1e6:.2f}" for value in values)
+        lines.append(
+            f"{kind:<{width}} median {results['median'][kind] * 1e6:8.2f} us/conn   (rounds: {rounds})"
+        )
+    lines.append(f"{ratioLabel}: {results['ratio']:.3f}x" + (f" (goal {goal})" if goal else ""))
+    note = otherLoadNote(results["other"])
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+def inMemoryMain(
+    argv: list[str] | None,
+    doc: str | None,
+    kinds: dict[str, Callable[[], Callable[[], bytes]]],
+    check: Callable[[str, bytes], None],
+    pair: tuple[str, str],
+    report: Callable[[dict[str, Any]], str],
+    iterations: int,
+) -> int:
+    """
+    The command line of an in-memory benchmark: C{kinds} maps each kind to a
+    maker of its one-connection call, whose first output C{check} verifies;
+    the rounds alternate kinds, the ratio is C{pair[0]} over C{pair[1]}, and
+    C{report} (usually with L{memoryReport}) prints the results.
+    """
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help="a smoke run (figures are noise)")
+    parser.add_argument("--iterations", type=int, default=None, help="connections per round")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per kind")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--profile", metavar="KIND", choices=sorted(kinds), help="cProfile one round of KIND")
+    args = parser.parse_args(argv)
+    count = args.iterations or (20 if args.quick else iterations)
+    rounds = args.rounds or (2 if args.quick else 5)
+    if args.profile:
+        print(profileRound(kinds[args.profile](), count))
+        return 0
+    connections = {kind: make() for kind, make in kinds.items()}
+    for kind, once in connections.items():
+        check(kind, once())
+    result = alternatingRounds(connections, count, rounds)
+    results = {**result.json(), "ratio": result.ratio(*pair)}
+    print(report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Numbers and ratios in reports
+
+
+def ratio(a: float, b: float) -> float:
+    """C{a / b}, NaN when either is NaN or C{b} is 0."""
+    if math.isnan(a) or math.isnan(b) or b == 0:
+        return math.nan
+    return a / b
+
+
+def fmtRatio(value: float) -> str:
+    """A ratio as C{1.23x}."""
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+def ratioRange(ours: Sequence[float], theirs: Sequence[float]) -> str:
+    """The ratio of each round's pair, as min-max."""
+    values = [r for a, b in zip(ours, theirs, strict=True) if math.isfinite(r := ratio(a, b))]
+    if not values:
+        return "nan"
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}" if len(values) == 1 else f"{lo:.2f}-{hi:.2f}"
+
+
+def fmt(x: float, digits: int = 0) -> str:
+    """A number with thousands separators."""
+    return "nan" if not math.isfinite(x) else f"{x:,.{digits}f}"
+
+
+def pct(x: float) -> str:
+    """A share as a percentage."""
+    return "nan" if not math.isfinite(x) else f"{100 * x:.0f}%"
+
+
+#: Other load above this share of a core (on average) makes wall-clock figures unreliable.
+OTHER_LOAD_WARNING = 0.25
+
+
+def otherLoadNote(shares: Sequence[float]) -> str | None:
+    """A warning when the other load (shares of a core) was high during the measurements."""
+    values = [s for s in shares if math.isfinite(s)]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    if mean <= OTHER_LOAD_WARNING and max(values) <= 2 * OTHER_LOAD_WARNING:
+        return None
+    return (
+        f"NOTE: other load took {pct(mean)} of a core on average (up to {pct(max(values))}) during"
+        " the measurements: the machine was shared, so wall-clock figures are depressed and CPU"
+        " figures noisier; compare per-CPU figures, and rerun on a quiet machine for final ones."
+    )
+
+
+def machineLine() -> str:
+    """Python, CPUs and load average, for a report's header."""
+    try:
+        one, five, _ = os.getloadavg()
+        load = f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+    except OSError:
+        load = "load average unknown"
+    return f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {load}"
