@@ -7,6 +7,7 @@ repository points outside it.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import re
@@ -80,6 +81,7 @@ def _buildDocs() -> Path:
     global _built
     if _built is None:
         out = Path(tempfile.mkdtemp(prefix="txupgrade-docs-"))
+        atexit.register(shutil.rmtree, out, True)
         result = subprocess.run(
             [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
             capture_output=True,
