@@ -23,7 +23,7 @@ from _inventory import PYTHON_URL, TWISTED_URL, writeInventories  # noqa: E402
 
 project = "txupgrade"
 author = "the txupgrade authors"
-copyright = "the txupgrade authors"  # noqa: A001 - Sphinx's name
+copyright = "the txupgrade authors"
 
 extensions = [
     "myst_parser",
