@@ -678,7 +678,7 @@ def main() -> None:
         return
 
     only = [p.strip() for p in args.only.split(",") if p.strip()]
-    rounds, seconds, warmup = (1, 0.3, 0.1) if args.quick else (3, 5.0, 1.0)
+    rounds, seconds, warmup = (1, 0.3, 0.1) if args.quick else (3, 4.0, 1.0)
     say(f"bench_stream: {rounds} round(s) of {seconds} s per side, {os.cpu_count()} CPUs")
     say(f"before the run: {machineLine()}")
     otherLoads: list[float] = []

@@ -13,7 +13,7 @@ import textwrap
 from typing import Any
 
 import twisted.plugin
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import log as legacyLog
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -195,7 +195,7 @@ class OptionsTests(SynchronousTestCase):
         fromArgs, fromFile = _parse(*argv), _parse("--config", path)
         self.assertEqual(fromArgs.settings, fromFile.settings)
         services = [
-            buildService(o.settings, o.protocols, MemoryReactor())  # type: ignore[arg-type]
+            buildService(o.settings, o.protocols, MemoryReactorClock())  # type: ignore[arg-type]
             for o in (fromArgs, fromFile)
         ]
         shapes = [self.shape(s) for s in services]
@@ -237,7 +237,7 @@ class OptionsTests(SynchronousTestCase):
         options = _parse()
         self.assertEqual(options.settings["listen"], ["tcp:8080:interface=127.0.0.1"])
         self.assertEqual(options.settings["protocols"], ["echo", "websocket"])
-        service = buildService(options.settings, options.protocols, MemoryReactor())  # type: ignore[arg-type]
+        service = buildService(options.settings, options.protocols, MemoryReactorClock())  # type: ignore[arg-type]
         self.assertEqual(sorted(service.site.resource.children), [b"", b"echo", b"ws"])
         self.assertEqual(service.site.allowedHosts, "auto")
         [port] = service.reactor.tcpServers

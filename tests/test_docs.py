@@ -404,6 +404,20 @@ class ExamplesTests(SynchronousTestCase):
             self.assertIn(path.stem if path.suffix == ".py" else path.name, tests, relative)
 
 
+class DocstringMarkupTests(SynchronousTestCase):
+    """The docstrings are epytext, as pydoctor renders them."""
+
+    def test_noRestLiterals(self) -> None:
+        """No reST double-backquote literal, which epytext shows as is: C{...} instead."""
+        found = [
+            f"{path.relative_to(ROOT)}:{number}"
+            for path in sorted((ROOT / "txupgrade").rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1)
+            if "``" in line
+        ]
+        self.assertEqual(found, [])
+
+
 class ShoutExampleTests(SynchronousTestCase):
     """The shout/1 distribution's own tests, as the guide shows them, pass."""
 

@@ -13,13 +13,16 @@ proxies run from their Debian binaries (L{tests.support.proxies}).
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as wsConnect
+from websockets.typing import Origin
 
 from tests.support.http import upgrade
 from tests.support.net import (
@@ -37,6 +40,7 @@ from tests.support.websocket import RecordingServerFactory
 from txupgrade.demo import demoRoot
 from txupgrade.echo import EchoUpgrade
 from txupgrade.registry import ProtocolRegistry
+from txupgrade.tap import Options, makeSite
 from txupgrade.websocket import WebSocketEndpoint
 
 CLIENT_TIMEOUT = 5.0
@@ -67,12 +71,14 @@ def _peerPort(peer: str) -> int:
 class _Instance:
     """One txupgrade instance: its site, its WebSocket factory, its port."""
 
-    def __init__(self, test: TestCase, proxied: bool) -> None:
+    def __init__(
+        self, test: TestCase, proxied: bool, allowedHosts: Any = "auto", allowedOrigins: Any = None
+    ) -> None:
         protocols = ProtocolRegistry([EchoUpgrade()])
         root = demoRoot(protocols)
         self.factory = RecordingServerFactory()
-        root.putChild(b"ws", WebSocketEndpoint(self.factory))
-        self.site = TrackingSite(root, protocols)
+        root.putChild(b"ws", WebSocketEndpoint(self.factory, allowedOrigins))
+        self.site = TrackingSite(root, protocols, allowedHosts=allowedHosts)
         self.proxied = proxied
 
     @inlineCallbacks
@@ -222,6 +228,87 @@ class HAProxyProxyV2Tests(_PairTests, TestCase):
 
     kind = "haproxy"
     sendProxy = "send-proxy-v2"
+
+
+def _publicHostHandshake(proxyPort: int, host: str, scheme: str = "http") -> int:
+    """A WebSocket handshake through the proxy naming C{host}, from a page of C{scheme://host}: the status."""
+    sock = socket.create_connection(("127.0.0.1", proxyPort), timeout=CLIENT_TIMEOUT)
+    try:
+        with wsConnect(
+            f"ws://{host}/ws",
+            sock=sock,
+            origin=Origin(f"{scheme}://{host}"),
+            open_timeout=CLIENT_TIMEOUT,
+            close_timeout=CLIENT_TIMEOUT,
+        ) as conn:
+            assert conn.response is not None
+            return conn.response.status_code
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+class PublicHostTests(TestCase):
+    """
+    Instances listening on loopback behind nginx, reached under a public
+    name: by default a loopback listener answers only localhost names (the
+    DNS-rebinding defence), so the operator names the public host
+    (C{--allowed-host}, C{UpgradeSite(allowedHosts=...)}).
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def serve(self, allowedHosts: Any, allowedOrigins: Any = None) -> Any:
+        instance = _Instance(self, proxied=False, allowedHosts=allowedHosts, allowedOrigins=allowedOrigins)
+        yield instance.listen(self)
+        port = yield startProxy(self, "nginx", instance.port, config=nginxPairConfig([instance.port]))
+        return instance, port
+
+    @inlineCallbacks
+    def test_refusedByDefault(self) -> Any:
+        """A public C{Host} reaching a loopback listener is answered C{400}; nothing switches."""
+        instance, port = yield self.serve("auto")
+        status = yield inThread(_publicHostHandshake, port, "www.example.com")
+        self.assertEqual(status, 400)
+        self.assertEqual(instance.factory.connections, [])
+
+    @inlineCallbacks
+    def test_allowedHost(self) -> Any:
+        """With the public name allowed, the browser-like handshake (same origin) switches."""
+        instance, port = yield self.serve(["www.example.com"])
+        status = yield inThread(_publicHostHandshake, port, "www.example.com")
+        self.assertEqual(status, 101)
+        self.assertEqual(len(instance.factory.connections), 1)
+        self.assertEqual(instance.factory.connections[0].request.host, "www.example.com")
+
+    @inlineCallbacks
+    def test_tlsAtTheProxy(self) -> Any:
+        """
+        A page served over HTTPS by a proxy that terminates TLS has an
+        C{https} origin, while txupgrade sees plain HTTP: not the same origin
+        (C{403}) until that origin is allowed (C{--websocket-origin}).
+        """
+        instance, port = yield self.serve(["www.example.com"])
+        status = yield inThread(_publicHostHandshake, port, "www.example.com", "https")
+        self.assertEqual(status, 403)
+        self.assertEqual(instance.factory.connections, [])
+        instance, port = yield self.serve(["www.example.com"], ["https://www.example.com:443"])
+        status = yield inThread(_publicHostHandshake, port, "www.example.com", "https")
+        self.assertEqual(status, 101)
+
+
+class AllowedHostOptionTests(SynchronousTestCase):
+    """C{--allowed-host} reaches the site."""
+
+    def test_option(self) -> None:
+        """Each C{--allowed-host} is a name the site answers; none keeps the default."""
+        options = Options()
+        options.parseOptions(["--allowed-host", "www.example.com", "--allowed-host", "*.example.org"])
+        site = makeSite(options.settings, options.protocols)
+        self.assertEqual(site.allowedHosts, frozenset({"www.example.com", "*.example.org"}))
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(makeSite(options.settings, options.protocols).allowedHosts, "auto")
 
 
 class ProxyListenerTests(TestCase):

@@ -21,7 +21,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.support.http import upgrade
-from tests.support.net import RawClient, connectClient, listen, reactor, withTimeout
+from tests.support.net import RawClient, TLSPair, connectClient, listen, reactor, withTimeout
 from txupgrade import Decline, IUpgradeProtocol, Refuse, UpgradeSite
 from txupgrade.stream import StreamUpgrade
 from txupgrade.testing import MemoryConnection, upgradeRequest
@@ -304,6 +304,24 @@ class StreamSocketTests(TestCase):
         client.transport.loseWriteConnection()
         data = yield client.waitForClose()
         self.assertTrue(data.endswith(b"stdin-1[container c0ffee exited]\n"), data[-80:])
+
+    @inlineCallbacks
+    def test_overTLSListener(self) -> None:
+        """Over an ssl: listener the stream works, and the protocol's close ends the TLS session."""
+
+        class Once(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(data.upper())  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+        pair = TLSPair()
+        site = UpgradeSite(Resource(), [StreamUpgrade("once", Factory.forProtocol(Once))])
+        port = listen(self, site, pair.serverOptions())
+        client = yield connectClient(self, port, endpoint=pair.clientEndpoint(port))
+        client.send(upgrade(b"once") + b"shout")
+        data = yield client.waitForClose()
+        self.assertTrue(data.startswith(b"HTTP/1.1 101 "), data[:40])
+        self.assertTrue(data.endswith(b"\r\n\r\nSHOUT"), data[-40:])
 
     @inlineCallbacks
     def test_refusedPath(self) -> None:

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
 from tests.support.http import Hello, upgrade
-from tests.support.net import TLSPair, connectClient, listen, reactor, withTimeout
+from tests.support.net import TLSPair, connectClient, listen, reactor, wait, withTimeout
 from txupgrade import IUpgradeProtocol, UpgradeRequest, UpgradeSite
 from txupgrade.client import upgradeToTLS
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName
@@ -327,3 +327,21 @@ class TLSUpgradeSocketTests(TestCase):
         data = yield good.waitFor(lambda d: d.endswith(b"hello /hello"))
         self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
         self.assertTrue(any("before the handshake completed" in m for m in messages), messages)
+
+    @inlineCallbacks
+    def test_resetMidHandshake(self) -> Any:
+        """A client that resets mid-handshake: closed and logged, no error, others served."""
+        messages = self.logged()
+        site = self.site()
+        port = listen(self, site)
+        bad = yield connectClient(self, port)
+        bad.send(upgrade(b"TLS/1.2") + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        yield bad.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        bad.transport.abortConnection()
+        yield bad.waitForClose()
+        yield wait(lambda: any("before the handshake completed" in m for m in messages))
+        good = yield connectClient(self, port)
+        good.send(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = yield good.waitFor(lambda d: d.endswith(b"hello /hello"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -341,9 +341,17 @@ class NegotiateTests(SynchronousTestCase):
         self.assertRefused(handshake(extra=[(b"Sec-WebSocket-Key", KEY)]), 400)
 
     def test_version8(self) -> None:
-        """C{Sec-WebSocket-Version: 8}: 426 naming version 13."""
+        """
+        C{Sec-WebSocket-Version: 8}: C{426 Upgrade Required} naming version
+        13, with the C{Upgrade} and C{Connection} headers (RFC 6455 §4.4).
+        """
+        conn, _ = self.connect()
+        conn.send(handshake(version=b"8"))
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"), conn.received)
         headers = self.assertRefused(handshake(version=b"8"), 426)
         self.assertEqual(headers[b"sec-websocket-version"], [b"13"])
+        self.assertEqual(headers[b"upgrade"], [b"websocket"])
+        self.assertIn(b"Upgrade", headers[b"connection"])
 
     def test_noVersion(self) -> None:
         """No C{Sec-WebSocket-Version}: 426 naming version 13."""

@@ -32,10 +32,14 @@ from tests.support.websocket import (
     handshake,
 )
 from txupgrade import demo
+from txupgrade._autobahncompat import inflationBounded
 from txupgrade.channel import UpgradeSite
 from txupgrade.websocket import WebSocketEndpoint
 
 CLIENT_TIMEOUT = 5.0
+
+#: Whether the demo accepts permessage-deflate with this autobahn.
+COMPRESSES = inflationBounded()
 
 
 def _trackedDemoFactory() -> tuple[Any, list[weakref.ref[Any]]]:
@@ -128,7 +132,11 @@ class DemoEchoTests(TestCase):
 
     @inlineCallbacks
     def test_permessageDeflate(self) -> Any:
-        """The C{websockets} client negotiates permessage-deflate; the wire carries compressed bytes."""
+        """
+        The C{websockets} client negotiates permessage-deflate; the wire
+        carries compressed bytes. (With an autobahn that does not bound
+        inflation, the demo declines it, and messages still round-trip.)
+        """
         factory, refs = _trackedDemoFactory()
         port, _ = self.serve(factory)
         messages: list[str | bytes] = ["squeeze me " * 2000, b"\x00" * 100_000, os.urandom(3000)]
@@ -147,8 +155,11 @@ class DemoEchoTests(TestCase):
                 return [ext.name for ext in conn.protocol.extensions], received
 
         extensions, received = yield inThread(run)
-        self.assertEqual(extensions, ["permessage-deflate"])
         self.assertEqual(received, messages)
+        if not COMPRESSES:
+            self.assertEqual(extensions, [])
+            return
+        self.assertEqual(extensions, ["permessage-deflate"])
         proto = refs[0]()
         if proto is not None:  # still closing
             stats = proto.trafficStats
@@ -178,9 +189,63 @@ class DemoEchoTests(TestCase):
                 client.close()
 
         headers, frame, wireLength = yield inThread(run)
+        if not COMPRESSES:
+            self.assertNotIn(b"sec-websocket-extensions", headers)
+            self.assertEqual(frame[2], payload)
+            return
         self.assertTrue(headers[b"sec-websocket-extensions"][0].startswith(b"permessage-deflate"))
         self.assertLess(wireLength, 5000)
         self.assertEqual(zlib.decompressobj(-15).decompress(frame[2] + b"\x00\x00\xff\xff"), payload)
+
+    @inlineCallbacks
+    def test_compressionBomb(self) -> Any:
+        """
+        A 64 MiB message of zeros compressed into one small frame is closed
+        with 1009 at the 4 MiB message limit, without inflating it: the
+        process grows by far less than 64 MiB. (Where the demo declines
+        compression, the offer gets no C{Sec-WebSocket-Extensions}.)
+        """
+        port, refs = self.serve()
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        bomb = compressor.compress(b"\0" * (64 << 20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        bomb = bomb[:-4]  # RFC 7692 §7.2.1: without the trailing 00 00 ff ff
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(bomb))
+        # FIN, RSV1 (compressed), binary; masked, the shortest length form.
+        length = (
+            struct.pack("!BH", 0xFE, len(bomb))
+            if len(bomb) < 1 << 16
+            else struct.pack("!BQ", 0xFF, len(bomb))
+        )
+        frame = b"\xc2" + length + mask + masked
+        process = psutil.Process()
+        offer = b"permessage-deflate"
+
+        def run() -> tuple[dict[bytes, list[bytes]], int | None, int]:
+            client = BlockingClient(port, timeout=CLIENT_TIMEOUT)
+            try:
+                client.send(handshake(port, extra=[(b"Sec-WebSocket-Extensions", offer)]))
+                _, headers = client.readHead()
+                if b"sec-websocket-extensions" not in headers:
+                    return headers, None, 0
+                before = process.memory_info().rss
+                client.send(frame)
+                closing = client.readFrame()
+                grown = process.memory_info().rss - before
+                client.send(encodeFrame(OP_CLOSE, closing[2]))
+                client.readUntilClosed(CLIENT_TIMEOUT)
+                return headers, closePayload(closing[2])[0] if closing[1] == OP_CLOSE else -1, grown
+            finally:
+                client.close()
+
+        self.assertLess(len(frame), demo.MAX_FRAME_PAYLOAD)
+        headers, code, grown = yield inThread(run)
+        if not COMPRESSES:
+            self.assertNotIn(b"sec-websocket-extensions", headers)
+            return
+        self.assertEqual(code, 1009)
+        self.assertLess(grown, 32 << 20, f"RSS grew by {grown} bytes")
+        yield wait(lambda: all(ref() is None for ref in refs))
 
     @inlineCallbacks
     def test_closedProtocolsFreedByReferenceCounting(self) -> Any:

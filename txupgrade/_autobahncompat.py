@@ -63,6 +63,7 @@ __all__ = [
     "bringUpPath",
     "fingerprint",
     "fingerprintMismatches",
+    "inflationBounded",
     "prepareProtocol",
     "switchedClass",
     "usePerMessageCompress",
@@ -177,6 +178,23 @@ def bringUpPath() -> str:
         changed=", ".join(sorted(mismatches)),
     )
     return "portable"
+
+
+@cache
+def inflationBounded() -> bool:
+    """
+    Whether this autobahn stops inflating a compressed message at the
+    protocol's C{maxMessagePayloadSize} (26.10 and later). Older ones inflate
+    a whole frame before checking, so a frame of a few kilobytes can take
+    gigabytes: without this, accepting C{permessage-deflate} unbounds memory.
+    """
+    from autobahn.websocket.compress_deflate import PerMessageDeflate
+
+    try:
+        parameters = inspect.signature(PerMessageDeflate.decompress_message_data).parameters
+    except (TypeError, ValueError):
+        return False
+    return "max_output_len" in parameters
 
 
 def prepareProtocol(proto: Any, handshake: Handshake, peer: str) -> None:

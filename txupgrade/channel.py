@@ -322,7 +322,7 @@ def _isLoopbackHost(host: str) -> bool:
 
 class UpgradeSite(server.Site):
     """
-    A L{server.Site} whose connections can switch protocols via ``Upgrade``.
+    A L{server.Site} whose connections can switch protocols via C{Upgrade}.
 
     @ivar protocols: The connection-wide protocols, served on every path.
     @ivar policy: C{"client"} (the client's preference decides, the default)

@@ -1,5 +1,5 @@
 """
-The client side of ``Upgrade``: ask a server to switch, then speak the new protocol.
+The client side of C{Upgrade}: ask a server to switch, then speak the new protocol.
 
 Example::
 

@@ -70,6 +70,16 @@ def _text(value: Any) -> str:
 _text.__name__ = "string"
 
 
+def _idleTimeout(value: Any) -> str:
+    from txupgrade.limits import parseIdleTimeout
+
+    parseIdleTimeout(_text(value))
+    return str(value)
+
+
+_idleTimeout.__name__ = "PROTOCOL=SECONDS"
+
+
 @dataclass(frozen=True)
 class Setting:
     """
@@ -168,6 +178,46 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("no-advertise", "flag", bool, False, "Do not list available protocols in Upgrade on answers"),
     Setting("log-format", "value", _choice("text", "json"), "text", "Log as text lines or JSON", ""),
+    Setting(
+        "max-connections",
+        "value",
+        _positive(int),
+        0,
+        "Most open connections of the process; one more is answered 503 (0: no limit)",
+        "COUNT",
+    ),
+    Setting(
+        "max-connections-per-client",
+        "value",
+        _positive(int),
+        0,
+        "Most open connections from one client address; one more is answered 503 (0: no limit)",
+        "COUNT",
+    ),
+    Setting(
+        "request-head-timeout",
+        "value",
+        _positive(float),
+        30.0,
+        "Seconds a client has to send a request's head, against slowloris; then 408 (0: off)",
+        "SECONDS",
+    ),
+    Setting(
+        "idle-timeout",
+        "list",
+        _idleTimeout,
+        [],
+        "Close an upgraded connection of PROTOCOL silent for SECONDS (repeatable)",
+        "PROTOCOL=SECONDS",
+    ),
+    Setting(
+        "metrics",
+        "value",
+        _text,
+        None,
+        "Serve Prometheus metrics at /metrics on this endpoint (keep it private; needs the metrics extra)",
+        "ENDPOINT",
+    ),
     Setting(
         "drain-timeout",
         "value",

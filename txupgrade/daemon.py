@@ -24,6 +24,7 @@ from twisted.web.resource import IResource, Resource
 
 from txupgrade.channel import UpgradeSite
 from txupgrade.config import ConfigError, parseMount
+from txupgrade.limits import Limits
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tracking import ConnectionTracker, peerText
 
@@ -184,6 +185,7 @@ class DaemonService(MultiService):
         *,
         drainTimeout: float,
         protocolNames: Sequence[str] = (),
+        limits: Limits | None = None,
         reactor: Any = None,
     ) -> None:
         super().__init__()
@@ -194,10 +196,12 @@ class DaemonService(MultiService):
         self.descriptions = list(descriptions)
         self.drainTimeout = drainTimeout
         self.protocolNames = list(protocolNames)
-        self.tracker = ConnectionTracker(site, reactor)
+        self.tracker = ConnectionTracker(site, reactor, limits)
         self.ports: list[IListeningPort] = []
         self.extraPorts: list[tuple[str, IListeningPort]] = []
         self.logObserver: ILogObserver | None = None
+        #: The L{txupgrade.metrics.DaemonMetrics}, with C{--metrics}.
+        self.metrics: Any = None
 
     def setServiceParent(self, parent: Any) -> None:
         """Join C{parent}; give it L{logObserver} (twistd then logs only there)."""
@@ -278,4 +282,6 @@ class DaemonService(MultiService):
         yield self.tracker.drain(self.drainTimeout)
         for _what, port in extra:
             yield port.stopListening()
+        if self.metrics is not None:
+            self.metrics.stop()
         yield super().stopService()

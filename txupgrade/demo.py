@@ -88,9 +88,16 @@ class PauseReadingWhileFull:
 
 
 def _acceptDeflate(offers: list[Any]) -> Any:
-    """Accept the client's first C{permessage-deflate} offer (RFC 7692)."""
+    """
+    Accept the client's first C{permessage-deflate} offer (RFC 7692), when
+    autobahn bounds inflation by the message limit (else decline them all).
+    """
     from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 
+    from txupgrade._autobahncompat import inflationBounded
+
+    if not inflationBounded():
+        return None
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
             return PerMessageDeflateOfferAccept(offer)
@@ -107,7 +114,9 @@ def webSocketEchoFactory() -> Any:
     off, so that the C{101} and the Close reach the client even when the bad
     frame came in the handshake's segment). A client that does not read is
     not read from either (L{PauseReadingWhileFull}). C{permessage-deflate} is
-    accepted.
+    accepted with an autobahn that stops inflating at the message limit
+    (26.10 and later); older ones would inflate a whole frame first, so the
+    demo declines compression there.
     """
     from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 

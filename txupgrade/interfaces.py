@@ -13,7 +13,7 @@ from zope.interface import Attribute, Interface
 # is an interface.
 class IUpgradeProtocol(IPlugin, Interface):
     """
-    A protocol that an HTTP/1.1 connection can switch to through ``Upgrade``.
+    A protocol that an HTTP/1.1 connection can switch to through C{Upgrade}.
 
     Call order, for one request whose offer lists this protocol's L{name}
     (and L{version}, when stated):

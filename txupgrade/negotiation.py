@@ -1,5 +1,5 @@
 """
-Sans-IO rules of the HTTP/1.1 ``Upgrade`` mechanism (RFC 9110 §7.8).
+Sans-IO rules of the HTTP/1.1 C{Upgrade} mechanism (RFC 9110 §7.8).
 
 Theory of operation
 ===================
@@ -11,9 +11,9 @@ header lines and gets back a decision plus the exact bytes to write.
 Rule 2: every failure raises L{UpgradeError}, which carries the HTTP status
 the caller should answer with (C{statusHint}). Nothing else escapes.
 
-Rule 3: an ``Upgrade`` offer exists only on an HTTP/1.1 request whose
-``Connection`` field lists the ``upgrade`` option (R3, R4); otherwise the
-``Upgrade`` field is ignored as if absent, and is not even validated.
+Rule 3: an C{Upgrade} offer exists only on an HTTP/1.1 request whose
+C{Connection} field lists the C{upgrade} option (R3, R4); otherwise the
+C{Upgrade} field is ignored as if absent, and is not even validated.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ __all__ = [
     "validateHeaders",
 ]
 
-#: Largest combined ``Upgrade`` field value we parse, in bytes (R15).
+#: Largest combined C{Upgrade} field value we parse, in bytes (R15).
 MAX_UPGRADE_FIELD = 1024
-#: Most protocols one ``Upgrade`` offer may list (R15).
+#: Most protocols one C{Upgrade} offer may list (R15).
 MAX_OFFERED = 16
 
 # RFC 9110 §5.6.2: token = 1*tchar
@@ -103,7 +103,7 @@ class UpgradeError(Exception):
 @dataclass(frozen=True, order=True)
 class ProtocolName:
     """
-    One ``protocol-name ["/" protocol-version]`` element of an ``Upgrade`` list.
+    One C{protocol-name ["/" protocol-version]} element of an C{Upgrade} list.
 
     C{name} is kept as sent; comparisons use L{key}, since names are
     case-insensitive (R2).
@@ -238,7 +238,7 @@ def _splitList(values: Iterable[bytes]) -> list[bytes]:
 
 def parseProtocolList(values: Sequence[bytes]) -> tuple[ProtocolName, ...]:
     """
-    Parse the ``Upgrade`` field lines into protocols, in the order sent (R1).
+    Parse the C{Upgrade} field lines into protocols, in the order sent (R1).
 
     @raise UpgradeError: (400) on a non-token name or version, or a list that
         is over L{MAX_UPGRADE_FIELD} bytes or L{MAX_OFFERED} elements (R15).
@@ -262,9 +262,9 @@ def parseProtocolList(values: Sequence[bytes]) -> tuple[ProtocolName, ...]:
 
 def parseConnectionOptions(values: Sequence[bytes]) -> frozenset[bytes]:
     """
-    The lower-cased options of every ``Connection`` line (R3).
+    The lower-cased options of every C{Connection} line (R3).
 
-    Elements that are not tokens are skipped: they cannot name ``upgrade``.
+    Elements that are not tokens are skipped: they cannot name C{upgrade}.
     """
     return frozenset(e.lower() for e in _splitList(values) if _TOKEN_RE.fullmatch(e))
 
@@ -273,13 +273,13 @@ def offerFromHeaders(version: bytes, upgrade: Sequence[bytes], connection: Seque
     """
     The client's offer, or L{None} when the rules say to ignore C{Upgrade}.
 
-    An offer needs HTTP/1.1 (R4), an ``upgrade`` option in ``Connection``
+    An offer needs HTTP/1.1 (R4), an C{upgrade} option in C{Connection}
     (R3), and at least one listed protocol.
 
     Clients send the same few field values again and again, so answers are
     remembered (a bounded cache of pure results, errors included).
 
-    @raise UpgradeError: (400) when an honoured ``Upgrade`` is malformed.
+    @raise UpgradeError: (400) when an honoured C{Upgrade} is malformed.
     """
     if not upgrade or version != b"HTTP/1.1":
         return None
@@ -370,7 +370,7 @@ def validateHeaders(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
 
 def formatProtocols(protocols: Iterable[str]) -> bytes:
     """
-    Join protocol names into an ``Upgrade`` value, checking each is valid.
+    Join protocol names into an C{Upgrade} value, checking each is valid.
 
     @raise UpgradeError: (500) on a name that is not C{token["/"token]}.
     """

@@ -290,33 +290,27 @@ def _pathText(target: bytes) -> str:
     return target.split(b"?", 1)[0].decode("utf-8", "replace")
 
 
+_DECISION_FORMATS = {
+    "accepted": "Upgrade to {protocol} accepted for {path} from {peer}",
+    "declined": "Upgrade to {protocol} declined for {path} from {peer}: {reason}",
+    "refused": "Upgrade to {protocol} refused for {path} from {peer} with {status}: {reason}",
+    "malformed": "Malformed Upgrade for {path} from {peer} answered {status}: {reason}",
+}
+
+
 def _logDecision(
     request: Any, outcome: str, protocol: IUpgradeProtocol | None, status: int | None, reason: str
 ) -> None:
-    """One structured event per decision (Rule 3)."""
-    name = protocolName(protocol) if protocol is not None else None
-    if outcome == "accepted":
-        # A switch is the hot path: its event is cheap unless someone formats it.
-        _log.debug(
-            "Upgrade to {protocol} accepted for {path} from {peer}",
-            upgradeOutcome=outcome,
-            protocol=name,
-            peer=peerText(request.client),
-            path=_pathText(request.uri),
-            status=status,
-            reason=reason,
-        )
-        return
-    fmt = {
-        "declined": "Upgrade to {protocol} declined for {path} from {peer}: {reason}",
-        "refused": "Upgrade to {protocol} refused for {path} from {peer} with {status}: {reason}",
-        "malformed": "Malformed Upgrade for {path} from {peer} answered {status}: {reason}",
-    }[outcome]
-    emit = _log.debug if outcome == "declined" else _log.info
+    """
+    One structured event per decision (Rule 3). A switch or a decline is
+    routine (debug: filtered out by default, but there for metrics and
+    debugging); a refusal or a malformed offer is worth an operator's look.
+    """
+    emit = _log.debug if outcome in ("accepted", "declined") else _log.info
     emit(
-        fmt,
+        _DECISION_FORMATS[outcome],
         upgradeOutcome=outcome,
-        protocol=name,
+        protocol=protocolName(protocol) if protocol is not None else None,
         peer=peerText(request.client),
         path=_pathText(request.uri),
         status=status,

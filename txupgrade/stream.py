@@ -1,5 +1,5 @@
 """
-Raw-stream handoff: any Twisted protocol factory behind an ``Upgrade`` token.
+Raw-stream handoff: any Twisted protocol factory behind an C{Upgrade} token.
 
 Theory of operation
 ===================

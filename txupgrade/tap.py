@@ -89,6 +89,10 @@ class Options(usage.Options):
         """Allow WebSocket handshakes from pages of this origin (https://*.example.com:*); repeatable [default: same origin only]"""  # noqa: E501
         self["websocket-origin"].append(pattern)
 
+    def opt_idle_timeout(self, value: str) -> None:
+        """Close an upgraded connection of PROTOCOL silent for SECONDS (PROTOCOL=SECONDS; repeatable)"""
+        self["idle-timeout"].append(value)
+
     def opt_allowed_host(self, name: str) -> None:
         """Answer only requests whose Host names this host (*.example.com, or * for any); repeatable [default: loopback names on a loopback listener, any elsewhere]"""  # noqa: E501
         self["allowed-host"].append(name)
@@ -176,8 +180,11 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
     @raise ConfigError: a setting that cannot be used, or a listener that cannot bind.
     """
     from txupgrade import workers
-    from txupgrade.daemon import DaemonService
+    from txupgrade.daemon import DaemonError, DaemonService
+    from txupgrade.limits import Limits
 
+    if settings.get("metrics") and settings.get("workers"):
+        raise DaemonError("--metrics is not available with --workers yet (each worker would need its own)")
     site = makeSite(settings, protocols)
     if settings.get("workers") or workers.isWorker():
         return workers.buildService(settings, site, reactor)
@@ -186,9 +193,19 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
         settings["listen"],
         drainTimeout=settings["drain-timeout"],
         protocolNames=settings.get("protocols", protocols.names()),
+        limits=Limits.fromSettings(settings),
         reactor=reactor,
     )
     service.listen()
+    if settings.get("metrics"):
+        try:
+            from txupgrade.metrics import DaemonMetrics
+        except ImportError:
+            raise DaemonError(
+                "--metrics needs prometheus_client (pip install 'txupgrade[metrics]')"
+            ) from None
+        service.metrics = DaemonMetrics(service.tracker)
+        service.addListener(settings["metrics"], service.metrics.site(), "metrics")
     return service
 
 

@@ -1,5 +1,5 @@
 """
-RFC 2817 TLS upgrade: ``Upgrade: TLS/1.2`` turns a plain connection into TLS.
+RFC 2817 TLS upgrade: C{Upgrade: TLS/1.2} turns a plain connection into TLS.
 
 Theory of operation
 ===================

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IDrainable
+from txupgrade.limits import LimitLog, Limits, refusal
 
 __all__ = ["ConnectionTracker", "TrackedConnection", "peerText"]
 
@@ -79,17 +80,32 @@ class TrackedConnection(ProtocolWrapper):
     started = 0.0
     bytesIn = 0
     bytesOut = 0
+    clientHost: str | None = None
     _requestStarted: float | None = None
     _draining = False
+    _headTimer: IDelayedCall | None = None
+    _headTail = b""
+    _idleTimer: IDelayedCall | None = None
+    _idleTimeout = 0.0
+    _lastActive = 0.0
 
     def makeConnection(self, transport: Any) -> None:
         self.started = self.factory.clock.seconds()
         super().makeConnection(transport)
+        if self.factory.limits.requestHeadTimeout and self.protocol == "http":
+            self._headTimer = self.factory.clock.callLater(
+                self.factory.limits.requestHeadTimeout, self._headTimedOut
+            )
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
-        if self._requestStarted is None and self.protocol == "http":
-            self._requestStarted = self.factory.clock.seconds()
+        if self.protocol == "http":
+            if self._requestStarted is None:
+                self._requestStarted = self.factory.clock.seconds()
+            if self.factory.limits.requestHeadTimeout:
+                self._watchHead(data)
+        elif self._idleTimer is not None:
+            self._lastActive = self.factory.clock.seconds()
         self.wrappedProtocol.dataReceived(data)
 
     def write(self, data: bytes) -> None:
@@ -99,6 +115,8 @@ class TrackedConnection(ProtocolWrapper):
             self.bytesOut += len(data)
             if self._requestStarted is not None and data.startswith(b"HTTP/1."):
                 self._requestStarted = None
+            if self._idleTimer is not None:
+                self._lastActive = self.factory.clock.seconds()
         self.transport.write(data)  # type: ignore[union-attr]
 
     def writeSequence(self, data: Any) -> None:
@@ -107,7 +125,58 @@ class TrackedConnection(ProtocolWrapper):
             self.write(b"".join(data))
             return
         self.bytesOut += sum(map(len, data))
+        if self._idleTimer is not None:
+            self._lastActive = self.factory.clock.seconds()
         self.transport.writeSequence(data)  # type: ignore[union-attr]
+
+    def _watchHead(self, data: bytes) -> None:
+        """
+        Time the request head (L{Limits.requestHeadTimeout}): from a
+        connection's start, or from the first byte of a request that comes
+        while the channel is between requests, to its blank line.
+        """
+        if self._headTimer is None:
+            current = self.current()
+            if not isinstance(current, HTTPChannel) or current.requests:
+                return
+            search = data
+        else:
+            search = self._headTail + data
+        if b"\r\n\r\n" in search or b"\n\n" in search:
+            self._headTail = b""
+            if self._headTimer is not None:
+                self._headTimer.cancel()
+                self._headTimer = None
+            return
+        self._headTail = search[-3:]
+        if self._headTimer is None:
+            self._headTimer = self.factory.clock.callLater(
+                self.factory.limits.requestHeadTimeout, self._headTimedOut
+            )
+
+    def _headTimedOut(self) -> None:
+        """The head did not come in time: C{408} and close."""
+        self._headTimer = None
+        if self.protocol != "http" or self.disconnecting or self.transport is None:
+            return
+        self.factory.limitLog.hit(
+            "request-head-timeout", peerText(self.getPeer()), seconds=self.factory.limits.requestHeadTimeout
+        )
+        self.transport.write(refusal("request-head-timeout"))
+        self.transport.loseConnection()
+
+    def _idleCheck(self) -> None:
+        """Close an upgraded connection silent for its protocol's idle timeout."""
+        self._idleTimer = None
+        idle = self.factory.clock.seconds() - self._lastActive
+        if idle < self._idleTimeout:
+            self._idleTimer = self.factory.clock.callLater(self._idleTimeout - idle, self._idleCheck)
+            return
+        if self.transport is not None and not self.disconnecting:
+            self.factory.limitLog.hit(
+                "idle-timeout", self.peer, protocol=self.protocol, seconds=self._idleTimeout
+            )
+            self.loseConnection()
 
     def _switched(self, head: bytes) -> None:
         """The C{101} goes out: from now on, the bytes are the new protocol's."""
@@ -115,7 +184,15 @@ class TrackedConnection(ProtocolWrapper):
         self.protocol = upgradedName(head)
         self.peer = peerText(self.getPeer())
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
+        self.factory.addBytes("http", self.bytesIn, self.bytesOut + len(head))
         self.started, self.bytesIn, self.bytesOut = now, 0, 0
+        if self._headTimer is not None:
+            self._headTimer.cancel()
+            self._headTimer = None
+        self._idleTimeout = self.factory.limits.idleTimeoutFor(self.protocol)
+        if self._idleTimeout:
+            self._lastActive = now
+            self._idleTimer = self.factory.clock.callLater(self._idleTimeout, self._idleCheck)
         self.factory.upgraded(self, latency)
 
     def current(self) -> Any:
@@ -172,6 +249,11 @@ class TrackedConnection(ProtocolWrapper):
             current.writeConnectionLost()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for timer in (self._headTimer, self._idleTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._headTimer = self._idleTimer = None
+        self.factory.addBytes(self.protocol, self.bytesIn, self.bytesOut)
         if self.protocol != "http":
             duration = self.factory.clock.seconds() - self.started
             _log.info(
@@ -188,6 +270,39 @@ class TrackedConnection(ProtocolWrapper):
         super().connectionLost(reason)
 
 
+class _Refusal(Protocol):
+    """
+    Answers a connection over a limit: the response, a half-close, and the
+    request ignored until the client closes (or, after a few seconds, aborted):
+    closing at once, with the request unread, would reset the connection and
+    could lose the answer.
+    """
+
+    linger = 3.0
+
+    def __init__(self, response: bytes, clock: IReactorTime) -> None:
+        self.response = response
+        self.clock = clock
+        self._abort: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.write(self.response)
+        loseWrite = getattr(transport, "loseWriteConnection", None)
+        if loseWrite is None:
+            transport.loseConnection()
+            return
+        loseWrite()
+        self._abort = self.clock.callLater(self.linger, transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        """The request is not read."""
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+
+
 class ConnectionTracker(WrappingFactory):
     """
     The daemon's site, wrapped so that each connection is a L{TrackedConnection}.
@@ -200,29 +315,71 @@ class ConnectionTracker(WrappingFactory):
     protocol = TrackedConnection
     noisy = False
 
-    def __init__(self, site: Factory[Any], clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self, site: Factory[Any], clock: IReactorTime | None = None, limits: Limits | None = None
+    ) -> None:
         super().__init__(site)
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.limits = limits if limits is not None else Limits(requestHeadTimeout=0)
+        self.limitLog = LimitLog(self.clock.seconds)
+        self._perClient: dict[str, int] = {}
         self.connections: set[TrackedConnection] = set()
         self.onUpgrade: list[Callable[[TrackedConnection, float], None]] = []
         self.onClose: list[Callable[[TrackedConnection, float], None]] = []
+        self.onDrained: list[Callable[[dict[str, int]], None]] = []
+        #: Bytes of connections (or parts of connections) that are over, by protocol.
+        self.bytesIn: dict[str, int] = {}
+        self.bytesOut: dict[str, int] = {}
         self._emptied: list[Deferred[None]] = []
 
     def logPrefix(self) -> str:
         """The site's name, as the listening port logs it."""
         return type(self.wrappedFactory).__name__
 
+    def buildProtocol(self, addr: Any) -> Any:
+        """A tracked connection; or, over a connection limit, one that answers C{503} and closes."""
+        limits = self.limits
+        if limits.maxConnections and len(self.connections) >= limits.maxConnections:
+            return self._refuse("max-connections", addr, limits.maxConnections)
+        host = getattr(addr, "host", None)
+        if (
+            limits.maxConnectionsPerClient
+            and host is not None
+            and self._perClient.get(host, 0) >= limits.maxConnectionsPerClient
+        ):
+            return self._refuse("max-connections-per-client", addr, limits.maxConnectionsPerClient)
+        connection: Any = super().buildProtocol(addr)
+        connection.clientHost = host
+        return connection
+
+    def _refuse(self, limit: str, addr: Any, value: int) -> Protocol:
+        self.limitLog.hit(limit, peerText(addr), limitValue=value)
+        return _Refusal(refusal(limit), self.clock)
+
     def registerProtocol(self, p: Any) -> None:
         self.connections.add(p)
+        if p.clientHost is not None:
+            self._perClient[p.clientHost] = self._perClient.get(p.clientHost, 0) + 1
 
     def unregisterProtocol(self, p: Any) -> None:
         self.connections.discard(p)
+        if p.clientHost is not None:
+            left = self._perClient.get(p.clientHost, 1) - 1
+            if left:
+                self._perClient[p.clientHost] = left
+            else:
+                self._perClient.pop(p.clientHost, None)
         if not self.connections:
             waiting, self._emptied = self._emptied, []
             for d in waiting:
                 d.callback(None)
+
+    def addBytes(self, protocol: str, received: int, sent: int) -> None:
+        """Count the bytes of a connection's part that is over."""
+        self.bytesIn[protocol] = self.bytesIn.get(protocol, 0) + received
+        self.bytesOut[protocol] = self.bytesOut.get(protocol, 0) + sent
 
     def upgraded(self, connection: TrackedConnection, latency: float) -> None:
         """A connection switched protocols."""
@@ -291,6 +448,8 @@ class ConnectionTracker(WrappingFactory):
                     failed=counts["failed"],
                     drainOutcome="failed",
                 )
+            for observer in self.onDrained:
+                observer(counts)
             result.callback(counts)
 
         emptied.addCallback(done)

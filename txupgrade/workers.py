@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txupgrade.daemon import DaemonError, DaemonService
+from txupgrade.limits import Limits
 from txupgrade.workerplan import (
     ENVIRONMENT,
     STABLE_AFTER,
@@ -551,6 +552,7 @@ def buildService(settings: dict[str, Any], site: Any, reactor: Any = None) -> An
             site,
             drainTimeout=settings["drain-timeout"],
             protocolNames=settings.get("protocols", ()),
+            limits=Limits.fromSettings(settings),
             reactor=reactor,
         )
     else:

@@ -1,0 +1,297 @@
+"""
+C{twistd txupgrade --workers N}: handshakes per second with two workers
+against one, on the same machine, in the same run.
+
+Theory of operation
+-------------------
+Three daemons are started one after the other, each a real
+C{twistd -n txupgrade --listen tcp:0:interface=127.0.0.1} (the demo site,
+its default logging to a file, as an operator runs it):
+
+  - C{single}: no C{--workers} (one process serves);
+  - C{workers=1}: a supervisor and one worker;
+  - C{workers=2}: a supervisor and two workers sharing the socket.
+
+Against each, this process is the load generator (non-blocking sockets,
+C{--concurrency} connections in flight), for each kind of handshake:
+
+  - C{echo}: connect, C{GET /} with C{Upgrade: echo}, read the C{101} head,
+    close;
+  - C{ws}: connect, a WebSocket handshake to the demo's C{/ws} (autobahn),
+    read the C{101} head and check C{Sec-WebSocket-Accept}, close.
+
+The client closes with an RST (C{SO_LINGER} 0), so that no client port stays
+in C{TIME_WAIT} (a few hundred thousand connections would exhaust them);
+the server sees the connection lost, as when a client goes away.
+
+Each measurement runs C{--seconds} after a one-second warm-up. Figures:
+handshakes per second (wall clock); the CPU seconds of the server processes
+(supervisor and workers, from C{/proc} via psutil), of the generator, and of
+everything else on the machine (from C{/proc/stat}: the machine is shared);
+handshakes per server CPU-second. The summary gives the ratios
+C{workers=2 / workers=1} (goal >= 1.6 on two cores) and
+C{workers=2 / single}.
+
+Run: C{python benchmarks/bench_daemon.py} (about 90 s),
+C{--quick} (a smoke run: the figures are noise), C{--json PATH} to keep
+the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import errno
+import hashlib
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import psutil
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+_SERVING = re.compile(r"txupgrade serving on tcp:127\.0\.0\.1:(\d+)")
+_WORKER_SERVING = re.compile(r"\[worker (\d+)\|[^\]]*\] txupgrade serving on")
+_KEY = base64.b64encode(b"0123456789abcdef")
+_ACCEPT = base64.b64encode(hashlib.sha1(_KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+
+CONFIGS = {"single": [], "workers=1": ["--workers", "1"], "workers=2": ["--workers", "2"]}
+
+
+def requestFor(kind: str, port: int) -> bytes:
+    """The handshake bytes of C{kind} (C{echo} or C{ws})."""
+    if kind == "echo":
+        return (
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        ).encode()
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def checkHead(kind: str, head: bytes) -> None:
+    """Fail loudly unless C{head} is the C{101} of C{kind}: a broken server must not look fast."""
+    if not head.startswith(b"HTTP/1.1 101 "):
+        raise SystemExit(f"{kind}: not a 101: {head[:200]!r}")
+    if kind == "ws" and b"Sec-WebSocket-Accept: " + _ACCEPT not in head:
+        raise SystemExit(f"ws: wrong Sec-WebSocket-Accept: {head[:400]!r}")
+
+
+def _linger(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def generate(kind: str, port: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """Run handshakes of C{kind} for C{seconds}, C{concurrency} in flight; count them."""
+    request = requestFor(kind, port)
+    selector = selectors.DefaultSelector()
+    done = errors = 0
+    checked = False
+
+    def start() -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        _linger(sock)
+        err = sock.connect_ex(("127.0.0.1", port))
+        if err not in (0, errno.EINPROGRESS):
+            raise OSError(err, os.strerror(err))
+        selector.register(sock, selectors.EVENT_WRITE, [b""])
+
+    for _ in range(concurrency):
+        start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for key, events in selector.select(timeout=0.5):
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            if events & selectors.EVENT_WRITE:
+                sock.send(request)
+                selector.modify(sock, selectors.EVENT_READ, key.data)
+                continue
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            key.data[0] += data
+            if b"\r\n\r\n" in key.data[0] or not data:
+                head = key.data[0]
+                selector.unregister(sock)
+                sock.close()
+                if data:
+                    if not checked:
+                        checkHead(kind, head)
+                        checked = True
+                    done += 1
+                else:
+                    errors += 1
+                start()
+    for key in list(selector.get_map().values()):
+        selector.unregister(key.fileobj)
+        key.fileobj.close()  # type: ignore[union-attr]
+    return {"handshakes": done, "errors": errors}
+
+
+def _busyCpuSeconds() -> float:
+    """CPU seconds the whole machine spent not idle, so far (C{/proc/stat})."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class Daemon:
+    """One C{twistd txupgrade} under test, its log in a file."""
+
+    def __init__(self, name: str, extra: list[str], directory: str) -> None:
+        self.name = name
+        self.log = os.path.join(directory, f"{name.replace('=', '')}.log")
+        args = [*TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
+        args += ["--listen", "tcp:0:interface=127.0.0.1", *extra]
+        self.workers = int(extra[1]) if extra else 0
+        self.process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)
+        self.port = self._waitServing()
+
+    def _text(self) -> str:
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _waitServing(self, seconds: float = 90.0) -> int:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            text = self._text()
+            match = _SERVING.search(text)
+            if match and len(set(_WORKER_SERVING.findall(text))) >= self.workers:
+                return int(match.group(1))
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited: {text[-2000:]}")
+            time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not start in {seconds} s: {self._text()[-2000:]}")
+
+    def processes(self) -> list[psutil.Process]:
+        """The supervisor (or single process) and its workers."""
+        main = psutil.Process(self.process.pid)
+        return [main, *main.children()]
+
+    def cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system) of each of L{processes}."""
+        result = {}
+        for process in self.processes():
+            times = process.cpu_times()
+            result[process.pid] = times.user + times.system
+        return result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                for process in self.processes():
+                    process.kill()
+                self.process.wait(5)
+
+
+def measure(daemon: Daemon, kind: str, seconds: float, concurrency: int) -> dict[str, Any]:
+    """One measurement of C{kind} handshakes against C{daemon}."""
+    generate(kind, daemon.port, min(1.0, seconds), concurrency)  # warm-up
+    cpuBefore = daemon.cpu()
+    busyBefore = _busyCpuSeconds()
+    ownBefore = time.process_time()
+    wallBefore = time.monotonic()
+    counts = generate(kind, daemon.port, seconds, concurrency)
+    wall = time.monotonic() - wallBefore
+    own = time.process_time() - ownBefore
+    busy = _busyCpuSeconds() - busyBefore
+    cpuAfter = daemon.cpu()
+    perProcess = {pid: cpuAfter[pid] - cpuBefore.get(pid, 0.0) for pid in cpuAfter}
+    server = sum(perProcess.values())
+    return {
+        **counts,
+        "wall": wall,
+        "perSecond": counts["handshakes"] / wall,
+        "serverCpu": server,
+        "perServerCpuSecond": counts["handshakes"] / server if server else 0.0,
+        "processCpu": [round(perProcess[pid], 2) for pid in sorted(perProcess)],
+        "generatorCpu": own,
+        "otherCpu": max(0.0, busy - server - own),
+        "loadAverage": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
+    parser.add_argument("--concurrency", type=int, default=32, help="handshakes in flight")
+    parser.add_argument("--kinds", default="echo,ws", help="echo, ws or both")
+    parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.concurrency = 0.5, 4
+    kinds = [k for k in args.kinds.split(",") if k]
+    directory = tempfile.mkdtemp(prefix="txupgrade-bench-daemon-")
+    results: dict[str, dict[str, Any]] = {}
+    cpus = os.cpu_count()
+    print(f"=== twistd txupgrade --workers: handshakes/s on {cpus} CPUs, load {os.getloadavg()}")
+    print(f"{'config':<10} {'kind':<5} {'hs/s':>8} {'hs/srv-cpu-s':>13} {'srv cpu':>8} {'per process':>22}")
+    print(f"{'':<10} {'':<5} {'':>8} {'':>13} {'gen cpu':>8} {'other cpu':>10} {'errors':>7}")
+    try:
+        for name, extra in CONFIGS.items():
+            daemon = Daemon(name, extra, directory)
+            try:
+                for kind in kinds:
+                    r = measure(daemon, kind, args.seconds, args.concurrency)
+                    results.setdefault(name, {})[kind] = r
+                    print(
+                        f"{name:<10} {kind:<5} {r['perSecond']:>8.0f} {r['perServerCpuSecond']:>13.0f} "
+                        f"{r['serverCpu']:>8.2f} {r['processCpu']!s:>22}"
+                    )
+                    print(
+                        f"{'':<10} {'':<5} {'':>8} {'':>13} {r['generatorCpu']:>8.2f} "
+                        f"{r['otherCpu']:>10.2f} {r['errors']:>7}"
+                    )
+            finally:
+                daemon.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    summary = {}
+    for kind in kinds:
+        two, one, single = (results[c][kind] for c in ("workers=2", "workers=1", "single"))
+        summary[kind] = {
+            "workers2/workers1": two["perSecond"] / one["perSecond"] if one["perSecond"] else 0.0,
+            "workers2/single": two["perSecond"] / single["perSecond"] if single["perSecond"] else 0.0,
+            "perCpu workers2/single": (
+                two["perServerCpuSecond"] / single["perServerCpuSecond"]
+                if single["perServerCpuSecond"]
+                else 0.0
+            ),
+        }
+        s = summary[kind]
+        print(
+            f"ratio {kind}: workers=2/workers=1 {s['workers2/workers1']:.2f}x (goal >= 1.6), "
+            f"workers=2/single {s['workers2/single']:.2f}x; per server CPU-second "
+            f"workers=2/single {s['perCpu workers2/single']:.2f}x"
+        )
+    print(f"load average at the end: {os.getloadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "summary": summary, "cpus": cpus}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

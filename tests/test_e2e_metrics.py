@@ -1,0 +1,135 @@
+"""
+C{twistd txupgrade --metrics ENDPOINT}: the Prometheus page on its own
+listener counts exactly what the test did.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.support.daemon import LOCAL, startDaemon
+from tests.support.http import request, upgrade
+from tests.support.net import RawClient, connectClient, inThread, reactor, withTimeout
+from tests.support.websocket import handshake
+
+
+def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of C{/metrics}, by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        text = response.read().decode()
+    finally:
+        connection.close()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _whole(data: bytes) -> bool:
+    """Whether C{data} holds a whole response with a C{Content-Length}."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    match = re.search(rb"\r\nContent-Length: (\d+)", head)
+    return bool(separator and match and len(body) >= int(match.group(1)))
+
+
+class MetricsTests(TestCase):
+    """C{/metrics} against a real daemon."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_countsWhatTheTestDid(self) -> Any:
+        """Upgrades by outcome, open connections, bytes, handshakes and limit hits, exactly."""
+        daemon = yield startDaemon(
+            self,
+            [
+                "--listen",
+                LOCAL,
+                "--metrics",
+                "tcp:0:interface=127.0.0.1",
+                "--max-connections-per-client",
+                "4",
+            ],
+        )
+        [port] = daemon.ports
+        metricsPort = int(re.search(rb"metrics on 127\.0\.0\.1:(\d+)", daemon.output).group(1))  # type: ignore[union-attr]
+        self.assertNotEqual(metricsPort, port)
+        sent: list[bytes] = []
+
+        def send(client: RawClient, data: bytes) -> None:
+            sent.append(data)
+            client.send(data)
+
+        # Two echo switches: one echoes 5 bytes and closes, one stays open.
+        first = yield connectClient(self, port)
+        send(first, upgrade(b"echo"))
+        yield first.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        first.send(b"hello")
+        yield first.waitFor(lambda d: d.endswith(b"hello"))
+        second = yield connectClient(self, port)
+        send(second, upgrade(b"echo"))
+        yield second.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        # A WebSocket handshake from another site's page: refused (403).
+        refused = yield connectClient(self, port)
+        send(refused, handshake(port, b"/ws", extra=[(b"Origin", b"http://evil.example")]))
+        yield refused.waitFor(_whole)
+        self.assertTrue(refused.data.startswith(b"HTTP/1.1 403 "), refused.data)
+        # A plain request, answered with the usual advertisement.
+        plain = yield connectClient(self, port)
+        send(plain, request(target=b"/echo"))
+        yield plain.waitFor(_whole)
+        self.assertTrue(plain.data.startswith(b"HTTP/1.1 200 "), plain.data)
+        # A fifth connection from this address: over the limit.
+        over = yield connectClient(self, port)
+        yield over.waitForClose()
+        self.assertTrue(over.data.startswith(b"HTTP/1.1 503 "), over.data)
+        for client in (first, refused, plain):
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            yield withTimeout(client.lost)
+
+        samples: dict[Any, float] = {}
+
+        @inlineCallbacks
+        def settled() -> Any:
+            samples.update((yield inThread(_scrape, metricsPort)))
+            return samples.get(("txupgrade_connections_active", frozenset({("protocol", "http")}))) == 0
+
+        yield _poll(settled)
+
+        def value(name: str, **labels: str) -> float | None:
+            return samples.get((name, frozenset(labels.items())))
+
+        self.assertEqual(value("txupgrade_upgrades_total", protocol="echo", outcome="accepted"), 2)
+        self.assertEqual(value("txupgrade_upgrades_total", protocol="websocket", outcome="refused"), 1)
+        self.assertIsNone(value("txupgrade_upgrades_total", protocol="websocket", outcome="accepted"))
+        self.assertEqual(value("txupgrade_connections_active", protocol="echo"), 1)
+        self.assertEqual(value("txupgrade_received_bytes_total", protocol="echo"), 5)
+        self.assertEqual(value("txupgrade_sent_bytes_total", protocol="echo"), 5)
+        self.assertEqual(value("txupgrade_received_bytes_total", protocol="http"), sum(map(len, sent)))
+        httpSent = len(first.data) - 5 + len(second.data) + len(refused.data) + len(plain.data)
+        self.assertEqual(value("txupgrade_sent_bytes_total", protocol="http"), httpSent)
+        self.assertEqual(value("txupgrade_handshake_seconds_count", protocol="echo"), 2)
+        self.assertEqual(value("txupgrade_limit_hits_total", limit="max-connections-per-client"), 1)
+
+
+@inlineCallbacks
+def _poll(check: Any, attempts: int = 50) -> Any:
+    """Call C{check} (a Deferred-returning predicate) until it holds; bounded."""
+    for _ in range(attempts):
+        if (yield check()):
+            return
+        yield deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError("the metrics never settled")

@@ -1,0 +1,215 @@
+"""
+The daemon's limits (L{txupgrade.limits}, enforced by L{txupgrade.tracking}):
+in memory on a L{Clock}, then against a real C{twistd txupgrade}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.static import Data
+
+from tests.support.daemon import LOCAL, startDaemon
+from tests.support.net import connectClient, reactor, withTimeout
+from txupgrade.channel import UpgradeSite
+from txupgrade.echo import EchoUpgrade
+from txupgrade.limits import LimitLog, Limits, parseIdleTimeout
+from txupgrade.tracking import ConnectionTracker
+
+UPGRADE = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+GET = b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def _tracker(limits: Limits) -> tuple[ConnectionTracker, Clock]:
+    clock = Clock()
+    root = Resource()
+    root.putChild(b"page", Data(b"page", "text/plain"))
+    site = UpgradeSite(root, [EchoUpgrade()], reactor=clock, timeout=None)
+    return ConnectionTracker(site, clock, limits), clock
+
+
+def _connect(
+    tracker: ConnectionTracker, host: str = "10.0.0.1", port: int = 1000
+) -> tuple[Any, StringTransport]:
+    address = IPv4Address("TCP", host, port)
+    connection = tracker.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    connection.makeConnection(transport)
+    return connection, transport
+
+
+class _Events:
+    def __init__(self, test: SynchronousTestCase) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def hits(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if "limitHit" in e]
+
+
+class RequestHeadTimeoutTests(SynchronousTestCase):
+    """C{request-head-timeout}: a head that trickles in is answered 408."""
+
+    def test_slowloris(self) -> None:
+        """Byte by byte, never finished: 408 and close at the deadline, not before; logged once."""
+        events = _Events(self)
+        tracker, clock = _tracker(Limits(requestHeadTimeout=10))
+        connection, transport = _connect(tracker)
+        for byte in GET[:-2]:
+            connection.dataReceived(bytes([byte]))
+            clock.advance(0.3)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(10 - 0.3 * (len(GET) - 2) - 0.01)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.02)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n"), transport.value())
+        self.assertIn(b"Connection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+        [hit] = events.hits()
+        self.assertEqual((hit["limitHit"], hit["peer"]), ("request-head-timeout", "10.0.0.1:1000"))
+        self.assertEqual(tracker.limitLog.counts, {"request-head-timeout": 1})
+
+    def test_inTimeAndKeptAlive(self) -> None:
+        """Heads that complete in time, byte by byte or not, on one connection: no 408."""
+        tracker, clock = _tracker(Limits(requestHeadTimeout=10))
+        connection, transport = _connect(tracker)
+        for byte in GET:
+            connection.dataReceived(bytes([byte]))
+        clock.advance(60)
+        connection.dataReceived(GET[:5])
+        clock.advance(9)
+        connection.dataReceived(GET[5:])
+        clock.advance(60)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertNotIn(b"408", transport.value())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_notAfterSwitch(self) -> None:
+        """An upgraded connection is not timed as HTTP."""
+        tracker, clock = _tracker(Limits(requestHeadTimeout=10))
+        connection, transport = _connect(tracker)
+        connection.dataReceived(UPGRADE)
+        clock.advance(100)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertFalse(transport.disconnecting)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    """C{idle-timeout PROTOCOL=SECONDS}."""
+
+    def test_echoIdle(self) -> None:
+        """Traffic keeps an echo connection open; silence closes it."""
+        tracker, clock = _tracker(Limits(requestHeadTimeout=0, idleTimeouts={"echo": 5}))
+        connection, transport = _connect(tracker)
+        connection.dataReceived(UPGRADE)
+        for _ in range(4):
+            clock.advance(4)
+            connection.dataReceived(b"x")
+        self.assertFalse(transport.disconnecting)
+        clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(tracker.limitLog.counts, {"idle-timeout": 1})
+
+    def test_parse(self) -> None:
+        """C{NAME=SECONDS}; names match without version."""
+        self.assertEqual(parseIdleTimeout("websocket=300"), ("websocket", 300.0))
+        for bad in ("websocket", "=3", "x=0", "x=-1"):
+            self.assertRaises(ValueError, parseIdleTimeout, bad)
+        limits = Limits(idleTimeouts={"shout": 3, "TLS/1.2": 4})
+        self.assertEqual(limits.idleTimeoutFor("shout/1"), 3)
+        self.assertEqual(limits.idleTimeoutFor("tls/1.2"), 4)
+        self.assertEqual(limits.idleTimeoutFor("TLS/1.3"), 0)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    """C{max-connections} and C{max-connections-per-client}."""
+
+    def test_perProcess(self) -> None:
+        """One connection over the limit is answered 503 and half-closed; a slot freed is reused."""
+        tracker, clock = _tracker(Limits(requestHeadTimeout=0, maxConnections=2))
+        first, _ = _connect(tracker, port=1)
+        _connect(tracker, port=2)
+        refused, transport = _connect(tracker, port=3)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n"))
+        self.assertIn(b"Retry-After: 1\r\n", transport.value())
+        self.assertEqual(len(tracker.connections), 2)
+        clock.advance(3)
+        refused.connectionLost(Exception("aborted"))  # type: ignore[arg-type]
+        first.connectionLost(Exception("closed"))  # type: ignore[arg-type]
+        _, transport = _connect(tracker, port=4)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(tracker.limitLog.counts, {"max-connections": 1})
+
+    def test_perClient(self) -> None:
+        """The limit counts one address's connections; others are not affected."""
+        tracker, _ = _tracker(Limits(requestHeadTimeout=0, maxConnectionsPerClient=1))
+        _connect(tracker, "10.0.0.1", 1)
+        _, transport = _connect(tracker, "10.0.0.1", 2)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        _, transport = _connect(tracker, "10.0.0.2", 3)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(tracker.limitLog.counts, {"max-connections-per-client": 1})
+
+
+class LimitLogTests(SynchronousTestCase):
+    """A flood of hits: every one counted, one line per interval."""
+
+    def test_rateLimited(self) -> None:
+        """Three hits within the interval are one line; the next line says how many were not logged."""
+        events = _Events(self)
+        clock = Clock()
+        log = LimitLog(clock.seconds)
+        seen: list[str] = []
+        log.onHit.append(seen.append)
+        for _ in range(3):
+            log.hit("max-connections", "1.2.3.4:5")
+            clock.advance(1)
+        clock.advance(log.interval)
+        log.hit("max-connections", "1.2.3.4:6")
+        hits = events.hits()
+        self.assertEqual([h["unlogged"] for h in hits], [0, 2])
+        self.assertEqual(log.counts, {"max-connections": 4})
+        self.assertEqual(len(seen), 4)
+
+
+class DaemonLimitTests(TestCase):
+    """The limits as options of a real C{twistd txupgrade}."""
+
+    timeout = 90
+
+    @inlineCallbacks
+    def test_limitsTrigger(self) -> Any:
+        """A second connection from one address gets 503; a trickled head gets 408 after the timeout."""
+        daemon = yield startDaemon(
+            self, ["--listen", LOCAL, "--max-connections-per-client", "2", "--request-head-timeout", "1"]
+        )
+        [port] = daemon.ports
+        slow = yield connectClient(self, port)
+        slow.send(b"GET / HTTP/1.1\r\n")
+        other = yield connectClient(self, port)
+        refused = yield connectClient(self, port)
+        yield refused.waitForClose()
+        self.assertTrue(refused.data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), refused.data)
+        other.send(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        yield other.waitFor(lambda d: d.endswith(b"Upgrade: echo\n"))
+        for _ in range(3):
+            slow.send(b"X")
+            yield withTimeout(_sleep(0.2))
+        yield slow.waitForClose()
+        self.assertTrue(slow.data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), slow.data)
+        self.assertIn(b"Limit max-connections-per-client hit by 127.0.0.1:", daemon.output)
+        self.assertIn(b"Limit request-head-timeout hit by 127.0.0.1:", daemon.output)
+
+
+def _sleep(seconds: float) -> Any:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)

@@ -1,0 +1,155 @@
+"""
+Prometheus metrics of the daemon (the C{metrics} extra: C{prometheus_client}),
+served on their own listener (C{--metrics ENDPOINT}) so that they are not
+exposed on the public port.
+
+  - C{txupgrade_upgrades_total{protocol,outcome}}: every upgrade decision, from
+    the channel's C{txupgrade.upgrade} log events (outcome C{accepted},
+    C{declined}, C{refused}, C{failed}, C{malformed}).
+  - C{txupgrade_connections_active{protocol}}: open connections, C{http}
+    until they switch.
+  - C{txupgrade_received_bytes_total{protocol}} and
+    C{txupgrade_sent_bytes_total{protocol}}: bytes on the wire, the C{http}
+    part of a connection (up to and including the C{101}) counted apart from
+    its upgraded part.
+  - C{txupgrade_handshake_seconds{protocol}}: from the first byte of the
+    request to the C{101}.
+  - C{txupgrade_limit_hits_total{limit}}: see L{txupgrade.limits}.
+  - C{txupgrade_drained_connections_total{outcome}}: at shutdown, how many
+    connections closed in time (C{drained}), were aborted at the deadline
+    (C{aborted}) or whose protocol failed to drain (C{failed}).
+
+Each L{DaemonMetrics} has its own registry: nothing is global, so two sites
+(or tests) never mix their figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.twisted import MetricsResource
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from txupgrade.tracking import ConnectionTracker, TrackedConnection
+
+__all__ = ["DaemonMetrics"]
+
+#: Handshake latency buckets, in seconds.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _TrackerCollector:
+    """Reads the tracker at scrape time: open connections, bytes, limit hits."""
+
+    def __init__(self, tracker: ConnectionTracker) -> None:
+        self.tracker = tracker
+
+    def collect(self) -> Iterator[Any]:
+        tracker = self.tracker
+        active: dict[str, int] = {"http": 0}
+        received = dict(tracker.bytesIn)
+        sent = dict(tracker.bytesOut)
+        for connection in list(tracker.connections):
+            name = connection.protocol
+            active[name] = active.get(name, 0) + 1
+            received[name] = received.get(name, 0) + connection.bytesIn
+            sent[name] = sent.get(name, 0) + connection.bytesOut
+        gauge = GaugeMetricFamily(
+            "txupgrade_connections_active", "Open connections, by protocol", labels=["protocol"]
+        )
+        for name, count in sorted(active.items()):
+            gauge.add_metric([name], count)
+        yield gauge
+        for metric, values, text in (
+            ("txupgrade_received_bytes", received, "Bytes received, by protocol"),
+            ("txupgrade_sent_bytes", sent, "Bytes sent, by protocol"),
+        ):
+            family = CounterMetricFamily(metric, text, labels=["protocol"])
+            for name, count in sorted(values.items()):
+                family.add_metric([name], count)
+            yield family
+        hits = CounterMetricFamily("txupgrade_limit_hits", "Limit hits, by limit", labels=["limit"])
+        for name, count in sorted(tracker.limitLog.counts.items()):
+            hits.add_metric([name], count)
+        yield hits
+
+
+@implementer(ILogObserver)
+class _UpgradeEvents:
+    """Counts the channel's C{txupgrade.upgrade} decision events."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        outcome = event.get("upgradeOutcome")
+        if outcome is not None and event.get("log_namespace") == "txupgrade.upgrade":
+            self.counter.labels(event.get("protocol") or "", outcome).inc()
+
+
+class DaemonMetrics:
+    """
+    The metrics of one daemon site: fed by its tracker and by the upgrade
+    log events, served by L{resource}.
+    """
+
+    def __init__(self, tracker: ConnectionTracker) -> None:
+        self.registry = CollectorRegistry()
+        self.tracker = tracker
+        self.upgrades = Counter(
+            "txupgrade_upgrades",
+            "Upgrade decisions, by protocol and outcome",
+            ["protocol", "outcome"],
+            registry=self.registry,
+        )
+        self.handshakes = Histogram(
+            "txupgrade_handshake_seconds",
+            "From the request's first byte to the 101, by protocol",
+            ["protocol"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.drained = Counter(
+            "txupgrade_drained_connections",
+            "Connections at shutdown, by how they ended",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.registry.register(_TrackerCollector(tracker))
+        tracker.onUpgrade.append(self._upgraded)
+        tracker.onDrained.append(self._drained)
+        self._observer = _UpgradeEvents(self.upgrades)
+        globalLogPublisher.addObserver(self._observer)
+
+    def stop(self) -> None:
+        """Stop listening to the log events."""
+        globalLogPublisher.removeObserver(self._observer)
+
+    def _upgraded(self, connection: TrackedConnection, latency: float) -> None:
+        self.handshakes.labels(connection.protocol).observe(latency)
+
+    def _drained(self, counts: dict[str, int]) -> None:
+        aborted, failed = counts.get("aborted", 0), counts.get("failed", 0)
+        self.drained.labels("drained").inc(counts.get("open", 0) - aborted - failed)
+        self.drained.labels("aborted").inc(aborted)
+        self.drained.labels("failed").inc(failed)
+
+    def resource(self) -> Resource:
+        """A root serving the metrics at C{/metrics} (and C{/})."""
+        metrics = MetricsResource(registry=self.registry)
+        root = Resource()
+        root.putChild(b"metrics", metrics)
+        root.putChild(b"", metrics)
+        return root
+
+    def site(self) -> Site:
+        """A plain site for the metrics listener."""
+        site = Site(self.resource())
+        site.noisy = False
+        return site
