@@ -21,7 +21,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.support.http import upgrade
-from tests.support.net import RawClient, TLSPair, connectClient, listen, reactor, withTimeout
+from tests.support.net import RawClient, TLSPair, connectClient, listen, reactor, wait, withTimeout
 from txupgrade import Decline, IUpgradeProtocol, Refuse, UpgradeSite
 from txupgrade.stream import StreamUpgrade
 from txupgrade.testing import MemoryConnection, upgradeRequest
@@ -304,6 +304,48 @@ class StreamSocketTests(TestCase):
         client.transport.loseWriteConnection()
         data = yield client.waitForClose()
         self.assertTrue(data.endswith(b"stdin-1[container c0ffee exited]\n"), data[-80:])
+
+    @inlineCallbacks
+    def test_protocolHalfClosesItsSide(self) -> None:
+        """The protocol's loseWriteConnection ends our side; it still reads the client after that."""
+        got: list[bytes] = []
+
+        @implementer(IHalfCloseableProtocol)
+        class Sender(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(b"all of it")  # type: ignore[union-attr]
+                self.transport.loseWriteConnection()  # type: ignore[attr-defined, union-attr]
+
+            def dataReceived(self, data: bytes) -> None:
+                got.append(data)
+
+            def readConnectionLost(self) -> None:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+            def writeConnectionLost(self) -> None:
+                got.append(b"<write side closed>")
+
+        @implementer(IHalfCloseableProtocol)
+        class Reader(RawClient):
+            eof = False
+
+            def readConnectionLost(self) -> None:
+                self.eof = True
+                self.transport.write(b"thanks")  # type: ignore[union-attr]
+                self.transport.loseWriteConnection()  # type: ignore[union-attr]
+
+            def writeConnectionLost(self) -> None:
+                # Both halves are shut: only now does Twisted end the connection.
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+        port = listen(self, UpgradeSite(Resource(), [StreamUpgrade("send", Factory.forProtocol(Sender))]))
+        client = yield connectClient(self, port, client=Reader())
+        client.send(upgrade(b"send"))
+        data = yield client.waitForClose()
+        self.assertTrue(data.endswith(b"\r\n\r\nall of it"), data[-40:])
+        self.assertTrue(client.eof)
+        yield wait(lambda: len(got) == 2)
+        self.assertEqual(got, [b"<write side closed>", b"thanks"])
 
     @inlineCallbacks
     def test_overTLSListener(self) -> None:

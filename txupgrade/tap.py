@@ -161,7 +161,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         from txupgrade.tls import TLSUpgrade
 
         protocols = ProtocolRegistry([*protocols, TLSUpgrade(tlsOptions)])
-    return UpgradeSite(
+    site = UpgradeSite(
         buildRoot(settings, protocols, webSocket),
         protocols,
         policy=settings["policy"],
@@ -171,6 +171,13 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         timeout=settings["timeout"],
         logPath=settings["access-log"],
     )
+    if settings.get("no-access-log"):
+        site.log = _noAccessLog  # type: ignore[method-assign]
+    return site
+
+
+def _noAccessLog(request: Any) -> None:
+    """C{--no-access-log}: the site's access log, off."""
 
 
 def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor: Any = None) -> Any:
