@@ -37,16 +37,11 @@ OVERRIDDEN = {
 USED = {
     "_tryToWriteControlData",
     "_flushBufferedControlData",
-    "_terminate",
-    "_resetTokenBurst",
-    "_resetTokenRate",
     "_bufferedControlFrames",
     "_consumerBlocked",
     "_outboundStreamQueues",
     "_stillProducing",
     "_reactor",
-    "_resetTokens",
-    "_resetTokenTimestamp",
 }
 
 
@@ -105,6 +100,8 @@ class TwistedHTTP2Tests(SynchronousTestCase):
             "_stream1Request",
             "_prefaceMissing",
             "_allowedHosts",
+            "_resetTokens",
+            "_resetTokenTimestamp",
         }
         used = set()
         for member in vars(H2Connection).values():

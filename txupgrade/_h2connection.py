@@ -130,6 +130,10 @@ class H2Connection(_http2.H2Connection):
 
     _log = Logger(namespace="txupgrade.h2")
     requestFactory: Any = None
+    #: The reset budget (as Twisted 26.10 sets it; older Twisted has none):
+    #: a burst of this many stream resets, then this many per second.
+    _resetTokenBurst = 1000
+    _resetTokenRate = 33
 
     def __init__(self, reactor: Any = None, upgradeRequest: UpgradeRequest | None = None) -> None:
         # Not H2Connection.__init__: it builds the priority tree this class
@@ -380,6 +384,13 @@ class H2Connection(_http2.H2Connection):
         )
         self.conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         self._terminate(Failure(ConnectionLost("Too many stream resets")))
+
+    def _terminate(self, reason: Failure) -> None:
+        """Write the queued GOAWAY and close, leaving the timers to bound a peer that never reads."""
+        if self._tryToWriteControlData():
+            assert self.transport is not None
+            self.transport.loseConnection()
+            self.connectionLost(reason, _cancelTimeouts=False)
 
     def _handlePriorityUpdate(self, event: Any) -> None:
         """Priority signals are deprecated (RFC 9113 §5.3.2): streams share the connection."""
