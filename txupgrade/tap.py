@@ -170,6 +170,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         allowedHosts=settings.get("allowed-host") or "auto",
         timeout=settings["timeout"],
         logPath=settings["access-log"],
+        priorKnowledge=not settings.get("no-prior-knowledge", False),
     )
 
 
