@@ -168,6 +168,7 @@ SETTINGS: tuple[Setting, ...] = (
         "policy", "value", _choice("client", "server"), "client", "Whose preference picks the protocol", ""
     ),
     Setting("access-log", "value", _text, None, "Write a combined access log to this file", "PATH"),
+    Setting("no-access-log", "flag", bool, False, "Log no access lines at all (switches included)"),
     Setting(
         "workers",
         "value",

@@ -161,7 +161,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         from txupgrade.tls import TLSUpgrade
 
         protocols = ProtocolRegistry([*protocols, TLSUpgrade(tlsOptions)])
-    return UpgradeSite(
+    site = UpgradeSite(
         buildRoot(settings, protocols, webSocket),
         protocols,
         policy=settings["policy"],
@@ -172,6 +172,13 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         logPath=settings["access-log"],
         priorKnowledge=not settings.get("no-prior-knowledge", False),
     )
+    if settings.get("no-access-log"):
+        site.log = _noAccessLog  # type: ignore[method-assign]
+    return site
+
+
+def _noAccessLog(request: Any) -> None:
+    """C{--no-access-log}: the site's access log, off."""
 
 
 def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor: Any = None) -> Any:
