@@ -366,6 +366,10 @@ class UpgradeSite(server.Site):
     """
 
     requestFactory = UpgradeAwareRequest
+    #: Whether every accepted switch is also a C{txupgrade.upgrade} log
+    #: event (debug level), besides its access-log line; refusals and
+    #: malformed offers always are.
+    logSwitches = False
 
     def __init__(
         self,

@@ -212,6 +212,7 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
             raise DaemonError(
                 "--metrics needs prometheus_client (pip install 'txupgrade[metrics]')"
             ) from None
+        site.logSwitches = True  # the metrics count accepted upgrades from these events
         service.metrics = DaemonMetrics(service.tracker)
         service.addListener(settings["metrics"], service.metrics.site(), "metrics")
     return service
