@@ -27,7 +27,7 @@ the server sees the connection lost, as when a client goes away.
 Each measurement runs C{--seconds} after a one-second warm-up. Figures:
 handshakes per second (wall clock); the CPU seconds of the server processes
 (supervisor and workers, from C{/proc} via psutil), of the generator, and of
-everything else on the machine (from C{/proc/stat}: the machine is shared);
+everything else on the machine (the other load, as _harness.py defines it);
 handshakes per server CPU-second. The summary gives the ratios
 C{workers=2 / workers=1} (goal >= 1.6 on two cores) and
 C{workers=2 / single}.
@@ -58,6 +58,11 @@ import time
 from typing import Any
 
 import psutil
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import machineCpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -142,14 +147,6 @@ def generate(kind: str, port: int, seconds: float, concurrency: int) -> dict[str
     return {"handshakes": done, "errors": errors}
 
 
-def _busyCpuSeconds() -> float:
-    """CPU seconds the whole machine spent not idle, so far (C{/proc/stat})."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 class Daemon:
     """One C{twistd txupgrade} under test, its log in a file."""
 
@@ -209,13 +206,13 @@ def measure(daemon: Daemon, kind: str, seconds: float, concurrency: int) -> dict
     """One measurement of C{kind} handshakes against C{daemon}."""
     generate(kind, daemon.port, min(1.0, seconds), concurrency)  # warm-up
     cpuBefore = daemon.cpu()
-    busyBefore = _busyCpuSeconds()
+    busyBefore = machineCpu()
     ownBefore = time.process_time()
     wallBefore = time.monotonic()
     counts = generate(kind, daemon.port, seconds, concurrency)
     wall = time.monotonic() - wallBefore
     own = time.process_time() - ownBefore
-    busy = _busyCpuSeconds() - busyBefore
+    busy = machineCpu() - busyBefore
     cpuAfter = daemon.cpu()
     perProcess = {pid: cpuAfter[pid] - cpuBefore.get(pid, 0.0) for pid in cpuAfter}
     server = sum(perProcess.values())

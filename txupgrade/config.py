@@ -178,6 +178,13 @@ SETTINGS: tuple[Setting, ...] = (
         "N",
     ),
     Setting("no-advertise", "flag", bool, False, "Do not list available protocols in Upgrade on answers"),
+    Setting(
+        "no-prior-knowledge",
+        "flag",
+        bool,
+        False,
+        "Do not serve HTTP/2 to cleartext connections that start with its preface (see docs/h2c.md)",
+    ),
     Setting("log-format", "value", _choice("text", "json"), "text", "Log as text lines or JSON", ""),
     Setting(
         "max-connections",

@@ -170,6 +170,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         allowedHosts=settings.get("allowed-host") or "auto",
         timeout=settings["timeout"],
         logPath=settings["access-log"],
+        priorKnowledge=not settings.get("no-prior-knowledge", False),
     )
     if settings.get("no-access-log"):
         site.log = _noAccessLog  # type: ignore[method-assign]
@@ -211,6 +212,7 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
             raise DaemonError(
                 "--metrics needs prometheus_client (pip install 'txupgrade[metrics]')"
             ) from None
+        site.logSwitches = True  # the metrics count accepted upgrades from these events
         service.metrics = DaemonMetrics(service.tracker)
         service.addListener(settings["metrics"], service.metrics.site(), "metrics")
     return service
