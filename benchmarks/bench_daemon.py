@@ -150,11 +150,11 @@ def generate(kind: str, port: int, seconds: float, concurrency: int) -> dict[str
 class Daemon:
     """One C{twistd txupgrade} under test, its log in a file."""
 
-    def __init__(self, name: str, extra: list[str], directory: str) -> None:
+    def __init__(self, name: str, extra: list[str], directory: str, common: list[str] = ()) -> None:  # type: ignore[assignment]
         self.name = name
         self.log = os.path.join(directory, f"{name.replace('=', '')}.log")
         args = [*TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
-        args += ["--listen", "tcp:0:interface=127.0.0.1", *extra]
+        args += ["--listen", "tcp:0:interface=127.0.0.1", *extra, *common]
         self.workers = int(extra[1]) if extra else 0
         self.process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)
         self.port = self._waitServing()
@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default="echo,ws", help="echo, ws or both")
     parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--daemon-args", default="", help="more txupgrade options for every daemon (e.g. --no-access-log)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.concurrency = 0.5, 4
@@ -244,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     cpus = os.cpu_count()
     print(f"=== twistd txupgrade --workers: handshakes/s on {cpus} CPUs, load {os.getloadavg()}")
+    print(f"daemon options: --listen tcp:0:interface=127.0.0.1 {args.daemon_args}".rstrip())
     print(f"{'config':<10} {'kind':<5} {'hs/s':>8} {'hs/srv-cpu-s':>13} {'srv cpu':>8} {'per process':>22}")
     print(f"{'':<10} {'':<5} {'':>8} {'':>13} {'gen cpu':>8} {'other cpu':>10} {'errors':>7}")
     try:
         for name, extra in CONFIGS.items():
-            daemon = Daemon(name, extra, directory)
+            daemon = Daemon(name, extra, directory, args.daemon_args.split())
             try:
                 for kind in kinds:
                     r = measure(daemon, kind, args.seconds, args.concurrency)
