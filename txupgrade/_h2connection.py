@@ -108,13 +108,18 @@ class _ServerState(h2.connection.H2Connection):
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         streamID = frame.stream_id
-        if streamID in self.streams or self.open_inbound_streams < self.local_settings.max_concurrent_streams:
-            return super()._receive_headers_frame(frame)
+        refuse = (
+            streamID not in self.streams
+            and self.open_inbound_streams >= self.local_settings.max_concurrent_streams
+        )
+        # Counted once here: h2 would scan every stream again to count them.
         self._admitting = True
         try:
             frames, events = super()._receive_headers_frame(frame)
         finally:
             self._admitting = False
+        if not refuse:
+            return frames, events
         self.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
         self.refused.append(streamID)
         return frames, [e for e in events if getattr(e, "stream_id", None) != streamID]
