@@ -4,8 +4,8 @@ C{twistd txupgrade --workers 2} daemons listening with C{haproxy:}, behind
 HAProxy balancing round robin with C{send-proxy-v2}. WebSocket clients get
 through to both daemons, and the real client address reaches the
 WebSocket protocol's C{onConnect} (echoed back by
-L{tests.daemon_sample.chatFactory}) and each daemon's log, relayed from its
-workers.
+L{tests.daemon_sample.chatFactory}) and each daemon's log (the end of
+each upgraded connection, with its peer), relayed from its workers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from websockets.sync.client import connect as wsConnect
 
 from tests.support.net import inThread
 from tests.support.proxies import haproxyPairConfig, startProxy
-from tests.test_e2e_workers import startWorkers
+from tests.test_e2e_workers import startWorkers, waitFor
 
 CLIENT_TIMEOUT = 10.0
 CLIENTS = 4
@@ -64,12 +64,15 @@ class DeploymentTests(TestCase):
         seen = yield inThread(_chats, proxyPort, CLIENTS)
         for i, (clientPort, answer) in enumerate(seen):
             self.assertEqual(answer, f"chat: hi {i} from tcp4:127.0.0.1:{clientPort}")
+        # Each upgraded connection's end is logged with its peer, by its worker.
+        closed = r"\[worker \d\|[^\]]*\] websocket connection from 127\.0\.0\.1:(\d+) closed"
+
+        def closedPorts(daemon: Any) -> list[int]:
+            return [int(p) for p in re.findall(closed, daemon.output.decode())]
+
+        yield waitFor(lambda: len(closedPorts(first)) + len(closedPorts(second)) >= CLIENTS, 30)
         logged = []
         for daemon in (first, second):
-            ports_ = re.findall(
-                r"\[worker \d\|[^\]]*\] Upgrade to websocket accepted for /chat from 127\.0\.0\.1:(\d+)",
-                daemon.output.decode(),
-            )
-            self.assertEqual(len(ports_), CLIENTS // 2, "round robin: half to each daemon")
-            logged += [int(p) for p in ports_]
+            self.assertEqual(len(closedPorts(daemon)), CLIENTS // 2, "round robin: half to each daemon")
+            logged += closedPorts(daemon)
         self.assertEqual(sorted(logged), sorted(port for port, _answer in seen))
