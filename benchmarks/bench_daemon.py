@@ -27,7 +27,7 @@ the server sees the connection lost, as when a client goes away.
 Each measurement runs C{--seconds} after a one-second warm-up. Figures:
 handshakes per second (wall clock); the CPU seconds of the server processes
 (supervisor and workers, from C{/proc} via psutil), of the generator, and of
-everything else on the machine (from C{/proc/stat}: the machine is shared);
+everything else on the machine (the other load, as _harness.py defines it);
 handshakes per server CPU-second. The summary gives the ratios
 C{workers=2 / workers=1} (goal >= 1.6 on two cores) and
 C{workers=2 / single}.
@@ -58,6 +58,11 @@ import time
 from typing import Any
 
 import psutil
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import machineCpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -142,22 +147,14 @@ def generate(kind: str, port: int, seconds: float, concurrency: int) -> dict[str
     return {"handshakes": done, "errors": errors}
 
 
-def _busyCpuSeconds() -> float:
-    """CPU seconds the whole machine spent not idle, so far (C{/proc/stat})."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 class Daemon:
     """One C{twistd txupgrade} under test, its log in a file."""
 
-    def __init__(self, name: str, extra: list[str], directory: str) -> None:
+    def __init__(self, name: str, extra: list[str], directory: str, common: list[str] = ()) -> None:  # type: ignore[assignment]
         self.name = name
         self.log = os.path.join(directory, f"{name.replace('=', '')}.log")
         args = [*TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
-        args += ["--listen", "tcp:0:interface=127.0.0.1", *extra]
+        args += ["--listen", "tcp:0:interface=127.0.0.1", *extra, *common]
         self.workers = int(extra[1]) if extra else 0
         self.process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)
         self.port = self._waitServing()
@@ -209,13 +206,13 @@ def measure(daemon: Daemon, kind: str, seconds: float, concurrency: int) -> dict
     """One measurement of C{kind} handshakes against C{daemon}."""
     generate(kind, daemon.port, min(1.0, seconds), concurrency)  # warm-up
     cpuBefore = daemon.cpu()
-    busyBefore = _busyCpuSeconds()
+    busyBefore = machineCpu()
     ownBefore = time.process_time()
     wallBefore = time.monotonic()
     counts = generate(kind, daemon.port, seconds, concurrency)
     wall = time.monotonic() - wallBefore
     own = time.process_time() - ownBefore
-    busy = _busyCpuSeconds() - busyBefore
+    busy = machineCpu() - busyBefore
     cpuAfter = daemon.cpu()
     perProcess = {pid: cpuAfter[pid] - cpuBefore.get(pid, 0.0) for pid in cpuAfter}
     server = sum(perProcess.values())
@@ -239,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default="echo,ws", help="echo, ws or both")
     parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--daemon-args", default="", help="more txupgrade options for every daemon (e.g. --no-access-log)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.concurrency = 0.5, 4
@@ -247,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     cpus = os.cpu_count()
     print(f"=== twistd txupgrade --workers: handshakes/s on {cpus} CPUs, load {os.getloadavg()}")
+    print(f"daemon options: --listen tcp:0:interface=127.0.0.1 {args.daemon_args}".rstrip())
     print(f"{'config':<10} {'kind':<5} {'hs/s':>8} {'hs/srv-cpu-s':>13} {'srv cpu':>8} {'per process':>22}")
     print(f"{'':<10} {'':<5} {'':>8} {'':>13} {'gen cpu':>8} {'other cpu':>10} {'errors':>7}")
     try:
         for name, extra in CONFIGS.items():
-            daemon = Daemon(name, extra, directory)
+            daemon = Daemon(name, extra, directory, args.daemon_args.split())
             try:
                 for kind in kinds:
                     r = measure(daemon, kind, args.seconds, args.concurrency)

@@ -133,11 +133,11 @@ def _write(path: pathlib.Path, project: str, entries: Iterable[tuple[str, str, s
     path.write_bytes(header.encode() + zlib.compress(body.encode()))
 
 
-def writeInventories(package: pathlib.Path, outdir: pathlib.Path) -> list[str]:
+def writeInventories(package: pathlib.Path, outdir: pathlib.Path) -> None:
     """
-    Write the inventories for C{package}'s sources into C{outdir}.
-
-    @return: pydoctor C{--intersphinx-file} arguments for them.
+    Write C{twisted.inv} and C{python.inv} for C{package}'s sources into
+    C{outdir} (for pydoctor's C{--intersphinx-file}, with L{TWISTED_URL} and
+    L{PYTHON_URL}).
     """
     outdir.mkdir(parents=True, exist_ok=True)
     modules = _modulesUsed(sorted(package.rglob("*.py")))
@@ -151,7 +151,3 @@ def writeInventories(package: pathlib.Path, outdir: pathlib.Path) -> list[str]:
         "Python",
         [*_builtinEntries(), *(e for m in python for e in _pythonEntries(m))],
     )
-    return [
-        f"--intersphinx-file={twistedInv}::{TWISTED_URL}",
-        f"--intersphinx-file={pythonInv}::{PYTHON_URL}",
-    ]

@@ -11,18 +11,19 @@ resolves nowhere) is a Sphinx warning.
 from __future__ import annotations
 
 import pathlib
+import shutil
 import sys
-import tempfile
+from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _inventory import writeInventories  # noqa: E402
+from _inventory import PYTHON_URL, TWISTED_URL, writeInventories  # noqa: E402
 
 project = "txupgrade"
 author = "the txupgrade authors"
-copyright = "the txupgrade authors"  # noqa: A001 - Sphinx's name
+copyright = "the txupgrade authors"
 
 extensions = [
     "myst_parser",
@@ -39,13 +40,30 @@ intersphinx_mapping: dict[str, object] = {}
 html_theme = "alabaster"
 html_title = "txupgrade"
 
-_inventories = pathlib.Path(tempfile.mkdtemp(prefix="txupgrade-docs-inv-"))
 pydoctor_args = [
     "--project-name=txupgrade",
     f"--project-base-dir={ROOT}",
     "--docformat=epytext",
     "--html-output={outdir}/api",
-    *writeInventories(ROOT / "txupgrade", _inventories),
+    # Written by _writeInventories before pydoctor runs (see docs/_inventory.py).
+    f"--intersphinx-file={{outdir}}/_inventories/twisted.inv::{TWISTED_URL}",
+    f"--intersphinx-file={{outdir}}/_inventories/python.inv::{PYTHON_URL}",
     str(ROOT / "txupgrade"),
 ]
 pydoctor_url_path = "api/"
+
+
+def _writeInventories(app: Any) -> None:
+    """The Twisted and Python inventories pydoctor links through, in the output directory."""
+    if app.builder is not None and app.builder.name == "html":
+        writeInventories(ROOT / "txupgrade", pathlib.Path(app.outdir) / "_inventories")
+
+
+def _removeInventories(app: Any, exception: Exception | None) -> None:
+    shutil.rmtree(pathlib.Path(app.outdir) / "_inventories", ignore_errors=True)
+
+
+def setup(app: Any) -> None:
+    # Before pydoctor's extension builds the API reference (priority 490).
+    app.connect("builder-inited", _writeInventories, priority=400)
+    app.connect("build-finished", _removeInventories)

@@ -200,7 +200,7 @@ class OptionsTests(SynchronousTestCase):
         ]
         shapes = [self.shape(s) for s in services]
         self.assertEqual(shapes[0], shapes[1])
-        self.assertEqual(shapes[0]["protocols"], [])
+        self.assertEqual(shapes[0]["protocols"], ["h2c"])
         self.assertEqual(shapes[0]["children"], [b"chat", b"hello"])
         self.assertEqual(shapes[0]["origins"], ["https://*.example.com:*"])
         self.assertEqual(shapes[0]["allowedHosts"], frozenset({"example.com", "*.example.net"}))
@@ -236,7 +236,7 @@ class OptionsTests(SynchronousTestCase):
         """No option: the demo on 127.0.0.1:8080 with every protocol."""
         options = _parse()
         self.assertEqual(options.settings["listen"], ["tcp:8080:interface=127.0.0.1"])
-        self.assertEqual(options.settings["protocols"], ["echo", "websocket"])
+        self.assertEqual(options.settings["protocols"], ["echo", "h2c", "websocket"])
         service = buildService(options.settings, options.protocols, MemoryReactorClock())  # type: ignore[arg-type]
         self.assertEqual(sorted(service.site.resource.children), [b"", b"echo", b"ws"])
         self.assertEqual(service.site.allowedHosts, "auto")
@@ -247,7 +247,8 @@ class OptionsTests(SynchronousTestCase):
         """A bad setting exits with one line naming it."""
         error = self.assertRaises(SystemExit, _parse, "--enable", "gopher")
         self.assertEqual(
-            error.code, "txupgrade: --enable: unknown protocol 'gopher' (available: echo, websocket, TLS)"
+            error.code,
+            "txupgrade: --enable: unknown protocol 'gopher' (available: echo, h2c, websocket, TLS)",
         )
 
 

@@ -7,6 +7,7 @@ repository points outside it.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import re
@@ -80,6 +81,7 @@ def _buildDocs() -> Path:
     global _built
     if _built is None:
         out = Path(tempfile.mkdtemp(prefix="txupgrade-docs-"))
+        atexit.register(shutil.rmtree, out, True)
         result = subprocess.run(
             [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
             capture_output=True,
@@ -511,6 +513,27 @@ class BoundedEchoExampleTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "paused")
         transport.producer.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
+
+
+class DrainableExampleTests(SynchronousTestCase):
+    """drainable.py: the daemon's drain reaches the protocol, which says goodbye and closes."""
+
+    def test_drain(self) -> None:
+        """Draining the daemon's connections sends the goodbye, closes, and aborts nothing."""
+        from txupgrade import UpgradeSite
+        from txupgrade.tracking import ConnectionTracker
+
+        module = _loadModule(EXAMPLES / "drainable.py", "txupgrade_docs_drainable")
+        clock = Clock()
+        tracker = ConnectionTracker(UpgradeSite(Resource(), [module.chat], reactor=clock), clock)
+        conn = MemoryConnection(tracker, chunkSize=1)  # type: ignore[arg-type]
+        conn.send(upgradeRequest(["chat"]) + b"hi")
+        self.assertTrue(conn.received.endswith(b"\r\n\r\nhi"), conn.received)
+        drained = tracker.drain(10)
+        conn.flush()
+        self.assertTrue(conn.received.endswith(b"hiserver going away\n"), conn.received)
+        self.assertIsNotNone(conn.client.lostReason)  # type: ignore[attr-defined]
+        self.assertEqual(self.successResultOf(drained)["aborted"], 0)
 
 
 _LOUD = upgradeRequest(["shout/1"], b"/loud", method=b"POST", body=b"hi") + b"abc"

@@ -104,7 +104,7 @@ class OwnSiteTests(TestCase):
             ],
         )
         [port] = daemon.ports
-        self.assertIn(b"upgrade protocols: echo, websocket", daemon.output)
+        self.assertIn(b"upgrade protocols: echo, h2c, websocket", daemon.output)
         status, body = yield inThread(_get, port, "/hello")
         self.assertEqual((status, body), (200, HELLO))
         status, _ = yield inThread(_get, port, "/echo")
@@ -246,7 +246,7 @@ class JSONLogTests(TestCase):
         events = daemon.jsonEvents()
         [started] = [e for e in events if e.get("daemonEvent") == "started"]
         self.assertEqual(started["log_namespace"], "txupgrade.daemon")
-        self.assertEqual(started["protocols"], "echo, websocket")
+        self.assertEqual(started["protocols"], "echo, h2c, websocket")
         self.assertRegex(started["listeners"], r"^tcp:127\.0\.0\.1:\d+$")
         text = [line for line in daemon.output.splitlines() if line.strip(b"\x1e").strip()]
         self.assertEqual(len(text), len(events), daemon.output)

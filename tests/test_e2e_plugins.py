@@ -151,11 +151,11 @@ class ThirdPartyPluginTests(TestCase):
         """A plugin module in the namespace is found beside the built-ins, and switches."""
         self.install(mytestproto=GOOD_PLUGIN)
         registry = ProtocolRegistry.fromPlugins()
-        self.assertEqual(registry.names(), ["echo", "mytestproto/1"])
+        self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
         yield self.serveAndShout(registry)
         # A second scan reads the cache the first one wrote, and agrees.
         self.assertTrue(os.path.exists(os.path.join(self.pluginDir, "dropin.cache")))
-        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo", "mytestproto/1"])
+        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo", "h2c", "mytestproto/1"])
 
     @inlineCallbacks
     def test_echoStillServed(self) -> Any:
@@ -172,7 +172,7 @@ class ThirdPartyPluginTests(TestCase):
         """Control: without the namespace extension, the module is not found."""
         with open(os.path.join(self.pluginDir, "mytestproto.py"), "w") as f:
             f.write(GOOD_PLUGIN)
-        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo"])
+        self.assertEqual(ProtocolRegistry.fromPlugins().names(), ["echo", "h2c"])
         self.assertFalse(os.path.exists(os.path.join(self.pluginDir, "dropin.cache")))
 
     def scanLogged(self) -> tuple[ProtocolRegistry, list[str]]:
@@ -199,7 +199,7 @@ class ThirdPartyPluginTests(TestCase):
                 ],
             )
             self.assertEqual(self.flushLoggedErrors(), [])
-            self.assertEqual(registry.names(), ["echo", "mytestproto/1"])
+            self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
             self.assertEqual(registry.skipped, logged)
         yield self.serveAndShout(registry)
 
@@ -213,8 +213,8 @@ class ThirdPartyPluginTests(TestCase):
         self.assertIn("negotiate", logged[0])
         self.assertTrue(logged[0].endswith("); skipped"), logged[0])
         self.assertEqual(self.flushLoggedErrors(), [])
-        self.assertEqual(registry.names(), ["echo", "mytestproto/1"])
-        self.assertEqual(registry.moduleOf(list(registry)[1]), "txupgrade.plugins.mytestproto")
+        self.assertEqual(registry.names(), ["echo", "h2c", "mytestproto/1"])
+        self.assertEqual(registry.moduleOf(list(registry)[2]), "txupgrade.plugins.mytestproto")
         yield self.serveAndShout(registry)
 
 

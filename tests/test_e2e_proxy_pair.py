@@ -79,6 +79,8 @@ class _Instance:
         self.factory = RecordingServerFactory()
         root.putChild(b"ws", WebSocketEndpoint(self.factory, allowedOrigins))
         self.site = TrackingSite(root, protocols, allowedHosts=allowedHosts)
+        # Accepted switches are log events only when asked for (as --metrics does).
+        self.site.logSwitches = True
         self.proxied = proxied
 
     @inlineCallbacks

@@ -95,8 +95,11 @@ class DecisionEventTests(SynchronousTestCase):
             if e.get("log_namespace") == "txupgrade.upgrade"
         ]
 
-    def exchange(self, protocols: list[Any], offered: list[str], target: bytes = b"/p?q=1") -> bytes:
+    def exchange(
+        self, protocols: list[Any], offered: list[str], target: bytes = b"/p?q=1", logSwitches: bool = True
+    ) -> bytes:
         site = UpgradeSite(Resource(), protocols, reactor=Clock())
+        site.logSwitches = logSwitches
         conn = MemoryConnection(site)
         conn.send(upgradeRequest(offered, target))
         return conn.received
@@ -112,6 +115,14 @@ class DecisionEventTests(SynchronousTestCase):
                 ("accepted", "b", "127.0.0.1:40000", "/p", 101),
             ],
         )
+
+    def test_switchesQuietByDefault(self) -> None:
+        """A site that does not ask for switch events logs the decline, not the switch."""
+        received = self.exchange(
+            [Fixed("a", Decline("no")), Fixed("b", Accept())], ["a", "b"], logSwitches=False
+        )
+        self.assertTrue(received.startswith(b"HTTP/1.1 101 "))
+        self.assertEqual(self.decisions(), [("declined", "a", "127.0.0.1:40000", "/p", None)])
 
     def test_refused(self) -> None:
         """A refusal carries its status and reason."""

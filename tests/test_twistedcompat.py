@@ -39,6 +39,8 @@ PRIVATE_NAMES = {
     "_savedTimeOut": "HTTPChannel",
     "_abortingCall": "HTTPChannel",
     "_version": "HTTPChannel",
+    "_site": "_GenericHTTPChannelProtocol",
+    "_handleStar": "twisted.web.server.Request",
     "_HTTPChannel__first_line": "HTTPChannel",
     "_receivedHeaderSize": "HTTPChannel",
     "_sslContextFactory": "SSL4ServerEndpoint",
@@ -48,7 +50,7 @@ PRIVATE_NAMES = {
 }
 
 #: txupgrade's own attribute, set by L{_twistedcompat.wrapChannel}.
-OWN_NAMES = {"_txupgradeWrapper"}
+OWN_NAMES = {"_txupgradeWrapper", "_sniffed", "_becomeH2"}
 
 
 def connectedChannel(clock: Clock | None = None) -> tuple[HTTPChannel, StringTransport]:
@@ -146,6 +148,17 @@ class PrivateNamesTests(SynchronousTestCase):
         wrapper._channel = Other()  # type: ignore[assignment]
         wrapper.dataReceived(b"bytes")
         self.assertEqual(received, [b"bytes"])
+
+    def test_wrapperSiteAndStar(self) -> None:
+        """The wrapper keeps the site in C{_site}; C{Request.process} answers C{*} in C{_handleStar}."""
+        from twisted.web import server
+
+        site = UpgradeSite(Resource(), reactor=Clock())
+        wrapper = site.buildProtocol(None)
+        self.assertHas(wrapper, "_site")
+        self.assertIs(wrapper._site, site)
+        self.assertHas(server.Request, "_handleStar")
+        self.assertIn("self._handleStar()", inspect.getsource(server.Request.process))
 
     def test_siteWrapsChannels(self) -> None:
         """L{UpgradeSite} builds the wrapper, around an L{UpgradeChannel}."""

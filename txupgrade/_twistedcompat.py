@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import IProtocol, ISSLTransport
+from twisted.web import server
 from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 
+from txupgrade.h2c import PREFACE
+
 __all__ = [
+    "answerStar",
     "bypassWrapper",
     "currentProtocol",
     "feedTLS",
@@ -42,7 +46,7 @@ def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
     The wrapper is what the transport calls; pointing its C{_channel} at
     another protocol is the in-tree way to switch (as ALPN C{h2} does).
     """
-    wrapper = _GenericHTTPChannelProtocol(channel)
+    wrapper = _HTTP2Wrapper(channel)
     channel._txupgradeWrapper = wrapper  # type: ignore[attr-defined]
     return wrapper
 
@@ -123,6 +127,64 @@ def swapProtocol(channel: HTTPChannel, protocol: IProtocol) -> Any:
     transport = channel.transport
     del channel._txupgradeWrapper  # type: ignore[attr-defined]
     return transport
+
+
+class _HTTP2Wrapper(_GenericHTTPChannelProtocol):
+    """
+    Twisted's channel wrapper, serving HTTP/2 with txupgrade's connection.
+
+    On TLS with ALPN C{h2}, as Twisted does, but with
+    L{txupgrade._h2connection.H2Connection}. On cleartext, a connection
+    whose first bytes are the HTTP/2 preface is served as HTTP/2 (prior
+    knowledge, RFC 9113 §3.3) unless the site's C{priorKnowledge} is off;
+    bytes that could still be the preface are held until they tell.
+    """
+
+    _sniffed = b""
+    _negotiatedProtocol: bytes | None = None  # type: ignore[assignment]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._negotiatedProtocol is None:
+            transport = self._channel.transport
+            if getattr(transport, "negotiatedProtocol", None) == b"h2":
+                self._becomeH2(data)
+                return
+            if not ISSLTransport.providedBy(transport) and getattr(self._site, "priorKnowledge", False):
+                data = self._sniffed + data
+                head = data[: len(PREFACE)]
+                if PREFACE.startswith(head):
+                    if len(head) < len(PREFACE):
+                        self._sniffed = data
+                        return
+                    if self._becomeH2(data):
+                        return
+                self._sniffed = b""
+            self._negotiatedProtocol = b"http/1.1"
+        self._channel.dataReceived(data)
+
+    def _becomeH2(self, data: bytes) -> bool:
+        """Replace the HTTP/1.1 channel with an HTTP/2 connection, as ALPN does."""
+        try:
+            from txupgrade._h2connection import buildH2Connection
+        except ImportError:
+            return False
+        channel: Any = self._channel
+        producer = channel._networkProducer
+        producer.unregisterProducer()
+        channel.setTimeout(None)
+        transport = channel.transport
+        connection = buildH2Connection(self._site)
+        self._channel = connection
+        self._negotiatedProtocol = b"h2"
+        connection.makeConnection(transport)
+        producer.registerProducer(connection, True)
+        connection.dataReceived(data)
+        return True
+
+
+def answerStar(request: server.Request) -> None:
+    """Answer a request for C{*} as twisted.web does: C{200} to C{OPTIONS}, else C{405}."""
+    server.Request._handleStar(request)
 
 
 def bypassWrapper(transport: Any, protocol: IProtocol) -> bool:

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade import negotiation
@@ -132,6 +132,17 @@ class UpgradeAwareRequest(server.Request):
 
                 deferred.addCallbacks(decided, failed)
 
+    def _handleStar(self) -> None:
+        """
+        Negotiate an offer made on C{*} (C{OPTIONS *} with C{Upgrade: h2c}, as
+        C{nghttp -u} sends) with the site's protocols, which twisted.web would
+        otherwise answer before any negotiation.
+        """
+        if self.upgrade is None:
+            _compat.answerStar(self)
+            return
+        self.render(_STAR)
+
     def _switch(self, outcome: Switch) -> None:
         self.upgrade = None
         cast(UpgradeChannel, self.channel).switchProtocol(self, outcome.protocol, outcome.head)
@@ -156,6 +167,19 @@ class UpgradeAwareRequest(server.Request):
         self.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
         self.write(body)
         self.finish()
+
+
+class _Star(Resource):
+    """The request target C{*}: answered as twisted.web answers it."""
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> int:
+        _compat.answerStar(request)
+        return server.NOT_DONE_YET
+
+
+_STAR = _Star()
 
 
 class UpgradeChannel(HTTPChannel):
@@ -351,9 +375,15 @@ class UpgradeSite(server.Site):
         the defence against DNS rebinding, where a foreign page reaches a
         local server under its own name. WebSocket's same-origin check
         compares the C{Origin} with these names.
+    @ivar priorKnowledge: Whether a cleartext connection that starts with the
+        HTTP/2 preface is served as HTTP/2 (needs the C{h2c} extra).
     """
 
     requestFactory = UpgradeAwareRequest
+    #: Whether every accepted switch is also a C{txupgrade.upgrade} log
+    #: event (debug level), besides its access-log line; refusals and
+    #: malformed offers always are.
+    logSwitches = False
 
     def __init__(
         self,
@@ -363,6 +393,7 @@ class UpgradeSite(server.Site):
         policy: Literal["client", "server"] = "client",
         advertise: bool = True,
         maxUpgradeBodySize: int | None = None,
+        priorKnowledge: bool = True,
         allowedHosts: Iterable[str] | Literal["auto"] | None = "auto",
         **kwargs: Any,
     ) -> None:
@@ -372,6 +403,7 @@ class UpgradeSite(server.Site):
         self.protocols = protocols
         self.policy = policy
         self.advertise = advertise
+        self.priorKnowledge = priorKnowledge
         self.maxUpgradeBodySize = (
             UpgradeChannel.maxUpgradeBodySize if maxUpgradeBodySize is None else maxUpgradeBodySize
         )

@@ -168,6 +168,7 @@ SETTINGS: tuple[Setting, ...] = (
         "policy", "value", _choice("client", "server"), "client", "Whose preference picks the protocol", ""
     ),
     Setting("access-log", "value", _text, None, "Write a combined access log to this file", "PATH"),
+    Setting("no-access-log", "flag", bool, False, "Log no access lines at all (switches included)"),
     Setting(
         "workers",
         "value",
@@ -177,6 +178,13 @@ SETTINGS: tuple[Setting, ...] = (
         "N",
     ),
     Setting("no-advertise", "flag", bool, False, "Do not list available protocols in Upgrade on answers"),
+    Setting(
+        "no-prior-knowledge",
+        "flag",
+        bool,
+        False,
+        "Do not serve HTTP/2 to cleartext connections that start with its preface (see docs/h2c.md)",
+    ),
     Setting("log-format", "value", _choice("text", "json"), "text", "Log as text lines or JSON", ""),
     Setting(
         "max-connections",

@@ -18,7 +18,10 @@ C{Upgrade}: C{400}, R15) or L{Pending} (a plugin answered with a Deferred).
 Rule 3: every decision is logged once, here, as a structured event in the
 C{txupgrade.upgrade} namespace with the fields C{upgradeOutcome},
 C{protocol}, C{peer} (C{host:port}), C{path}, C{status} and C{reason}, so that
-log observers and metrics read fields rather than text.
+log observers and metrics read fields rather than text. A switch, the hot
+path, is already in the access log (status 101); its event costs about as
+much as a tenth of the switch itself, so it is emitted only for a site whose
+C{logSwitches} is set (metrics set it).
 """
 
 from __future__ import annotations
@@ -269,7 +272,8 @@ class OfferNegotiation:
                 raise UpgradeError("buildProtocol returned None", 500)
         except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
             return self._failed(Failure(), protocol)
-        _logDecision(request, "accepted", protocol, 101, "")
+        if request.channel.site.logSwitches:
+            _logDecision(request, "accepted", protocol, 101, "")
         return Switch(newProtocol, head, protocol)
 
     def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> Failed:

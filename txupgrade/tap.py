@@ -161,7 +161,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         from txupgrade.tls import TLSUpgrade
 
         protocols = ProtocolRegistry([*protocols, TLSUpgrade(tlsOptions)])
-    return UpgradeSite(
+    site = UpgradeSite(
         buildRoot(settings, protocols, webSocket),
         protocols,
         policy=settings["policy"],
@@ -170,7 +170,15 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         allowedHosts=settings.get("allowed-host") or "auto",
         timeout=settings["timeout"],
         logPath=settings["access-log"],
+        priorKnowledge=not settings.get("no-prior-knowledge", False),
     )
+    if settings.get("no-access-log"):
+        site.log = _noAccessLog  # type: ignore[method-assign]
+    return site
+
+
+def _noAccessLog(request: Any) -> None:
+    """C{--no-access-log}: the site's access log, off."""
 
 
 def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor: Any = None) -> Any:
@@ -204,6 +212,7 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
             raise DaemonError(
                 "--metrics needs prometheus_client (pip install 'txupgrade[metrics]')"
             ) from None
+        site.logSwitches = True  # the metrics count accepted upgrades from these events
         service.metrics = DaemonMetrics(service.tracker)
         service.addListener(settings["metrics"], service.metrics.site(), "metrics")
     return service

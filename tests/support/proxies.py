@@ -65,6 +65,35 @@ def nginxConfig(directory: Path, listenPort: int, backendPort: int, token: str) 
     C{/plain/} is proxied to C{/} with neither, as an operator who forgot
     them would have it.
     """
+    return _nginx(
+        directory,
+        listenPort,
+        token,
+        "",
+        f"""\
+        location / {{
+            proxy_pass http://127.0.0.1:{backendPort};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout 30s;
+        }}
+
+        location /plain/ {{
+            proxy_pass http://127.0.0.1:{backendPort}/;
+            proxy_http_version 1.1;
+            proxy_read_timeout 30s;
+        }}
+""",
+    )
+
+
+def _nginx(directory: Path, listenPort: int, token: str, upstreams: str, locations: str) -> str:
+    """
+    An nginx config in C{directory}: one worker, no access log, the
+    WebSocket C{Connection} map, C{upstreams}, and a server on
+    C{127.0.0.1:listenPort} with the ready probe's location and C{locations}.
+    """
     # Workers started by root switch to "nobody" unless told otherwise, and
     # could then not use the temporary directory.
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -88,7 +117,7 @@ http {{
         default upgrade;
         '' close;
     }}
-
+{upstreams}
     server {{
         listen 127.0.0.1:{listenPort};
 
@@ -96,20 +125,7 @@ http {{
             return 200 "{token}";
         }}
 
-        location / {{
-            proxy_pass http://127.0.0.1:{backendPort};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_read_timeout 30s;
-        }}
-
-        location /plain/ {{
-            proxy_pass http://127.0.0.1:{backendPort}/;
-            proxy_http_version 1.1;
-            proxy_read_timeout 30s;
-        }}
-    }}
+{locations}    }}
 }}
 """
 
@@ -401,39 +417,16 @@ def nginxPairConfig(backendPorts: list[int]) -> Callable[[Path, int, str], str]:
     servers = "".join(f"        server 127.0.0.1:{port};\n" for port in backendPorts)
 
     def write(directory: Path, listenPort: int, token: str) -> str:
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        temp = {name: directory / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-        return f"""\
-{user}worker_processes 1;
-pid {directory / "nginx.pid"};
-error_log stderr notice;
-events {{
-    worker_connections 64;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {temp["body"]};
-    proxy_temp_path {temp["proxy"]};
-    fastcgi_temp_path {temp["fastcgi"]};
-    uwsgi_temp_path {temp["uwsgi"]};
-    scgi_temp_path {temp["scgi"]};
-
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        '' close;
-    }}
-
+        return _nginx(
+            directory,
+            listenPort,
+            token,
+            f"""
     upstream txupgrade {{
 {servers}    }}
-
-    server {{
-        listen 127.0.0.1:{listenPort};
-
-        location = {READY_PATH} {{
-            return 200 "{token}";
-        }}
-
-        location / {{
+""",
+            """\
+        location / {
             proxy_pass http://txupgrade;
             proxy_http_version 1.1;
             proxy_set_header Host $host;
@@ -441,10 +434,9 @@ http {{
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_read_timeout 30s;
-        }}
-    }}
-}}
-"""
+        }
+""",
+        )
 
     return write
 

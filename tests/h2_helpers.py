@@ -1,0 +1,228 @@
+"""
+Helpers for the HTTP/2 tests: an h2-library client that records every
+stream's answer, the bytes of h2c upgrades, and a site to serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.static import Data
+
+from tests.support.http import SimpleUpgrade
+from txupgrade.channel import UpgradeSite
+from txupgrade.echo import EchoResource
+from txupgrade.h2c import H2cUpgrade
+from txupgrade.resource import UpgradeRequiredResource
+from txupgrade.testing import MemoryConnection
+
+#: The page served at C{/} by L{h2Site}.
+PAGE = b"<html>the same site over HTTP/1.1 and HTTP/2</html>\n"
+
+
+class Dynamic(Resource):
+    """A dynamic leaf: answers with the method, the path and the body length."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        assert request.content is not None
+        body = request.content.read()
+        request.setHeader(b"Content-Type", b"text/plain")
+        request.setHeader(b"X-Proto", request.clientproto)
+        return b"%s %s %d\n" % (request.method, request.uri, len(body))
+
+
+class Later(Resource):
+    """A leaf answered from a later reactor turn (a deferred answer)."""
+
+    isLeaf = True
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def render_GET(self, request: Request) -> int:
+        def answer() -> None:
+            request.write(b"later\n")
+            request.finish()
+
+        call = self.clock.callLater(1, answer)
+        request.notifyFinish().addErrback(lambda reason: call.cancel())
+        return NOT_DONE_YET
+
+
+def h2Site(clock: Any = None, **kwargs: Any) -> UpgradeSite:
+    """A site with static and dynamic paths, a 426 path, C{h2c} and C{echo}."""
+    clock = clock if clock is not None else Clock()
+    root = Resource()
+    root.putChild(b"", Data(PAGE, "text/html"))
+    root.putChild(b"echo", EchoResource())
+    root.putChild(b"dyn", Dynamic())
+    root.putChild(b"later", Later(clock))
+    root.putChild(
+        b"ws", UpgradeRequiredResource([SimpleUpgrade("websocket")], [(b"Sec-WebSocket-Version", b"13")])
+    )
+    kwargs.setdefault("reactor", clock)
+    protocols = kwargs.pop("protocols", [H2cUpgrade(), SimpleUpgrade("echo")])
+    site = UpgradeSite(root, protocols, **kwargs)
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+@dataclass
+class Answer:
+    """What one stream got back."""
+
+    status: bytes | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    ended: bool = False
+    reset: int | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class H2Client:
+    """
+    An h2 client that parses what a server sends and records each stream.
+
+    It can send what RFC 9113 forbids (no outbound validation), to test
+    that the server refuses it.
+    """
+
+    def __init__(self, upgrade: bool = False) -> None:
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.conn = h2.connection.H2Connection(config=config)
+        self.answers: dict[int, Answer] = {}
+        self.goaway: Any = None
+        self.settingsHeader = b""
+        if upgrade:
+            self.settingsHeader = self.conn.initiate_upgrade_connection() or b""
+        else:
+            self.conn.initiate_connection()
+
+    def preface(self) -> bytes:
+        """The client preface and SETTINGS (and anything else queued)."""
+        return self.conn.data_to_send()
+
+    def request(
+        self,
+        streamID: int,
+        path: bytes = b"/",
+        method: bytes = b"GET",
+        extra: list[tuple[bytes, bytes]] | None = None,
+        body: bytes | None = None,
+        authority: bytes = b"127.0.0.1",
+    ) -> bytes:
+        """Queue one request on C{streamID}; return every byte to send."""
+        headers = [(b":method", method), (b":scheme", b"http"), (b":path", path), (b":authority", authority)]
+        headers.extend(extra or [])
+        self.conn.send_headers(streamID, headers, end_stream=body is None)
+        if body is not None:
+            self.conn.send_data(streamID, body, end_stream=True)
+        return self.conn.data_to_send()
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed bytes from the server; return what the client answers (ACKs, WINDOW_UPDATEs)."""
+        for event in self.conn.receive_data(data):
+            streamID = getattr(event, "stream_id", None)
+            if isinstance(event, h2.events.ResponseReceived):
+                answer = self.answers.setdefault(event.stream_id, Answer())
+                answer.headers = list(event.headers)
+                answer.status = dict(event.headers)[b":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                self.answers.setdefault(event.stream_id, Answer()).body += event.data
+                if event.flow_controlled_length:
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.answers.setdefault(event.stream_id, Answer()).ended = True
+            elif isinstance(event, h2.events.StreamReset) and streamID is not None:
+                self.answers.setdefault(event.stream_id, Answer()).reset = int(event.error_code)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.goaway = event
+        return self.conn.data_to_send()
+
+
+def h2cRequest(
+    settings: bytes | None,
+    target: bytes = b"/",
+    method: bytes = b"GET",
+    body: bytes | None = None,
+    connection: bytes = b"Upgrade, HTTP2-Settings",
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """The bytes of an HTTP/1.1 request offering C{h2c}."""
+    lines = [
+        method + b" " + target + b" HTTP/1.1",
+        b"Host: 127.0.0.1",
+        b"Connection: " + connection,
+        b"Upgrade: h2c",
+    ]
+    if settings is not None:
+        lines.append(b"HTTP2-Settings: " + settings)
+    lines.extend(name + b": " + value for name, value in extra or [])
+    if body is not None:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+
+
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+
+
+def splitSwitch(received: bytes) -> bytes:
+    """The HTTP/2 bytes after the C{101}; fails when the answer is not a C{101}."""
+    if not received.startswith(SWITCHING):
+        raise AssertionError(f"no 101 to h2c: {received[:200]!r}")
+    return received[len(SWITCHING) :]
+
+
+class H2Memory:
+    """An in-memory connection to a site, with an L{H2Client} parsing the answers."""
+
+    def __init__(self, site: UpgradeSite, chunkSize: int | None = None, upgrade: bool = False) -> None:
+        self.connection = MemoryConnection(site, chunkSize=chunkSize)
+        self.client = H2Client(upgrade=upgrade)
+        self.seen = 0
+        self.upgraded = not upgrade
+
+    def send(self, data: bytes) -> None:
+        """Send C{data}, then let the client answer until both sides are quiet."""
+        self.connection.send(data)
+        self.pump()
+
+    def pump(self) -> None:
+        """Feed the client what the server sent, and the server its replies."""
+        self.connection.flush()
+        for _ in range(1000):
+            received = self.connection.received
+            if not self.upgraded:
+                if len(received) < len(SWITCHING):
+                    return
+                splitSwitch(received)
+                self.seen = len(SWITCHING)
+                self.upgraded = True
+            fresh = received[self.seen :]
+            self.seen = len(received)
+            if not fresh:
+                return
+            reply = self.client.receive(fresh)
+            if reply and not self.connection.serverTransport.disconnected:
+                self.connection.send(reply)
+        raise AssertionError("the peers never went quiet")
