@@ -119,7 +119,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--artifacts", default="./", help="where a crashing input is written (prefix)")
     parser.add_argument("--jobs", type=int, default=1, help="fuzzing processes, the runs shared among them")
     parser.add_argument("inputs", nargs="*", help="replay these input files instead of fuzzing")
-    args, extra = parser.parse_known_args(argv[1:])
+    ours, extra = argv[1:], []
+    if "--" in ours:
+        # Everything after "--" is for libFuzzer (not an input to replay).
+        cut = ours.index("--")
+        ours, extra = ours[:cut], ours[cut + 1 :]
+    args = parser.parse_args(ours)
     if not (args.runs or args.seconds or args.inputs):
         parser.error("give --runs and/or --seconds (or inputs to replay): the run must be bounded")
     flags = [
@@ -155,7 +160,7 @@ def main(argv: list[str]) -> int:
                 jobFlags.append(f"-runs={-(-args.runs // jobs)}")
             jobFlags.append(f"-seed={job + 1}")
         command = [sys.executable, os.path.abspath(__file__), "--worker", *jobFlags]
-        command += [e for e in extra if e != "--"] + dirs
+        command += extra + dirs
         processes.append(subprocess.Popen(command))
     try:
         codes = [p.wait() for p in processes]
