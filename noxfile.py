@@ -28,7 +28,7 @@ EXTRAS = "websocket,h2c,tls,client,test"
 FLOORED = ("Twisted", "zope.interface", "autobahn", "h2", "priority", "pyOpenSSL", "service_identity", "h11")
 
 #: In-memory tests only: the channel, negotiation, the private-API guards of
-#: Twisted and autobahn, the WebSocket checks, and the in-memory benchmarks.
+#: Twisted, h2 and autobahn, the WebSocket checks, h2c, and the in-memory benchmarks.
 FAST_TESTS = [
     "tests/test_negotiation.py",
     "tests/test_offer.py",
@@ -39,6 +39,8 @@ FAST_TESTS = [
     "tests/test_websocket_handshake.py",
     "tests/test_tracking.py",
     "tests/test_daemon_config.py",
+    "tests/test_h2c.py",
+    "tests/test_h2compat.py",
     "tests/test_benchmarks_core_memory_smoke.py",
     "tests/test_benchmarks_websocket_memory_smoke.py",
 ]

@@ -904,12 +904,18 @@ class MalformedTests(_Server, TestCase):
 
     @inlineCallbacks
     def test_bareCarriageReturn(self) -> Any:
-        """A CR inside the value: C{400} and close, from Twisted's own parser."""
+        """
+        A bare CR inside the value: C{400}, never a switch. RFC 9112 §2.2 lets
+        a parser refuse the line (Twisted 26.10: its own 400, and close) or
+        read the CR as a space (Twisted 26.4: C{ec ho} is then a malformed
+        offer, R15, answered 400 by txupgrade on a connection that goes on).
+        """
         self.serve()
         client = yield self.connect()
         client.send(upgrade(b"ec\rho"))
-        data = yield client.waitForClose()
-        self.assertEqual(data, b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        data = yield client.waitFor(lambda d: b"\r\n\r\n" in d)
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 Bad Request\r\n"), data)
+        self.assertNotIn(b" 101 ", data)
 
     @inlineCallbacks
     def test_pluginHeaderWithCRLF(self) -> Any:
