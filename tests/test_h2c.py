@@ -511,6 +511,8 @@ class SwitchOffTests(SynchronousTestCase):
         connection = MemoryConnection(site)
         connection.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertRegex(connection.received, rb"Protocols offered on every path: <b>[^<]*h2c")
+        # The site runs on the global reactor: close, so no idle timer outlives the test.
+        connection.close()
 
     def test_disable(self) -> None:
         """C{--disable h2c}: not offered, an h2c request answered in HTTP/1.1; prior knowledge stays."""
@@ -520,6 +522,7 @@ class SwitchOffTests(SynchronousTestCase):
         connection = MemoryConnection(site)
         connection.send(h2cRequest(H2Client(True).settingsHeader, b"/echo"))
         self.assertTrue(connection.received.startswith(b"HTTP/1.1 200 OK"))
+        connection.close()
 
     def test_noPriorKnowledge(self) -> None:
         """C{--no-prior-knowledge} turns prior knowledge off."""
