@@ -780,6 +780,12 @@ class ChannelRuleTestsMixin(ChannelMixin):
         for host in (b"localhost", b"127.0.0.1"):
             self.assertRejected(offering(headers=[(b"Host", host)]), 400)
 
+    def test_invalidHost(self) -> None:
+        """R16: a C{Host} that is not a host and port is refused even where any host is allowed."""
+        for host in (b"a b", b"[::1", b"h\x01st", b"user@h"):
+            data = offering().replace(b"Host: localhost", b"Host: " + host)
+            self.assertRejected(data, 400, allowedHosts=None)
+
     def test_obsFold(self) -> None:
         """R16: obs-fold in C{Connection}, C{Upgrade} or any header: 400, closed."""
         folded = (

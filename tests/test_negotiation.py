@@ -680,6 +680,12 @@ class FramingTests(SynchronousTestCase):
             (b"HTTP/1.1", [b"h"], [b"chunked", b"chunked"], False),
             (b"HTTP/1.1", [b"h"], [b""], False),
             (b"HTTP/1.0", [b"h"], [b"identity"], False),
+            (b"HTTP/1.1", [b""], [], True),
+            (b"HTTP/1.1", [b"[::1]:8080"], [], True),
+            (b"HTTP/1.1", [b"a b"], [], False),
+            (b"HTTP/1.1", [b"[::1"], [], False),
+            (b"HTTP/1.1", [b"h\x01"], [], False),
+            (b"HTTP/1.0", [b"user@h"], [], False),
         ]
         for version, hosts, codings, ok in cases:
             if ok:
@@ -701,6 +707,7 @@ class FramingTests(SynchronousTestCase):
             self.assertEqual(error.statusHint, 400)
         else:
             self.assertTrue(len(hosts) == 1 or (version == b"HTTP/1.0" and not hosts))
+            self.assertTrue(not hosts or hosts[0] == b"" or hostName(hosts[0]) is not None)
             self.assertTrue(not codings or codings[0].strip(b" \t").lower() == b"chunked")
 
 

@@ -467,9 +467,9 @@ def checkFraming(version: bytes, hosts: Sequence[bytes], transferCodings: Sequen
     """
     Refuse a request whose framing or target an intermediary could read differently (R16).
 
-    An HTTP/1.1 request needs exactly one C{Host}, any request at most one
-    (RFC 9112 §3.2); a C{Transfer-Encoding} must be exactly C{chunked} (RFC
-    9112 §6.1: any
+    An HTTP/1.1 request needs exactly one C{Host}, any request at most one,
+    and its value must be C{uri-host [":" port]} or empty (RFC 9112 §3.2);
+    a C{Transfer-Encoding} must be exactly C{chunked} (RFC 9112 §6.1: any
     other coding leaves the body length unknowable to us, and an
     C{identity} beside a C{Content-Length} is how smuggling starts).
 
@@ -482,6 +482,8 @@ def checkFraming(version: bytes, hosts: Sequence[bytes], transferCodings: Sequen
     if len(hosts) > 1:
         # Any version (RFC 9112 §3.2): the allow-list reads the first, twisted.web the last.
         raise UpgradeError("a request may carry only one Host")
+    if hosts and hosts[0] and hostName(hosts[0]) is None:
+        raise UpgradeError("the Host header is not a host name or address with an optional port")
     if transferCodings and (
         len(transferCodings) != 1 or transferCodings[0].strip(_OWS).lower() != b"chunked"
     ):
