@@ -6,17 +6,11 @@ reports the ratios, whatever the speed (the machine is shared).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "benchmarks", "bench_daemon.py")
+from tests.support.benchmarks import importBenchmark, runQuick
 
 
 class BenchDaemonSmokeTests(SynchronousTestCase):
@@ -24,19 +18,8 @@ class BenchDaemonSmokeTests(SynchronousTestCase):
 
     def test_quickRunPrintsRatios(self) -> None:
         """It exits 0, every configuration served handshakes, and the ratios are finite."""
-        with tempfile.TemporaryDirectory() as tmp:
-            resultsPath = os.path.join(tmp, "results.json")
-            done = subprocess.run(
-                [sys.executable, SCRIPT, "--quick", "--json", resultsPath],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
-            with open(resultsPath) as f:
-                results = json.load(f)
-        self.assertIn("=== twistd txupgrade --workers", done.stdout)
+        stdout, results = runQuick(self, "bench_daemon.py", timeout=300)
+        self.assertIn("=== twistd txupgrade --workers", stdout)
         for config in ("single", "workers=1", "workers=2"):
             for kind in ("echo", "ws"):
                 figures = results["results"][config][kind]
@@ -45,15 +28,13 @@ class BenchDaemonSmokeTests(SynchronousTestCase):
         # A supervisor and its workers were all measured.
         self.assertEqual(len(results["results"]["workers=2"]["echo"]["processCpu"]), 3)
         for kind in ("echo", "ws"):
-            self.assertIn(f"ratio {kind}: workers=2/workers=1", done.stdout)
+            self.assertIn(f"ratio {kind}: workers=2/workers=1", stdout)
             ratio = results["summary"][kind]["workers2/workers1"]
             self.assertTrue(math.isfinite(ratio) and ratio > 0, ratio)
 
     def test_brokenHandshakeIsCaught(self) -> None:
         """The script refuses an answer that is not the 101 it asked for."""
-        sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-        self.addCleanup(sys.path.remove, os.path.join(REPO, "benchmarks"))
-        import bench_daemon as bench
+        bench = importBenchmark(self, "bench_daemon")
 
         self.assertRaises(SystemExit, bench.checkHead, "echo", b"HTTP/1.1 400 Bad Request\r\n\r\n")
         self.assertRaises(SystemExit, bench.checkHead, "ws", b"HTTP/1.1 101 Switching\r\n\r\n")
