@@ -124,11 +124,7 @@ def stream1Headers(request: UpgradeRequest) -> list[tuple[bytes, bytes]]:
     headers.extend((name, value) for name, value in request.headers if name not in _NOT_ON_STREAM_1)
     if te:
         headers.append((b"te", b"trailers"))
-    if (
-        request.body
-        or request.getHeader(b"content-length") is not None
-        or request.getHeader(b"transfer-encoding")
-    ):
+    if request.announcesBody:
         headers.append((b"content-length", b"%d" % len(request.body)))
     return headers
 

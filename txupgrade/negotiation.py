@@ -175,6 +175,15 @@ class UpgradeRequest:
         return [value for key, value in self.headers if key == name]
 
     @property
+    def announcesBody(self) -> bool:
+        """Whether the request had a body or framing that announced one (perhaps empty)."""
+        return (
+            bool(self.body)
+            or self.getHeader(b"content-length") is not None
+            or bool(self.getHeader(b"transfer-encoding"))
+        )
+
+    @property
     def path(self) -> bytes:
         """The target without its query string."""
         return self.target.split(b"?", 1)[0]

@@ -163,11 +163,7 @@ def _carriedHeaders(request: UpgradeRequest) -> list[tuple[bytes, bytes]]:
                 continue
             value = b", ".join(options)
         headers.append((name, value))
-    if (
-        request.body
-        or request.getHeader(b"content-length") is not None
-        or request.getHeader(b"transfer-encoding")
-    ):
+    if request.announcesBody:
         headers.append((b"content-length", b"%d" % len(request.body)))
     return headers
 
