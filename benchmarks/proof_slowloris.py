@@ -276,6 +276,9 @@ def report(name: str, phase: Phase, trickle: int, deadline: float) -> bool:
         f"{sent:,} bytes trickled), {len(closed):,} closed by the server "
         f"({len(with408):,} with a 408 first, {without:,} without)"
     )
+    if without:
+        resets = sum(r.reset for r in closed)
+        print(f"[{name}] closed without a 408: {resets:,} by a reset, {without - resets:,} otherwise")
     ok = phase.failedAlone == 0 and phase.failedDuring == 0 and bool(phase.alone) and bool(phase.during)
     ok = ok and refused == 0
     if deadline:
