@@ -28,6 +28,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from txupgrade import negotiation
+from txupgrade.logs import LogRateLimit
 
 __all__ = ["LimitLog", "Limits", "parseIdleTimeout", "refusal"]
 
@@ -97,34 +98,26 @@ def refusal(limit: str) -> bytes:
 class LimitLog:
     """
     Counts every limit hit, and logs them: the first hit of a limit at
-    once, then at most one line per L{interval} seconds per limit, saying
+    once, then at most one line per L{LogRateLimit.interval} seconds per limit, saying
     how many more there were (a flood never floods the log).
 
     @ivar counts: Hits so far, by limit name.
     @ivar onHit: Called with the limit name on every hit (metrics).
     """
 
-    interval = 10.0
-
     def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
         self.counts: dict[str, int] = {}
-        self._lastLogged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
         self.onHit: list[Callable[[str], None]] = []
+        self.rate = LogRateLimit(now)
 
     def hit(self, limit: str, peer: str, **fields: Any) -> None:
         """Count a hit of C{limit} by C{peer}; log it unless one was logged lately."""
         self.counts[limit] = self.counts.get(limit, 0) + 1
         for observer in self.onHit:
             observer(limit)
-        now = self._now()
-        last = self._lastLogged.get(limit)
-        if last is not None and now - last < self.interval:
-            self._unlogged[limit] = self._unlogged.get(limit, 0) + 1
+        more = self.rate.due(limit)
+        if more is None:
             return
-        self._lastLogged[limit] = now
-        more = self._unlogged.pop(limit, 0)
         _log.info(
             "Limit {limit} hit by {peer}{detail}{more}",
             limit=limit,

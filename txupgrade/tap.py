@@ -167,6 +167,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         policy=settings["policy"],
         advertise=not settings["no-advertise"],
         maxUpgradeBodySize=settings["max-upgrade-body"],
+        maxUpgradeOffers=settings["max-upgrade-offers"],
         allowedHosts=settings.get("allowed-host") or "auto",
         timeout=settings["timeout"],
         logPath=settings["access-log"],
