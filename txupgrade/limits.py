@@ -4,8 +4,10 @@ how hits are logged (once, rate-limited) and counted.
 
 The limits are enforced by L{txupgrade.tracking} on every connection of the
 site; the limits on the request itself (body before a switch: 413; request
-line 414; header 431; the C{Upgrade} list: 16 elements or 1024 bytes, 400)
-are the channel's (R11, R15).
+line 414; header 431; the C{Upgrade} list, C{max-upgrade-offers}: 16
+elements and 64 bytes each by default, 400) are the channel's (R11, R15);
+the tracker lends the site its L{LimitLog}, so the last one is counted and
+logged with the others.
 
   - C{max-connections}: open connections of the process; one more is
     answered C{503} (with C{Retry-After}) and closed.
