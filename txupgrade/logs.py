@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
 
-__all__ = ["LogRateLimit", "PluginFailures", "jsonLogObserver", "jsonLogging", "pluginFailed"]
+__all__ = [
+    "LogRateLimit",
+    "PluginFailures",
+    "jsonLogObserver",
+    "jsonLogging",
+    "logOutput",
+    "pluginFailed",
+]
 
 
 class LogRateLimit:
@@ -110,17 +118,28 @@ def jsonLogObserver() -> ILogObserver:
     return jsonFileLogObserver(sys.stdout, recordSeparator="")
 
 
+def logOutput(options: Any) -> IO[str] | LogFile | None:
+    """
+    Where twistd would write its log, given C{twistd txupgrade}'s options:
+    standard output, or the C{--logfile} (rotated as twistd rotates it);
+    L{None} with C{--syslog}.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None:
+        return sys.stdout
+    if parent.get("syslog"):
+        return None
+    logfile, nodaemon = parent.get("logfile"), parent.get("nodaemon")
+    if logfile == "-" or (not logfile and nodaemon):
+        return sys.stdout
+    return LogFile.fromFullPath(logfile or "twistd.log")
+
+
 def jsonLogging(service: Any, options: Any) -> None:
     """
     Make C{service}, once twistd puts it in its application, give the
     application a JSON observer where twistd would have logged.
     """
-    parent = getattr(options, "parent", None)
-    logfile = parent.get("logfile") if parent is not None else "-"
-    nodaemon = parent.get("nodaemon") if parent is not None else True
-    out: IO[str]
-    if logfile == "-" or (not logfile and nodaemon):
-        out = sys.stdout
-    else:
-        out = open(logfile or "twistd.log", "a", encoding="utf-8")
-    service.logObserver = jsonFileLogObserver(out, recordSeparator="")
+    out = logOutput(options)
+    if out is not None:
+        service.logObserver = jsonFileLogObserver(cast(IO[str], out), recordSeparator="")
