@@ -7,6 +7,8 @@ The server is what C{twistd txupgrade} serves by default (the demo tree:
 C{/}, C{/echo}, the WebSocket echo at C{/ws}, C{echo} on every path), plus
 C{/_stats} (JSON: RSS, tracked gc objects, open fds, log error tally) for the
 driver. It stops on SIGTERM, or by itself when its driver goes away.
+L{Daemon} runs the real C{twistd -n txupgrade} instead, for a proof of the
+daemon's own options (its figures then come from its C{--metrics} page).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import base64
 import gc
 import json
 import os
+import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -282,3 +287,124 @@ async def wsReadFrame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     elif length == 127:
         length = int.from_bytes(await reader.readexactly(8), "big")
     return first & 0x0F, await reader.readexactly(length)
+
+
+# --------------------------------------------------------------------------
+# The real daemon
+# --------------------------------------------------------------------------
+
+_SERVING = re.compile(
+    r"txupgrade serving on tcp:127\.0\.0\.1:(\d+);[^\n]*?(?:; metrics on 127\.0\.0\.1:(\d+))?$", re.M
+)
+_METRIC = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN)$", re.M)
+
+
+def _dieWithParent() -> None:
+    """In a child before C{exec}: Linux sends it C{SIGTERM} when the driver dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Daemon:
+    """
+    A real C{twistd -n txupgrade} on 127.0.0.1 (a free port), its log in a
+    file, its Prometheus metrics on a second free port: the daemon exactly
+    as an operator starts it, with the access log off (it would dominate).
+
+    @ivar port: The site's port.
+    @ivar metricsPort: The metrics page's port.
+    @ivar command: The daemon's options, for the report.
+    """
+
+    def __init__(self, *args: str, startTimeout: float = 90.0) -> None:
+        self.directory = tempfile.mkdtemp(prefix="txupgrade-proof-")
+        self.log = os.path.join(self.directory, "twistd.log")
+        self.command = [
+            "twistd", "-n", "txupgrade", "--listen", "tcp:0:interface=127.0.0.1", "--no-access-log",
+            "--metrics", "tcp:0:interface=127.0.0.1", *args,
+        ]  # fmt: skip
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+        argv += [f"--logfile={self.log}", *self.command[2:]]
+        self.process = subprocess.Popen(
+            argv, cwd=self.directory, stdin=subprocess.DEVNULL, preexec_fn=_dieWithParent
+        )
+        self.port, self.metricsPort = self._waitServing(startTimeout)
+
+    def _waitServing(self, seconds: float) -> tuple[int, int]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            match = _SERVING.search(self.text())
+            if match and match.group(2):
+                return int(match.group(1)), int(match.group(2))
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise SystemExit(f"twistd txupgrade did not start: {self.text()[-2000:]}")
+
+    def text(self) -> str:
+        """The daemon's log so far."""
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def tracebacks(self) -> list[str]:
+        """Every traceback and C{Unhandled} error in the log, with the lines that follow it."""
+        lines = self.text().splitlines()
+        found = []
+        for i, line in enumerate(lines):
+            if "Traceback (most recent call last)" in line or "Unhandled Error" in line:
+                found.append("\n".join(lines[max(0, i - 1) : i + 12]))
+        return found
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics page: C{name{labels}} to value (a new connection)."""
+
+        async def fetch() -> str:
+            reader, writer = await asyncio.open_connection(HOST, self.metricsPort)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            data = await reader.read()
+            writer.close()
+            return data.split(b"\r\n\r\n", 1)[1].decode()
+
+        text = asyncio.run(fetch())
+        return {
+            f"{m.group(1)}{{{m.group(2)}}}" if m.group(2) else m.group(1): float(m.group(3))
+            for m in _METRIC.finditer(text)
+        }
+
+    def cpu(self) -> float:
+        """The daemon's CPU seconds so far (user + system)."""
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
+
+    def fds(self) -> int:
+        """The daemon's open file descriptors."""
+        import psutil
+
+        return psutil.Process(self.process.pid).num_fds()
+
+    def stop(self) -> None:
+        """SIGTERM (the daemon drains), then wait (kill after 30 s); remove the directory."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -50,13 +50,46 @@ def test_concurrent() -> None:
 
 
 def test_slowloris() -> None:
-    """C{proof_slowloris.py --quick}: the normal client is served alone and beside 50 tricklers."""
+    """
+    C{proof_slowloris.py --quick} against C{twistd txupgrade --request-head-timeout 1.5}: the
+    normal client is served alone and beside 50 tricklers, and every trickling connection is
+    answered 408 and closed at the deadline (not before, not 2 s late, never left open).
+    """
     out = runQuick("proof_slowloris.py")
+    name = r"\[deadline 1\.5 s\]"
+    assert re.search(rf"^{name} server: twistd -n txupgrade .*--request-head-timeout 1\.5$", out, re.M), out
     assert re.search(
-        r"^normal client alone: [\d,]+ requests, p50 [\d.]+ ms, p99 [\d.]+ ms, 0 failed$", out, re.M
+        rf"^{name} normal client alone: [\d,]+ requests, p50 [\d.]+ ms, p99 [\d.]+ ms, 0 failed;", out, re.M
     ), out
-    assert re.search(r"^normal client with 50 trickling: [\d,]+ requests, .* 0 failed$", out, re.M), out
-    assert "trickling connections closed by the server:" in out, out
+    assert re.search(rf"^{name} normal client with 50 trickling: [\d,]+ requests, .* 0 failed;", out, re.M), (
+        out
+    )
+    opened = re.search(
+        rf"^{name} trickling connections: (\d+) opened in [\d.]+ s \(0 refused, \d+ bytes trickled\), "
+        rf"(\d+) closed by the server \((\d+) with a 408 first, 0 without\)$",
+        out,
+        re.M,
+    )
+    assert opened, out
+    total, closed, with408 = map(int, opened.groups())
+    # The first 50 connections are older than 3.5 s (deadline + grace) at the end: each was closed.
+    assert closed >= 50 and with408 == closed, out
+    assert re.search(
+        rf"^{name} still open at the end: {total - closed}, 0 of them older than 3\.5 s", out, re.M
+    ), out
+    lifetimes = re.search(
+        rf"^{name} lifetimes of the closed ones: min ([\d.]+) s, .* max ([\d.]+) s "
+        r"\(deadline 1\.5 s; 0 before it, 0 later than \+2 s\)$",
+        out,
+        re.M,
+    )
+    assert lifetimes, out
+    assert 1.49 <= float(lifetimes.group(1)) <= float(lifetimes.group(2)) <= 3.5, out
+    counted = re.search(
+        rf"^{name} request-head timeouts the server counted \(its metrics\): (\d+) ", out, re.M
+    )
+    assert counted and closed <= int(counted.group(1)) <= total, out
+    assert "[deadline 1.5 s] errors logged by the server: 0" in out, out
 
 
 def test_faults() -> None:
