@@ -156,6 +156,7 @@ def serve(
                 "cpu": sum(process.cpu_times()[:2]),
                 "errors": tally.counts,
                 "unexpected": tally.unexpected,
+                "pluginFailures": site.pluginFailures.counts,
                 "connections": len(process.net_connections("tcp")) if request.args.get(b"conns") else None,
             }
             request.setHeader(b"Content-Type", b"application/json")

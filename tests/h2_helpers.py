@@ -226,3 +226,28 @@ class H2Memory:
             if reply and not self.connection.serverTransport.disconnected:
                 self.connection.send(reply)
         raise AssertionError("the peers never went quiet")
+
+
+def decodeFrames(data: bytes) -> list[Any]:
+    """The whole HTTP/2 frames in C{data}, parsed by hyperframe (a client h2 would stop at a GOAWAY)."""
+    from hyperframe.frame import Frame
+
+    frames = []
+    view = memoryview(data)
+    while len(view) >= 9:
+        frame, length = Frame.parse_frame_header(view[:9])
+        if len(view) < 9 + length:
+            break
+        frame.parse_body(view[9 : 9 + length])
+        frames.append(frame)
+        view = view[9 + length :]
+    return frames
+
+
+def pingAck(opaque: bytes) -> bytes:
+    """The bytes of a C{PING} acknowledging C{opaque}."""
+    from hyperframe.frame import PingFrame
+
+    frame = PingFrame(0, opaque_data=opaque)
+    frame.flags.add("ACK")
+    return bytes(frame.serialize())

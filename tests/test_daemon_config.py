@@ -170,6 +170,7 @@ class OptionsTests(SynchronousTestCase):
             "--disable=echo",
             "--timeout=9",
             "--max-upgrade-body=77",
+            "--max-upgrade-offers=4",
             "--policy=server",
             "--no-advertise",
             "--drain-timeout=4",
@@ -186,6 +187,7 @@ class OptionsTests(SynchronousTestCase):
             disable = ["echo"]
             timeout = 9
             max-upgrade-body = 77
+            max-upgrade-offers = 4
             policy = "server"
             no-advertise = true
             drain-timeout = 4
@@ -204,6 +206,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(shapes[0]["children"], [b"chat", b"hello"])
         self.assertEqual(shapes[0]["origins"], ["https://*.example.com:*"])
         self.assertEqual(shapes[0]["allowedHosts"], frozenset({"example.com", "*.example.net"}))
+        self.assertEqual(shapes[0]["maxOffers"], 4)
 
     @staticmethod
     def shape(service: Any) -> dict[str, Any]:
@@ -218,6 +221,7 @@ class OptionsTests(SynchronousTestCase):
             "allowedHosts": site.allowedHosts,
             "advertise": site.advertise,
             "maxBody": site.maxUpgradeBodySize,
+            "maxOffers": site.maxUpgradeOffers,
             "timeout": site.timeOut,
             "drain": service.drainTimeout,
             "ports": [(type(p).__name__, getattr(p, "port", None)) for p in service.ports],

@@ -1,8 +1,8 @@
 """
 Graceful shutdown of C{twistd txupgrade}, as a real process: on C{SIGTERM}
 it stops accepting, lets in-flight responses finish, closes WebSocket
-connections with 1001, half-closes C{echo} streams, and aborts what is left
-at the drain deadline.
+connections with 1001, sends HTTP/2 connections GOAWAY, half-closes C{echo}
+streams, and aborts what is left at the drain deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tests.daemon_sample import SLOW_FIRST, SLOW_REST
 from tests.support.daemon import LOCAL, startDaemon
 from tests.support.http import request, upgrade
 from tests.support.net import RawClient, connectClient, reactor, wait, withTimeout
+from tests.support.processes import CollectingProcess, binaryOrSkip
 from tests.support.websocket import decodeAll, encodeFrame, handshake
 
 #: How many WebSocket clients are connected when the daemon is told to stop.
@@ -109,6 +110,29 @@ class DrainTests(TestCase):
         self.assertTrue(client.data.endswith(SLOW_FIRST + SLOW_REST), client.data)
         yield withTimeout(daemon.ended)
         self.assertIn(daemon.exitCode, (0, -15), daemon.output)
+
+    @inlineCallbacks
+    def test_http2GoAwayThenFinish(self) -> Any:
+        """nghttp mid-response at SIGTERM: GOAWAY (any stream), PING, GOAWAY (its stream), the rest."""
+        nghttp = binaryOrSkip("/usr/bin/nghttp", "nghttp2-client")
+        daemon = yield startDaemon(self, ["--listen", LOCAL, "--resource", "tests.daemon_sample.slowDemo"])
+        [port] = daemon.ports
+        client = CollectingProcess()
+        reactor.spawnProcess(
+            client, "/usr/bin/timeout", ["timeout", "30", nghttp, "-v", f"http://127.0.0.1:{port}/slow"]
+        )
+        yield wait(lambda: SLOW_FIRST in client.out)
+        daemon.signal("TERM")
+        out, err, code = yield withTimeout(client.ended)
+        self.assertEqual(code, 0, err)
+        goAways = re.findall(rb"recv GOAWAY frame.*\n\s*\(last_stream_id=(\d+), error_code=(\w+)", out)
+        # nghttp's first request is stream 13 (11 to 3 carry its priority tree).
+        self.assertEqual(goAways, [(b"2147483647", b"NO_ERROR"), (b"13", b"NO_ERROR")], out)
+        self.assertIn(b"send PING frame <length=8, flags=0x01", out)
+        self.assertLess(out.index(b"recv GOAWAY"), out.index(SLOW_REST), out)
+        self.assertRegex(out, rb"recv DATA frame <length=\d+, flags=0x01, stream_id=13>")
+        yield withTimeout(daemon.ended)
+        self.assertIn(b"Drained 1 connection(s) gracefully", daemon.output)
 
     @inlineCallbacks
     def test_deadlineAborts(self) -> Any:

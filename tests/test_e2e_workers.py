@@ -197,7 +197,9 @@ class WorkersTests(TestCase):
         text = daemon.output.decode()
         self.assertIn("Shutting down: stopping 2 worker(s), waiting at most 7.0 s", text)
         self.assertRegex(
-            text, r"\[worker \d\|-\] Shutting down: no new connections; draining 1 open connection"
+            text,
+            r"\[worker \d\|txupgrade\.daemon#info\] Shutting down: no new connections; "
+            r"draining 1 open connection",
         )
         self.assertEqual(len(re.findall(r"worker \d \(pid \d+\) stopped on SIGTERM", text)), 2, text)
         with socket.socket() as sock:

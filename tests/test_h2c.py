@@ -11,14 +11,26 @@ import subprocess
 import sys
 from typing import Any
 
+from hyperframe.frame import DataFrame, GoAwayFrame, PingFrame, RstStreamFrame
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tests.h2_helpers import PAGE, SWITCHING, H2Client, H2Memory, h2cRequest, h2Site, splitSwitch
+from tests.h2_helpers import (
+    PAGE,
+    SWITCHING,
+    H2Client,
+    H2Memory,
+    decodeFrames,
+    h2cRequest,
+    h2Site,
+    pingAck,
+    splitSwitch,
+)
+from txupgrade._twistedcompat import currentProtocol
 from txupgrade.h2c import PREFACE, H2cUpgrade, H2SettingsError, parseSettingsHeader, stream1Headers
-from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.interfaces import IDrainable, IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName, UpgradeRequest
 from txupgrade.testing import MemoryConnection
 
@@ -532,3 +544,87 @@ class SwitchOffTests(SynchronousTestCase):
         """Disabling a protocol nobody provides is an error (one line, exit 1)."""
         with self.assertRaises(SystemExit):
             self.site("--disable", "nope")
+
+
+class DrainTests(SynchronousTestCase):
+    """C{IDrainable}: a graceful close in two C{GOAWAY} steps (RFC 9113 §6.8)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.memory = H2Memory(h2Site(self.clock))
+        self.client = self.memory.client
+        self.connection = self.memory.connection
+        self.seen = 0
+
+    @property
+    def server(self) -> Any:
+        """The protocol on the connection: HTTP/2 once the preface is in."""
+        return currentProtocol(self.connection.server)
+
+    def fresh(self) -> list[Any]:
+        """The frames the server sent since the last call."""
+        received = self.connection.received
+        frames, self.seen = decodeFrames(received[self.seen :]), len(received)
+        return frames
+
+    def only(self, frames: list[Any], kind: type) -> Any:
+        """The one frame of C{kind} among C{frames}."""
+        found = [f for f in frames if isinstance(f, kind)]
+        self.assertEqual(len(found), 1, frames)
+        return found[0]
+
+    def test_provides(self) -> None:
+        """The HTTP/2 connection provides IDrainable."""
+        self.memory.send(self.client.preface())
+        self.assertTrue(verifyObject(IDrainable, self.server))
+
+    def test_inFlightFinishLaterRefused(self) -> None:
+        """Streams up to the final GOAWAY are answered, later ones refused, then the connection closes."""
+        self.memory.send(self.client.preface() + self.client.request(1, b"/later"))
+        self.fresh()
+        self.server.drain()
+        self.connection.flush()
+        frames = self.fresh()
+        first = self.only(frames, GoAwayFrame)
+        self.assertEqual((first.last_stream_id, first.error_code), (2**31 - 1, 0))
+        ping = self.only(frames, PingFrame)
+        self.assertNotIn("ACK", ping.flags)
+        # Opened before the client read the GOAWAY: still served.
+        self.connection.send(self.client.request(3, b"/dyn"))
+        # The PING is back: the final GOAWAY names stream 3.
+        self.connection.send(pingAck(ping.opaque_data))
+        final = self.only(self.fresh(), GoAwayFrame)
+        self.assertEqual((final.last_stream_id, final.error_code), (3, 0))
+        self.connection.send(self.client.request(5))
+        reset = self.only(self.fresh(), RstStreamFrame)
+        self.assertEqual((reset.stream_id, reset.error_code), (5, REFUSED_STREAM))
+        self.clock.advance(0)
+        self.assertFalse(self.connection.serverTransport.disconnecting)
+        self.clock.advance(1)
+        self.clock.advance(0)
+        self.connection.flush()
+        data = b"".join(f.data for f in self.fresh() if isinstance(f, DataFrame) and f.stream_id == 1)
+        self.assertEqual(data, b"later\n")
+        self.assertTrue(self.connection.serverTransport.disconnected)
+        received = decodeFrames(self.connection.received)
+        ends = {f.stream_id for f in received if isinstance(f, DataFrame) and "END_STREAM" in f.flags}
+        self.assertEqual(ends, {1, 3})
+
+    def test_idleClosesAfterPing(self) -> None:
+        """An idle connection gets both GOAWAYs and is closed once the PING returns, not before."""
+        self.memory.send(self.client.preface() + self.client.request(1))
+        self.fresh()
+        self.server.drain()
+        self.server.drain()
+        self.connection.flush()
+        frames = self.fresh()
+        self.assertEqual(len([f for f in frames if isinstance(f, GoAwayFrame)]), 1, frames)
+        ping = self.only(frames, PingFrame)
+        self.clock.advance(0)
+        self.assertFalse(self.connection.serverTransport.disconnecting)
+        self.connection.send(pingAck(ping.opaque_data))
+        final = self.only(self.fresh(), GoAwayFrame)
+        self.assertEqual(final.last_stream_id, 1)
+        self.clock.advance(0)
+        self.connection.flush()
+        self.assertTrue(self.connection.serverTransport.disconnected)

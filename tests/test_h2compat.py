@@ -99,6 +99,8 @@ class TwistedHTTP2Tests(SynchronousTestCase):
             "_refusedLogged",
             "_stream1Request",
             "_prefaceMissing",
+            "_goAwayLast",
+            "_goAwayFinal",
             "_allowedHosts",
             "_resetTokens",
             "_resetTokenTimestamp",

@@ -27,11 +27,11 @@ UPGRADE = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\
 GET = b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
-def _tracker(limits: Limits) -> tuple[ConnectionTracker, Clock]:
+def _tracker(limits: Limits, **siteOptions: Any) -> tuple[ConnectionTracker, Clock]:
     clock = Clock()
     root = Resource()
     root.putChild(b"page", Data(b"page", "text/plain"))
-    site = UpgradeSite(root, [EchoUpgrade()], reactor=clock, timeout=None)
+    site = UpgradeSite(root, [EchoUpgrade()], reactor=clock, timeout=None, **siteOptions)
     return ConnectionTracker(site, clock, limits), clock
 
 
@@ -159,6 +159,42 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(tracker.limitLog.counts, {"max-connections-per-client": 1})
 
 
+class UpgradeListLimitTests(SynchronousTestCase):
+    """C{max-upgrade-offers}: the site's limit on the C{Upgrade} list, counted by the daemon's tracker."""
+
+    def offer(self, tracker: ConnectionTracker, count: int) -> bytes:
+        """What a request offering C{count} protocols (C{echo} last) gets."""
+        names = b", ".join([b"p%d" % i for i in range(count - 1)] + [b"echo"])
+        connection, transport = _connect(tracker)
+        connection.dataReceived(UPGRADE.replace(b"Upgrade: echo", b"Upgrade: " + names))
+        return bytes(transport.value())
+
+    def test_configured(self) -> None:
+        """Three offers pass a limit of 3; four are answered 400, counted and logged as the limit, once."""
+        events = _Events(self)
+        tracker, _ = _tracker(Limits(requestHeadTimeout=0), maxUpgradeOffers=3)
+        self.assertTrue(self.offer(tracker, 3).startswith(b"HTTP/1.1 101 "))
+        for _ in range(5):
+            answer = self.offer(tracker, 4)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer)
+        self.assertEqual(tracker.limitLog.counts, {"max-upgrade-offers": 5})
+        [hit] = events.hits()
+        self.assertEqual(hit["limitHit"], "max-upgrade-offers")
+        self.assertIn("too many protocols", hit["reason"])
+        self.assertFalse([e for e in events.events if e.get("upgradeOutcome") == "malformed"])
+
+    def test_defaultAndBytes(self) -> None:
+        """By default 16 offers pass and 17 do not; the field may hold 64 bytes per offer."""
+        tracker, _ = _tracker(Limits(requestHeadTimeout=0))
+        self.assertTrue(self.offer(tracker, 16).startswith(b"HTTP/1.1 101 "))
+        self.assertTrue(self.offer(tracker, 17).startswith(b"HTTP/1.1 400 "))
+        tracker, _ = _tracker(Limits(requestHeadTimeout=0), maxUpgradeOffers=1)
+        connection, transport = _connect(tracker)
+        connection.dataReceived(UPGRADE.replace(b"Upgrade: echo", b"Upgrade: " + b"x" * 65))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(tracker.limitLog.counts, {"max-upgrade-offers": 1})
+
+
 class LimitLogTests(SynchronousTestCase):
     """A flood of hits: every one counted, one line per interval."""
 
@@ -172,7 +208,7 @@ class LimitLogTests(SynchronousTestCase):
         for _ in range(3):
             log.hit("max-connections", "1.2.3.4:5")
             clock.advance(1)
-        clock.advance(log.interval)
+        clock.advance(log.rate.interval)
         log.hit("max-connections", "1.2.3.4:6")
         hits = events.hits()
         self.assertEqual([h["unlogged"] for h in hits], [0, 2])

@@ -498,6 +498,19 @@ class MalformedOfferTests(SynchronousTestCase):
         self.assertBadRequest([b", ".join(many)])
         self.assertBadRequest(many)
 
+    def test_configuredLimit(self) -> None:
+        """C{maxOffered} bounds the list and (64 bytes per protocol) the field; the error names the limit."""
+        self.assertEqual(len(parseProtocolList([b"a, b"], maxOffered=2)), 2)
+        with self.assertRaises(UpgradeError) as caught:
+            parseProtocolList([b"a, b, c"], maxOffered=2)
+        self.assertEqual((caught.exception.statusHint, caught.exception.limit), (400, "max-upgrade-offers"))
+        self.assertEqual(len(parseProtocolList([b"a" * 128], maxOffered=2)), 1)
+        with self.assertRaises(UpgradeError):
+            parseProtocolList([b"a" * 129], maxOffered=2)
+        with self.assertRaises(UpgradeError) as malformed:
+            parseProtocolList([b"n@pe"], maxOffered=2)
+        self.assertIsNone(malformed.exception.limit)
+
     def test_elementsAtLimit(self) -> None:
         """Exactly L{MAX_OFFERED} protocols, with empty elements, are parsed."""
         many = b", ,".join(b"p%d" % i for i in range(MAX_OFFERED))

@@ -22,7 +22,8 @@ from txupgrade.channel import UpgradeSite
 from txupgrade.demo import webSocketEchoFactory
 from txupgrade.echo import EchoProtocol, EchoUpgrade
 from txupgrade.interfaces import IDrainable
-from txupgrade.tracking import ConnectionTracker, TrackedConnection, peerText, upgradedName
+from txupgrade.negotiation import upgradedName
+from txupgrade.tracking import ConnectionTracker, TrackedConnection, peerText
 from txupgrade.websocket import WebSocketUpgrade
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)

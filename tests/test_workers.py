@@ -7,14 +7,17 @@ errors. The real processes are in C{tests/test_e2e_workers.py}.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import socket
+import sys
 from typing import Any
 
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import Logger, capturedLogs, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -327,6 +330,74 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(relayed["log_system"], "worker 1|UpgradeChannel,1,127.0.0.1")
         lines = [e["workerLine"] for e in events if "workerLine" in e]
         self.assertEqual(lines, ["a traceback line", "unfinished"])
+
+    def test_appendFormattedLines(self) -> None:
+        """
+        With a log output, a worker's standard output is appended as it comes,
+        whole lines only, in order, without being parsed; the rest at its end.
+        """
+        supervisor, reactor = self.supervisor(count=1)
+        output = io.StringIO()
+        supervisor.logTo(output, "text")
+        supervisor.startService()
+        self.addCleanup(supervisor.stopService)
+        self.assertEqual(reactor.spawned[0]["env"][workers.LOG_ENVIRONMENT], "text:1")
+        worker = supervisor.workers[1]
+        data = "2026-11-30T00:00:00+0000 [worker 1|x#info] one\n… two\nthree".encode()
+        with capturedLogs() as events:
+            for i in range(len(data)):
+                worker.childDataReceived(1, data[i : i + 1])
+                written = output.getvalue()
+                self.assertTrue(written == "" or written.endswith("\n"), written)
+            self.assertEqual(output.getvalue(), data.decode().rsplit("\n", 1)[0] + "\n")
+            _end(worker)
+        self.assertTrue(output.getvalue().endswith("… two\nthree\n"), output.getvalue())
+        self.assertFalse([e for e in events if "workerLine" in e])
+
+    def test_supervisorOwnLinesJSON(self) -> None:
+        """In JSON, the supervisor's own events go to the same output; workers are told to write JSON."""
+        supervisor, reactor = self.supervisor(count=1)
+        output = io.StringIO()
+        supervisor.logTo(output, "json")
+        assert supervisor.logObserver is not None
+        globalLogPublisher.addObserver(supervisor.logObserver)
+        self.addCleanup(globalLogPublisher.removeObserver, supervisor.logObserver)
+        supervisor.startService()
+        self.addCleanup(supervisor.stopService)
+        self.assertEqual(reactor.spawned[0]["env"][workers.LOG_ENVIRONMENT], "json:1")
+        started = [json.loads(line) for line in output.getvalue().splitlines()]
+        self.assertIn((1, "started"), [(e.get("workerIndex"), e.get("workerEvent")) for e in started])
+
+
+class WorkerLogTests(SynchronousTestCase):
+    """L{workers.workerLogObserver}: lines formatted and tagged in the worker."""
+
+    def observe(self, setting: str) -> str:
+        """What the observer C{setting} selects writes for one event."""
+        self.patch(os, "environ", {workers.LOG_ENVIRONMENT: setting})
+        out = io.StringIO()
+        self.patch(sys, "__stdout__", out)
+        observer = workers.workerLogObserver()
+        Logger(namespace="txupgrade.test", observer=observer).info("hello {who}", who="there")
+        self.assertNotIn(workers.LOG_ENVIRONMENT, os.environ)
+        return out.getvalue()
+
+    def test_text(self) -> None:
+        """Text: the supervisor's format, the system naming the worker, the namespace and level."""
+        line = self.observe("text:3")
+        self.assertRegex(line, r"^\S+ \[worker 3\|txupgrade\.test#info\] hello there\n$")
+
+    def test_json(self) -> None:
+        """JSON: one event per line, with the worker's index, pid and system."""
+        event = json.loads(self.observe("json:2"))
+        self.assertEqual((event["who"], event["workerIndex"], event["workerPid"]), ("there", 2, os.getpid()))
+        self.assertEqual(event["log_system"], "worker 2|txupgrade.test#info")
+
+    def test_events(self) -> None:
+        """Without a setting: plain JSON events, for the supervisor to parse."""
+        event = json.loads(self.observe("events:0"))
+        self.assertNotIn("workerIndex", event)
+        self.assertEqual(event["log_namespace"], "txupgrade.test")
 
 
 class BindTests(TestCase):

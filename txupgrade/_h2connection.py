@@ -21,7 +21,15 @@ Twisted's own ALPN C{h2} server) for three reasons:
      reset budget (CVE-2023-44487 and its server-provoked variant).
      Responses never carry connection-specific fields (a resource that
      answers C{426} with C{Upgrade} under HTTP/1.1 answers without it here).
-  3. B{Speed}: Twisted sends each DATA frame from its own reactor turn, in
+  3. B{Graceful drain} (L{IDrainable}, RFC 9113 §6.8): h2 ends its state
+     machine on the first C{GOAWAY} it sends (it would refuse every later
+     frame), so the drain's two C{GOAWAY} frames are written beside it:
+     first one that allows every stream with a C{PING}, then, when the
+     C{PING} comes back (one round trip: streams the client opened
+     meanwhile are in), one naming the last stream; the streams up to it
+     are answered, later ones refused, and the connection closed when the
+     last answer is out.
+  4. B{Speed}: Twisted sends each DATA frame from its own reactor turn, in
      the order of a C{priority.PriorityTree} that rebuilds a heap whenever a
      stream ends. Priority signals are deprecated (RFC 9113 §5.3.2); streams
      here are served round-robin, every frame the windows allow is sent at
@@ -44,13 +52,16 @@ import h2.errors
 import h2.events
 import h2.exceptions
 from h2.utilities import HeaderValidationFlags, validate_headers
+from hyperframe.frame import GoAwayFrame
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import _http2
+from zope.interface import implementer
 
 from txupgrade.h2c import PREFACE, stream1Headers
+from txupgrade.interfaces import IDrainable
 from txupgrade.negotiation import UpgradeRequest, hostAllowed
 
 __all__ = ["CONNECTION_SPECIFIC", "H2Connection", "buildH2Connection"]
@@ -75,8 +86,14 @@ _StreamReset = h2.events.StreamReset
 _WindowUpdated = h2.events.WindowUpdated
 _TrailersReceived = h2.events.TrailersReceived
 _ConnectionTerminated = h2.events.ConnectionTerminated
+_PingAckReceived = h2.events.PingAckReceived
 _PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
+_REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
+#: The first drain C{GOAWAY} allows every stream (RFC 9113 §6.8).
+_ANY_STREAM = 2**31 - 1
+#: The payload of the drain's round-trip C{PING}.
+_DRAIN_PING = b"txdrain1"
 
 
 _H2_OPEN_INBOUND: Any = h2.connection.H2Connection.open_inbound_streams
@@ -125,6 +142,7 @@ class _ServerState(h2.connection.H2Connection):
         return frames, [e for e in events if getattr(e, "stream_id", None) != streamID]
 
 
+@implementer(IDrainable)
 class H2Connection(_http2.H2Connection):
     """
     One HTTP/2 connection serving a site: by ALPN, prior knowledge or h2c.
@@ -171,6 +189,10 @@ class H2Connection(_http2.H2Connection):
         self._allowedHosts: Any = None
         self._stream1Request: UpgradeRequest | None = None
         self._prefaceMissing = len(PREFACE)
+        # Draining: the last stream our GOAWAY allows (None: not draining),
+        # and whether that GOAWAY is the final one.
+        self._goAwayLast: int | None = None
+        self._goAwayFinal = False
 
     # -- connection start ------------------------------------------------
 
@@ -258,6 +280,8 @@ class H2Connection(_http2.H2Connection):
                     self._handleWindowUpdate(event)
                 elif kind is _TrailersReceived:
                     self._trailersReceived(event)
+                elif kind is _PingAckReceived and event.ping_data == _DRAIN_PING:
+                    self._finalGoAway()
                 elif kind is _ConnectionTerminated:
                     assert self.transport is not None
                     self.transport.loseConnection()
@@ -277,6 +301,11 @@ class H2Connection(_http2.H2Connection):
 
     def _requestReceived(self, event: Any) -> None:
         """Start a stream for a well-formed request; reset a malformed one."""
+        if self._goAwayLast is not None and event.stream_id > self._goAwayLast:
+            # Opened after our final GOAWAY: not served (RFC 9113 §6.8).
+            self.conn.reset_stream(event.stream_id, error_code=_REFUSED_STREAM)
+            self._spendResetToken()
+            return
         try:
             headers = list(validate_headers(event.headers, _REQUEST))
         except h2.exceptions.ProtocolError as error:
@@ -518,6 +547,52 @@ class H2Connection(_http2.H2Connection):
         self._outboundStreamQueues.pop(streamID, None)
         self.streams.pop(streamID, None)
         self._ready.pop(streamID, None)
+        if self._goAwayFinal and not self.streams:
+            # After this turn's writes: the last answer goes out first.
+            self._reactor.callLater(0, self._closeIfDrained)
+
+    # -- draining (IDrainable) -----------------------------------------------
+
+    def drain(self) -> None:
+        """
+        Start a graceful close: a C{GOAWAY} that still allows every stream,
+        and a C{PING} whose answer brings the final C{GOAWAY}.
+        """
+        if self._goAwayLast is not None or not self._stillProducing or self.transport is None:
+            return
+        self._goAwayLast = _ANY_STREAM
+        self._writeGoAway(_ANY_STREAM)
+        self.conn.ping(_DRAIN_PING)
+        self._tryToWriteControlData()
+
+    def _finalGoAway(self) -> None:
+        """The drain's C{PING} is back: name the last stream served; close once it is answered."""
+        if self._goAwayFinal or self._goAwayLast is None:
+            return
+        self._goAwayFinal = True
+        self._goAwayLast = self.conn.highest_inbound_stream_id
+        self._writeGoAway(self._goAwayLast)
+        self._reactor.callLater(0, self._closeIfDrained)
+
+    def _writeGoAway(self, lastStreamID: int) -> None:
+        """Write a C{NO_ERROR} C{GOAWAY} after what h2 has queued, leaving h2's connection open."""
+        frame = GoAwayFrame(0, last_stream_id=lastStreamID, error_code=_NO_ERROR).serialize()
+        data = self.conn.data_to_send() + frame
+        if self._consumerBlocked is None and not self._bufferedControlFrames:
+            assert self.transport is not None
+            self.transport.write(data)
+        else:
+            self._bufferedControlFrames.append(data)
+            self._bufferedControlFrameBytes += len(data)
+
+    def _closeIfDrained(self) -> None:
+        """Close after the final C{GOAWAY} once every stream is answered (h2c's stream 1 included)."""
+        if self.streams or self._stream1Request is not None or not self._stillProducing:
+            return
+        if self._bufferedControlFrames:
+            return  # resumeProducing writes them, then comes back here
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def remainingOutboundWindow(self, streamID: int) -> int:
         """The stream's send window minus what is already queued on it."""
@@ -541,6 +616,8 @@ class H2Connection(_http2.H2Connection):
         self._consumerBlocked = None
         self._flushBufferedControlData()
         self._sendQueued()
+        if self._goAwayFinal:
+            self._closeIfDrained()
 
     def _peer(self) -> Any:
         transport = self.transport

@@ -42,6 +42,8 @@ from twisted.web.resource import IResource, Resource
 from txupgrade import _twistedcompat as _compat
 from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.limits import LimitLog
+from txupgrade.logs import PluginFailures, pluginFailed
 from txupgrade.negotiation import UpgradeError
 from txupgrade.offer import (
     Failed,
@@ -254,7 +256,11 @@ class UpgradeChannel(HTTPChannel):
             self._reject(400, f"this server does not serve the host {hosts[0].decode('latin-1')!r}")
             return
         offer = OfferNegotiation.fromHeaders(
-            version, headers.getRawHeaders(b"upgrade"), headers.getRawHeaders(b"connection", ()), allowed
+            version,
+            headers.getRawHeaders(b"upgrade"),
+            headers.getRawHeaders(b"connection", ()),
+            allowed,
+            self.site.maxUpgradeOffers,  # type: ignore[attr-defined]
         )
         if offer is not None and offer.error is None:
             if self.length is not None and self.length > self.maxUpgradeBodySize:
@@ -345,7 +351,15 @@ class UpgradeChannel(HTTPChannel):
             if trailing and not transport.disconnecting:
                 protocol.dataReceived(trailing)
         except Exception:  # noqa: BLE001 - the new protocol's bug must not reach the HTTP loop
-            self._log.failure("Upgraded protocol {protocol!r} failed to start; closing", protocol=protocol)
+            pluginFailed(
+                self.factory,
+                self._log,
+                negotiation.upgradedName(head),
+                "start",
+                Failure(),
+                "Upgraded protocol {protocol} failed to start ({protocolObject!r}); closing",
+                protocolObject=protocol,
+            )
             transport.abortConnection()
 
 
@@ -384,6 +398,11 @@ class UpgradeSite(server.Site):
         compares the C{Origin} with these names.
     @ivar priorKnowledge: Whether a cleartext connection that starts with the
         HTTP/2 preface is served as HTTP/2 (needs the C{h2c} extra).
+    @ivar maxUpgradeOffers: The most protocols one C{Upgrade} field may list
+        (and 64 bytes each); a longer one is answered C{400} (R15).
+    @ivar limitLog: Where limit hits are counted and logged (rate-limited):
+        the daemon's L{txupgrade.tracking.ConnectionTracker} sets its own;
+        L{None} (the default) logs each as a malformed offer.
     """
 
     requestFactory = UpgradeAwareRequest
@@ -391,6 +410,7 @@ class UpgradeSite(server.Site):
     #: event (debug level), besides its access-log line; refusals and
     #: malformed offers always are.
     logSwitches = False
+    limitLog: LimitLog | None = None
 
     def __init__(
         self,
@@ -402,6 +422,7 @@ class UpgradeSite(server.Site):
         maxUpgradeBodySize: int | None = None,
         priorKnowledge: bool = True,
         allowedHosts: Iterable[str] | Literal["auto"] | None = "auto",
+        maxUpgradeOffers: int = negotiation.MAX_OFFERED,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, **kwargs)
@@ -411,6 +432,9 @@ class UpgradeSite(server.Site):
         self.policy = policy
         self.advertise = advertise
         self.priorKnowledge = priorKnowledge
+        self.maxUpgradeOffers = maxUpgradeOffers
+        #: Plugin failures, counted and logged rate-limited (L{PluginFailures}).
+        self.pluginFailures = PluginFailures(self.reactor.seconds)
         self.maxUpgradeBodySize = (
             UpgradeChannel.maxUpgradeBodySize if maxUpgradeBodySize is None else maxUpgradeBodySize
         )

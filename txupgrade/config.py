@@ -165,6 +165,14 @@ SETTINGS: tuple[Setting, ...] = (
         "BYTES",
     ),
     Setting(
+        "max-upgrade-offers",
+        "value",
+        _positive(int),
+        16,
+        "Most protocols one Upgrade field may list, 64 bytes each (400 beyond)",
+        "N",
+    ),
+    Setting(
         "policy", "value", _choice("client", "server"), "client", "Whose preference picks the protocol", ""
     ),
     Setting("access-log", "value", _text, None, "Write a combined access log to this file", "PATH"),

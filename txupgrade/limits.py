@@ -4,8 +4,10 @@ how hits are logged (once, rate-limited) and counted.
 
 The limits are enforced by L{txupgrade.tracking} on every connection of the
 site; the limits on the request itself (body before a switch: 413; request
-line 414; header 431; the C{Upgrade} list: 16 elements or 1024 bytes, 400)
-are the channel's (R11, R15).
+line 414; header 431; the C{Upgrade} list, C{max-upgrade-offers}: 16
+elements and 64 bytes each by default, 400) are the channel's (R11, R15);
+the tracker lends the site its L{LimitLog}, so the last one is counted and
+logged with the others.
 
   - C{max-connections}: open connections of the process; one more is
     answered C{503} (with C{Retry-After}) and closed.
@@ -28,6 +30,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from txupgrade import negotiation
+from txupgrade.logs import LogRateLimit
 
 __all__ = ["LimitLog", "Limits", "parseIdleTimeout", "refusal"]
 
@@ -97,34 +100,26 @@ def refusal(limit: str) -> bytes:
 class LimitLog:
     """
     Counts every limit hit, and logs them: the first hit of a limit at
-    once, then at most one line per L{interval} seconds per limit, saying
+    once, then at most one line per L{LogRateLimit.interval} seconds per limit, saying
     how many more there were (a flood never floods the log).
 
     @ivar counts: Hits so far, by limit name.
     @ivar onHit: Called with the limit name on every hit (metrics).
     """
 
-    interval = 10.0
-
     def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
         self.counts: dict[str, int] = {}
-        self._lastLogged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
         self.onHit: list[Callable[[str], None]] = []
+        self.rate = LogRateLimit(now)
 
     def hit(self, limit: str, peer: str, **fields: Any) -> None:
         """Count a hit of C{limit} by C{peer}; log it unless one was logged lately."""
         self.counts[limit] = self.counts.get(limit, 0) + 1
         for observer in self.onHit:
             observer(limit)
-        now = self._now()
-        last = self._lastLogged.get(limit)
-        if last is not None and now - last < self.interval:
-            self._unlogged[limit] = self._unlogged.get(limit, 0) + 1
+        more = self.rate.due(limit)
+        if more is None:
             return
-        self._lastLogged[limit] = now
-        more = self._unlogged.pop(limit, 0)
         _log.info(
             "Limit {limit} hit by {peer}{detail}{more}",
             limit=limit,

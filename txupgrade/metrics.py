@@ -5,7 +5,10 @@ exposed on the public port.
 
   - C{txupgrade_upgrades_total{protocol,outcome}}: every upgrade decision, from
     the channel's C{txupgrade.upgrade} log events (outcome C{accepted},
-    C{declined}, C{refused}, C{failed}, C{malformed}).
+    C{declined}, C{refused}, C{malformed}) and, for C{failed}, from the
+    site's L{txupgrade.logs.PluginFailures} (whose log lines are rate-limited).
+  - C{txupgrade_plugin_failures_total{protocol,stage}}: every exception of a
+    plugin or of the protocol it built, by where it happened.
   - C{txupgrade_connections_active{protocol}}: open connections, C{http}
     until they switch.
   - C{txupgrade_received_bytes_total{protocol}} and
@@ -89,7 +92,8 @@ class _UpgradeEvents:
 
     def __call__(self, event: dict[str, Any]) -> None:
         outcome = event.get("upgradeOutcome")
-        if outcome is not None and event.get("log_namespace") == "txupgrade.upgrade":
+        # Failures are counted from PluginFailures: their lines are rate-limited.
+        if outcome is not None and outcome != "failed" and event.get("log_namespace") == "txupgrade.upgrade":
             self.counter.labels(event.get("protocol") or "", outcome).inc()
 
 
@@ -121,15 +125,31 @@ class DaemonMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.pluginFailures = Counter(
+            "txupgrade_plugin_failures",
+            "Exceptions of upgrade plugins and their protocols, by protocol and stage",
+            ["protocol", "stage"],
+            registry=self.registry,
+        )
         self.registry.register(_TrackerCollector(tracker))
+        self._failures = getattr(tracker.wrappedFactory, "pluginFailures", None)
+        if self._failures is not None:
+            self._failures.onFailure.append(self._failed)
         tracker.onUpgrade.append(self._upgraded)
         tracker.onDrained.append(self._drained)
         self._observer = _UpgradeEvents(self.upgrades)
         globalLogPublisher.addObserver(self._observer)
 
     def stop(self) -> None:
-        """Stop listening to the log events."""
+        """Stop listening to the log events and the plugin failures."""
         globalLogPublisher.removeObserver(self._observer)
+        if self._failures is not None and self._failed in self._failures.onFailure:
+            self._failures.onFailure.remove(self._failed)
+
+    def _failed(self, protocol: str, stage: str) -> None:
+        self.pluginFailures.labels(protocol, stage).inc()
+        if stage == "negotiate":
+            self.upgrades.labels(protocol, "failed").inc()
 
     def _upgraded(self, connection: TrackedConnection, latency: float) -> None:
         self.handshakes.labels(connection.protocol).observe(latency)

@@ -28,6 +28,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "MAX_OFFERED",
     "MAX_UPGRADE_FIELD",
+    "UPGRADE_BYTES_PER_OFFER",
     "Accept",
     "Decision",
     "Decline",
@@ -50,13 +51,16 @@ __all__ = [
     "switchingResponse",
     "upgradeRequiredHeaders",
     "upgradeRequiredResponse",
+    "upgradedName",
     "validateHeaders",
 ]
 
-#: Largest combined C{Upgrade} field value we parse, in bytes (R15).
-MAX_UPGRADE_FIELD = 1024
-#: Most protocols one C{Upgrade} offer may list (R15).
+#: Most protocols one C{Upgrade} offer may list, by default (R15).
 MAX_OFFERED = 16
+#: Bytes of C{Upgrade} field value allowed per protocol the offer may list.
+UPGRADE_BYTES_PER_OFFER = 64
+#: Largest combined C{Upgrade} field value we parse by default, in bytes (R15).
+MAX_UPGRADE_FIELD = MAX_OFFERED * UPGRADE_BYTES_PER_OFFER
 
 # RFC 9110 §5.6.2: token = 1*tchar
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -93,11 +97,14 @@ class UpgradeError(Exception):
 
     @ivar statusHint: The HTTP status the caller should send (400 for a bad
         request, 413 for an oversized body, 500 for a faulty plugin).
+    @ivar limit: The name of the configurable limit the request went past
+        (C{"max-upgrade-offers"}), or L{None}.
     """
 
-    def __init__(self, message: str, statusHint: int = 400) -> None:
+    def __init__(self, message: str, statusHint: int = 400, limit: str | None = None) -> None:
         super().__init__(message)
         self.statusHint = statusHint
+        self.limit = limit
 
 
 @dataclass(frozen=True, order=True)
@@ -245,18 +252,20 @@ def _splitList(values: Iterable[bytes]) -> list[bytes]:
     return elements
 
 
-def parseProtocolList(values: Sequence[bytes]) -> tuple[ProtocolName, ...]:
+def parseProtocolList(values: Sequence[bytes], maxOffered: int = MAX_OFFERED) -> tuple[ProtocolName, ...]:
     """
     Parse the C{Upgrade} field lines into protocols, in the order sent (R1).
 
+    @param maxOffered: The most protocols the list may name; it may take
+        L{UPGRADE_BYTES_PER_OFFER} bytes per protocol (R15).
     @raise UpgradeError: (400) on a non-token name or version, or a list that
-        is over L{MAX_UPGRADE_FIELD} bytes or L{MAX_OFFERED} elements (R15).
+        is over those limits (then with C{limit="max-upgrade-offers"}).
     """
-    if sum(len(v) for v in values) > MAX_UPGRADE_FIELD:
-        raise UpgradeError("Upgrade field too long")
+    if sum(len(v) for v in values) > maxOffered * UPGRADE_BYTES_PER_OFFER:
+        raise UpgradeError("Upgrade field too long", limit="max-upgrade-offers")
     elements = _splitList(values)
-    if len(elements) > MAX_OFFERED:
-        raise UpgradeError("Upgrade field lists too many protocols")
+    if len(elements) > maxOffered:
+        raise UpgradeError("Upgrade field lists too many protocols", limit="max-upgrade-offers")
     protocols = []
     for element in elements:
         match = _PROTOCOL_RE.fullmatch(element)
@@ -278,12 +287,15 @@ def parseConnectionOptions(values: Sequence[bytes]) -> frozenset[bytes]:
     return frozenset(e.lower() for e in _splitList(values) if _TOKEN_RE.fullmatch(e))
 
 
-def offerFromHeaders(version: bytes, upgrade: Sequence[bytes], connection: Sequence[bytes]) -> Offer | None:
+def offerFromHeaders(
+    version: bytes, upgrade: Sequence[bytes], connection: Sequence[bytes], maxOffered: int = MAX_OFFERED
+) -> Offer | None:
     """
     The client's offer, or L{None} when the rules say to ignore C{Upgrade}.
 
     An offer needs HTTP/1.1 (R4), an C{upgrade} option in C{Connection}
-    (R3), and at least one listed protocol.
+    (R3), and at least one listed protocol (and at most C{maxOffered}, see
+    L{parseProtocolList}).
 
     Clients send the same few field values again and again, so answers are
     remembered (a bounded cache of pure results, errors included).
@@ -292,11 +304,11 @@ def offerFromHeaders(version: bytes, upgrade: Sequence[bytes], connection: Seque
     """
     if not upgrade or version != b"HTTP/1.1":
         return None
-    key = (tuple(upgrade), tuple(connection))
+    key = (tuple(upgrade), tuple(connection), maxOffered)
     answer = _offerCache.get(key)
     if answer is None:
         try:
-            answer = _parseOffer(upgrade, connection)
+            answer = _parseOffer(upgrade, connection, maxOffered)
         except UpgradeError as error:
             answer = error
         if sum(map(len, upgrade)) + sum(map(len, connection)) <= _CACHED_FIELDS_SIZE:
@@ -304,7 +316,7 @@ def offerFromHeaders(version: bytes, upgrade: Sequence[bytes], connection: Seque
                 _offerCache.clear()
             _offerCache[key] = answer
     if isinstance(answer, UpgradeError):
-        raise UpgradeError(str(answer), answer.statusHint)
+        raise UpgradeError(str(answer), answer.statusHint, answer.limit)
     return answer if isinstance(answer, Offer) else None
 
 
@@ -312,14 +324,14 @@ def offerFromHeaders(version: bytes, upgrade: Sequence[bytes], connection: Seque
 _OFFER_CACHE_SIZE = 512
 #: Field values longer than this (bytes, all lines) are parsed every time.
 _CACHED_FIELDS_SIZE = 256
-_offerCache: dict[tuple[tuple[bytes, ...], tuple[bytes, ...]], Offer | UpgradeError | bool] = {}
+_offerCache: dict[tuple[tuple[bytes, ...], tuple[bytes, ...], int], Offer | UpgradeError | bool] = {}
 
 
-def _parseOffer(upgrade: Sequence[bytes], connection: Sequence[bytes]) -> Offer | bool:
+def _parseOffer(upgrade: Sequence[bytes], connection: Sequence[bytes], maxOffered: int) -> Offer | bool:
     """L{offerFromHeaders} without its cache; C{False} for no offer."""
     if b"upgrade" not in parseConnectionOptions(connection):
         return False
-    protocols = parseProtocolList(upgrade)
+    protocols = parseProtocolList(upgrade, maxOffered)
     if not protocols:
         return False
     return Offer(protocols)
@@ -535,3 +547,12 @@ def hostAllowed(host: bytes, allowed: frozenset[str] | None) -> bool:
 
 #: The names of this machine a loopback listener answers to by default.
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def upgradedName(head: bytes) -> str:
+    """The first protocol named in the C{Upgrade} line of a C{101} head."""
+    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade":
+            return value.split(b",")[0].strip().decode("latin-1") or "?"
+    return "?"

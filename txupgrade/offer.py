@@ -21,7 +21,9 @@ C{protocol}, C{peer} (C{host:port}), C{path}, C{status} and C{reason}, so that
 log observers and metrics read fields rather than text. A switch, the hot
 path, is already in the access log (status 101); its event costs about as
 much as a tenth of the switch itself, so it is emitted only for a site whose
-C{logSwitches} is set (metrics set it).
+C{logSwitches} is set (metrics set it). A plugin that fails is logged with
+its traceback, rate-limited per protocol (L{txupgrade.logs.PluginFailures}):
+a plugin failing on every request must not flood the log.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from twisted.web.resource import IResource, Resource
 
 from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
+from txupgrade.logs import pluginFailed
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName, Refuse, UpgradeError
 from txupgrade.registry import protocolName
 
@@ -187,12 +190,13 @@ class OfferNegotiation:
         upgrade: Sequence[bytes] | None,
         connection: Sequence[bytes],
         allowedHosts: frozenset[str] | None = None,
+        maxOffered: int = negotiation.MAX_OFFERED,
     ) -> OfferNegotiation | None:
         """The negotiation for a request's headers, or L{None} when it makes no offer (R1-R4)."""
         if upgrade is None:
             return None
         try:
-            offer = negotiation.offerFromHeaders(version, upgrade, connection)
+            offer = negotiation.offerFromHeaders(version, upgrade, connection, maxOffered)
         except UpgradeError as error:
             return cls(error=error)
         return None if offer is None else cls(offer, allowedHosts=allowedHosts)
@@ -213,7 +217,12 @@ class OfferNegotiation:
         """
         self._request = request
         if self.error is not None:
-            _logDecision(request, "malformed", None, self.error.statusHint, str(self.error))
+            limitLog = getattr(request.channel.site, "limitLog", None)
+            if self.error.limit is not None and limitLog is not None:
+                # A limit hit: counted every time, logged rate-limited.
+                limitLog.hit(self.error.limit, peerText(request.client), reason=str(self.error))
+            else:
+                _logDecision(request, "malformed", None, self.error.statusHint, str(self.error))
             return Malformed(self.error)
         assert self.offer is not None
         self._candidates = _candidates(resrc, protocols)
@@ -277,11 +286,14 @@ class OfferNegotiation:
         return Switch(newProtocol, head, protocol)
 
     def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> Failed:
-        _log.failure(
-            "Upgrade protocol {protocol} failed on {path} from {peer}",
+        pluginFailed(
+            self._request.channel.site,
+            _log,
+            protocolName(protocol),
+            "negotiate",
             reason,
+            "Upgrade protocol {protocol} failed on {path} from {peer}",
             upgradeOutcome="failed",
-            protocol=protocolName(protocol),
             peer=peerText(self._request.client),
             path=_pathText(self._request.uri),
             status=500,

@@ -38,6 +38,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.logs import pluginFailed
 from txupgrade.negotiation import Accept, Decision, Decline, Refuse, UpgradeRequest
 
 __all__ = ["StreamUpgrade"]
@@ -113,8 +114,8 @@ class StreamUpgrade:
             return None
         inner.upgradeRequest = request  # type: ignore[attr-defined]
         if IHalfCloseableProtocol.providedBy(inner):
-            return _HalfCloseableStreamProtocol(inner)
-        return _StreamProtocol(inner)
+            return _HalfCloseableStreamProtocol(inner, self.name, site)
+        return _StreamProtocol(inner, self.name, site)
 
 
 @implementer(IPushProducer)
@@ -208,8 +209,10 @@ class _StreamProtocol:
     L{_StreamTransport}, contains its exceptions, and ends it once.
     """
 
-    def __init__(self, inner: IProtocol) -> None:
+    def __init__(self, inner: IProtocol, name: str = "stream", site: object = None) -> None:
         self.inner = inner
+        self.name = name
+        self.site = site
         self.transport: _StreamTransport | None = None
         self._lost = False
 
@@ -243,18 +246,26 @@ class _StreamProtocol:
         try:
             self.inner.connectionLost(reason)
         except Exception:  # noqa: BLE001 - nothing left to close; log it
-            _log.failure("Stream protocol {protocol!r} failed in connectionLost", protocol=self.inner)
+            self._report(Failure(), "connectionLost")
 
     def _failed(self, failure: Failure, where: str) -> None:
         """Log the inner protocol's exception and abort the connection."""
-        _log.failure(
-            "Stream protocol {protocol!r} raised in {where}; closing the connection",
-            failure,
-            protocol=self.inner,
-            where=where,
-        )
+        self._report(failure, where)
         if self.transport is not None:
             self.transport.abortConnection()
+
+    def _report(self, failure: Failure, where: str) -> None:
+        """Count and log (rate-limited, through the site) the inner protocol's exception."""
+        pluginFailed(
+            self.site,
+            _log,
+            self.name,
+            where,
+            failure,
+            "Stream protocol {protocol} ({inner!r}) raised in {where}",
+            inner=self.inner,
+            where=where,
+        )
 
 
 @implementer(IHalfCloseableProtocol)

@@ -167,6 +167,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         policy=settings["policy"],
         advertise=not settings["no-advertise"],
         maxUpgradeBodySize=settings["max-upgrade-body"],
+        maxUpgradeOffers=settings["max-upgrade-offers"],
         allowedHosts=settings.get("allowed-host") or "auto",
         timeout=settings["timeout"],
         logPath=settings["access-log"],
@@ -229,7 +230,14 @@ def makeService(options: Options) -> IService:
     except ConfigError as error:
         print(f"txupgrade: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    if settings["log-format"] == "json":
+    from txupgrade.workers import Supervisor
+
+    if isinstance(service, Supervisor):
+        from txupgrade.logs import logOutput
+
+        # The workers format their own lines; the supervisor appends them.
+        service.logTo(logOutput(options), settings["log-format"])
+    elif settings["log-format"] == "json":
         from txupgrade.logs import jsonLogging
 
         jsonLogging(service, options)

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IDrainable
 from txupgrade.limits import LimitLog, Limits, refusal
+from txupgrade.negotiation import upgradedName
 
 __all__ = ["ConnectionTracker", "TrackedConnection", "peerText"]
 
@@ -52,15 +53,6 @@ def peerText(address: IAddress | None) -> str:
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
     return f"unix:{name}" if name else str(address)
-
-
-def upgradedName(head: bytes) -> str:
-    """The first protocol named in the C{Upgrade} line of a C{101} head."""
-    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"upgrade":
-            return value.split(b",")[0].strip().decode("latin-1") or "?"
-    return "?"
 
 
 @implementer(IHalfCloseableProtocol)
@@ -324,6 +316,9 @@ class ConnectionTracker(WrappingFactory):
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.limits = limits if limits is not None else Limits(requestHeadTimeout=0)
         self.limitLog = LimitLog(self.clock.seconds)
+        if hasattr(site, "limitLog"):
+            # The site's own limits (the Upgrade list) count and log here too.
+            site.limitLog = self.limitLog
         self._perClient: dict[str, int] = {}
         self.connections: set[TrackedConnection] = set()
         self.onUpgrade: list[Callable[[TrackedConnection, float], None]] = []

@@ -12,13 +12,20 @@ itself. The kernel's one accept queue per socket then spreads connections
 over whichever workers are free to accept.
 
 The supervisor starts a worker again when it dies (after
-L{txupgrade.workerplan.restartDelay}), relays every worker's log events into
-its own log (with C{workerIndex} and C{workerPid}), and on C{SIGTERM} or
+L{txupgrade.workerplan.restartDelay}), puts every worker's log lines in its
+own log (their system reads C{worker N|...}; in JSON, C{workerIndex} and
+C{workerPid} are fields), and on C{SIGTERM} or
 C{SIGINT} closes its copies of the sockets, sends C{SIGTERM} to every worker
 (each stops accepting and drains as a single C{twistd txupgrade} does) and
 exits once all have, killing any still running after the drain timeout and a
 margin. A worker whose supervisor is gone (even killed) sees the end of its
 control socket and stops too.
+
+A worker formats its own log lines, in the supervisor's format, and writes
+them to its standard output; the supervisor appends whole lines to its log
+output as they come, without reading them (under load the chunks hold many
+lines: one write each). Only when the supervisor has no output of its own
+(C{--syslog}) do workers send JSON events, which it parses and re-emits.
 """
 
 from __future__ import annotations
@@ -36,7 +43,18 @@ from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromSt
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.logger import ILogObserver, Logger, eventFromJSON, globalLogPublisher, jsonFileLogObserver
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogEvent,
+    Logger,
+    eventAsJSON,
+    eventFromJSON,
+    formatEventAsClassicLogText,
+    globalLogPublisher,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -77,6 +95,11 @@ _CONTROL_FD = 3
 
 #: Seconds a worker still gets after the drain timeout before C{SIGKILL}.
 STOP_MARGIN = 5.0
+
+#: Tells a worker how to write its log (C{KIND:INDEX}): C{text} or C{json}
+#: lines for the supervisor to append, or C{events} (JSON events to parse
+#: and re-emit); and its index, for the lines' system C{worker INDEX|...}.
+LOG_ENVIRONMENT = "TXUPGRADE_WORKER_LOG"
 
 #: Settings the supervisor does not pass on: it binds the listeners, and
 #: the workers' logs come to it as JSON events whatever its own format.
@@ -160,6 +183,13 @@ class _WorkerProcess(ProcessProtocol):
         self.transport.closeStdin()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 1 and self.supervisor.logOutput is not None:
+            # Formatted lines: append the whole ones, keep the rest for later.
+            whole, newline, rest = (self._buffers[1] + data).rpartition(b"\n")
+            self._buffers[1] = rest
+            if newline:
+                self.supervisor.appendLog(whole + newline)
+            return
         lines = (self._buffers.get(childFD, b"") + data).split(b"\n")
         self._buffers[childFD] = lines.pop()
         for line in lines:
@@ -167,7 +197,9 @@ class _WorkerProcess(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         for fd, rest in self._buffers.items():
-            if rest:
+            if rest and fd == 1 and self.supervisor.logOutput is not None:
+                self.supervisor.appendLog(rest + b"\n")
+            elif rest:
                 self.supervisor.relay(self, rest)
             self._buffers[fd] = b""
         self.supervisor.workerEnded(self, reason)
@@ -180,6 +212,15 @@ class _WorkerProcess(ProcessProtocol):
                 self.transport.signalProcess(name)
         except Exception:  # noqa: BLE001 - ProcessExitedAlready, or gone meanwhile
             pass
+
+
+def _systemOf(event: LogEvent) -> str:
+    """What the text log shows as an event's system: its C{log_system}, else C{namespace#level}."""
+    system = event.get("log_system")
+    if system is not None:
+        return str(system)
+    level = event.get("log_level")
+    return f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
 
 
 def _endText(reason: Failure) -> str:
@@ -238,6 +279,29 @@ class Supervisor(Service):
         self._controls: dict[int, socket.socket] = {}
         self._stopping = False
         self.logObserver: ILogObserver | None = None
+        #: Where the workers' formatted lines go (L{logTo}); L{None}: their
+        #: JSON events are parsed and re-emitted (L{relay}).
+        self.logOutput: Any = None
+        self.logFormat = "text"
+
+    def logTo(self, output: Any, logFormat: str) -> None:
+        """
+        Log to C{output} (a text file, or a L{twisted.python.logfile.LogFile})
+        in C{logFormat} (C{text} or C{json}), the workers' lines too;
+        L{None} keeps twistd's own log (C{--syslog}) and relays events.
+        """
+        self.logOutput, self.logFormat = output, logFormat
+        if output is None:
+            return
+        if logFormat == "json":
+            self.logObserver = jsonFileLogObserver(output, recordSeparator="")
+        else:
+            self.logObserver = textFileLogObserver(output)
+
+    def appendLog(self, data: bytes) -> None:
+        """Append whole lines a worker formatted to the log output."""
+        self.logOutput.write(data.decode("utf-8", "replace"))
+        self.logOutput.flush()
 
     def setServiceParent(self, parent: Any) -> None:
         """Join C{parent}; give it L{logObserver} (the JSON log), as L{DaemonService} does."""
@@ -289,6 +353,8 @@ class Supervisor(Service):
             childFDs[listener.fd] = port.fileno()  # type: ignore[attr-defined]
         env = dict(os.environ)
         env[ENVIRONMENT] = spec.toText()
+        kind = self.logFormat if self.logOutput is not None else "events"
+        env[LOG_ENVIRONMENT] = f"{kind}:{index}"
         env.setdefault("PYTHONUNBUFFERED", "1")
         args = [
             self.executable,
@@ -338,7 +404,7 @@ class Supervisor(Service):
             return
         event["workerIndex"] = worker.index
         event["workerPid"] = worker.pid
-        event["log_system"] = f"worker {worker.index}|{event.get('log_system', '-')}"
+        event["log_system"] = f"worker {worker.index}|{_systemOf(event)}"
         globalLogPublisher(event)
 
     def workerEnded(self, worker: _WorkerProcess, reason: Failure) -> None:
@@ -499,12 +565,26 @@ def watchSupervisor(reactor: Any, spec: WorkerSpec) -> None:
 
 def workerLogObserver() -> ILogObserver:
     """
-    A worker's log: one JSON event per line on its standard output, which
-    the supervisor reads and puts in its own log (for C{twistd --logger}).
+    A worker's log (for C{twistd --logger}): one line per event on its
+    standard output, formatted as the supervisor logs (L{LOG_ENVIRONMENT})
+    and tagged with the worker, for the supervisor to append to its log.
     """
     out = sys.__stdout__
     assert out is not None
-    return jsonFileLogObserver(out, recordSeparator="")
+    kind, _, index = os.environ.pop(LOG_ENVIRONMENT, "events:0").partition(":")
+    if kind not in ("text", "json"):
+        return jsonFileLogObserver(out, recordSeparator="")
+    worker, pid = int(index or 0), os.getpid()
+
+    def tagged(event: LogEvent) -> LogEvent:
+        event = dict(event)
+        event["workerIndex"], event["workerPid"] = worker, pid
+        event["log_system"] = f"worker {worker}|{_systemOf(event)}"
+        return event
+
+    if kind == "json":
+        return FileLogObserver(out, lambda event: eventAsJSON(tagged(event)) + "\n")
+    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(tagged(event)))
 
 
 class WorkerService(DaemonService):

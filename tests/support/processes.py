@@ -57,7 +57,7 @@ def nodeOrSkip(module: str, required: bool = False) -> str:
     return node
 
 
-class _CollectingProcess(ProcessProtocol):
+class CollectingProcess(ProcessProtocol):
     """Collect a child's output; fire C{ended} with C{(out, err, exitCode)}."""
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ def runProcess(executable: str, args: list[str], cwd: str, seconds: float) -> An
 
     A child still running after C{seconds} is killed, and the test fails.
     """
-    collector = _CollectingProcess()
+    collector = CollectingProcess()
     process = reactor.spawnProcess(collector, executable, [executable, *args], env=os.environ, path=cwd)
     timedOut = []
 
