@@ -37,6 +37,7 @@ PRIVATE_NAMES = {
     "_networkProducer": "HTTPChannel",
     "_handlingRequest": "HTTPChannel",
     "_savedTimeOut": "HTTPChannel",
+    "_waitingForTransport": "HTTPChannel",
     "_abortingCall": "HTTPChannel",
     "_version": "HTTPChannel",
     "_site": "_GenericHTTPChannelProtocol",
@@ -286,6 +287,37 @@ class AdapterTests(SynchronousTestCase):
         self.assertIs(wrapper._channel, new)
         self.assertEqual(wrapper._negotiatedProtocol, b"http/1.1")
         self.assertFalse(hasattr(channel, "_txupgradeWrapper"))
+
+    def test_waitingForTransport(self) -> None:
+        """C{_waitingForTransport} says whether the transport paused the channel's writing."""
+        channel, _ = connectedChannel()
+        self.assertIs(channel._waitingForTransport, False)
+        channel.pauseProducing()
+        self.assertIs(channel._waitingForTransport, True)
+        channel.resumeProducing()
+        self.assertIs(channel._waitingForTransport, False)
+
+    def test_resumeChannel(self) -> None:
+        """After release and swap: the wrapper forwards to the channel, its producer; idle timeout back."""
+        clock = Clock()
+        channel, transport = connectedChannel(clock)
+        wrapper = _twistedcompat.wrapChannel(channel)
+        channel.pauseProducing()
+        _twistedcompat.releaseChannel(channel)
+        _twistedcompat.swapProtocol(channel, Protocol())
+        _twistedcompat.resumeChannel(channel, wrapper, 45)
+        self.assertIs(wrapper._channel, channel)
+        self.assertIs(channel._txupgradeWrapper, wrapper)  # type: ignore[attr-defined]
+        self.assertIs(transport.producer, channel)
+        self.assertIs(channel._waitingForTransport, False)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        request = http.Request(channel)
+        channel.requests = [request]
+        request.setResponseCode(200)
+        request.finish()
+        self.assertEqual([call.getTime() for call in clock.getDelayedCalls()], [45])
+        wrapper.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(len(channel.requests), 1)
 
 
 class SSLServerEndpointTests(SynchronousTestCase):

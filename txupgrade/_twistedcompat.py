@@ -32,6 +32,7 @@ __all__ = [
     "requestGone",
     "requestMethod",
     "requestVersion",
+    "resumeChannel",
     "sslContextFactory",
     "swapProtocol",
     "takeTrailingData",
@@ -187,7 +188,7 @@ def answerStar(request: server.Request) -> None:
     server.Request._handleStar(request)
 
 
-def bypassWrapper(transport: Any, protocol: IProtocol) -> bool:
+def bypassWrapper(transport: Any, protocol: IProtocol) -> _GenericHTTPChannelProtocol | None:
     """
     Make C{protocol} the one the transport calls, in place of the Site's wrapper.
 
@@ -196,15 +197,31 @@ def bypassWrapper(transport: Any, protocol: IProtocol) -> bool:
     C{protocol} (a TCP connection's attribute, or a TLS layer's
     C{wrappedProtocol}) for C{IHalfCloseableProtocol} and
     C{IHandshakeListener}, and C{startTLS} wraps that C{protocol}. Returns
-    whether the wrapper was found (it is not when another layer, such as a
-    TLS upgrade, forwards to the channel).
+    the wrapper taken out (for L{resumeChannel}), or L{None} when it was not
+    found (another layer, such as a TLS upgrade, forwards to the channel).
     """
     for attribute in ("protocol", "wrappedProtocol"):
         holder = vars(transport).get(attribute) if hasattr(transport, "__dict__") else None
         if isinstance(holder, _GenericHTTPChannelProtocol) and holder._channel is protocol:
             setattr(transport, attribute, protocol)
-            return True
-    return False
+            return holder
+    return None
+
+
+def resumeChannel(channel: HTTPChannel, wrapper: Any, idleTimeout: float | None) -> None:
+    """
+    Undo L{releaseChannel} and L{swapProtocol} on a connection that serves
+    HTTP/1.1 again (after a TLS upgrade): C{wrapper} forwards to C{channel}
+    again, which is the transport's producer again, and which goes on as a
+    channel that has just read a request (its C{requests} are for the caller
+    to fill), restarting its idle timeout of C{idleTimeout} seconds once that
+    request is answered, as C{allContentReceived} would have it.
+    """
+    wrapper._channel = channel
+    channel._txupgradeWrapper = wrapper  # type: ignore[attr-defined]
+    channel._savedTimeOut = idleTimeout
+    channel._waitingForTransport = False
+    channel._networkProducer.registerProducer(channel, True)  # type: ignore[attr-defined]
 
 
 def feedTLS(transport: Any, data: bytes) -> None:

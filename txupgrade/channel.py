@@ -328,7 +328,11 @@ class UpgradeChannel(HTTPChannel):
         Write the C{101} C{head}, and give the connection to C{protocol}.
 
         Every byte after the request goes to C{protocol}, in order, exactly
-        once (R12); the HTTP channel and C{req} are released.
+        once (R12); the HTTP channel and C{req} are released. A protocol that
+        serves HTTP/1.1 on the connection again later (the TLS upgrade) has a
+        C{holdChannel(channel, request)} method: it gets this channel and
+        C{req} before C{makeConnection}, to resume them rather than build
+        another channel.
         """
         trailing = _compat.takeTrailingData(self)
         _compat.releaseChannel(self)
@@ -340,6 +344,9 @@ class UpgradeChannel(HTTPChannel):
         # Logged once, like any request: the access log shows the 101.
         self.factory.log(req)
         try:
+            hold = getattr(protocol, "holdChannel", None)
+            if hold is not None:
+                hold(self, req)
             protocol.makeConnection(transport)
             if trailing and not transport.disconnecting:
                 protocol.dataReceived(trailing)

@@ -12,10 +12,14 @@ HTTP/1.1} (layers ascending). L{_TLSSwitch} then takes the connection:
      that arrived behind the request (the channel hands them over as the
      first C{dataReceived}) are fed to the TLS layer.
   2. Once the handshake completes (never before: an answer written during
-     the handshake can deadlock), a fresh HTTP channel from the same site
-     takes over, and the original request is handed to it as the parsed
-     L{UpgradeRequest} (see L{_twistedcompat.injectRequest}): the site
-     answers it over TLS, and the connection goes on as HTTP/1.1 over TLS.
+     the handshake can deadlock), the HTTP channel that read the request
+     takes the connection back (L{_twistedcompat.resumeChannel}: it was
+     held, not thrown away, by L{UpgradeChannel.switchProtocol}) and
+     answers the original request over TLS, its headers without the
+     upgrade's: the same request object when the switch came before
+     twisted.web processed it (a static path), else a new one with the same
+     head and body (see L{_twistedcompat.injectRequest}). The connection
+     goes on as HTTP/1.1 over TLS.
   3. A handshake that fails, or does not finish within
      L{TLSUpgrade.handshakeTimeout} seconds, is logged and the connection
      closed.
@@ -36,6 +40,7 @@ from typing import Any
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, ITLSTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -147,25 +152,35 @@ class TLSUpgrade:
         return _TLSSwitch(self, request, site)
 
 
-def _carriedHeaders(request: UpgradeRequest) -> list[tuple[bytes, bytes]]:
+def _carryHeaders(headers: Headers, request: UpgradeRequest) -> None:
     """
-    The original request's headers as the site sees them over TLS: without
-    C{Upgrade}, the C{upgrade} option of C{Connection}, and C{Expect} (the
-    C{100} was sent before the C{101}); the body is already decoded.
+    Edit the original request's C{headers} into what the site sees over TLS:
+    without C{Upgrade}, the C{upgrade} option of C{Connection}, and C{Expect}
+    (the C{100} was sent before the C{101}); the body is already decoded, so
+    its framing becomes a C{Content-Length}.
     """
-    headers = []
-    for name, value in request.headers:
-        if name in (b"upgrade", b"expect", b"transfer-encoding", b"content-length"):
-            continue
-        if name == b"connection":
-            options = [o.strip() for o in value.split(b",") if o.strip() and o.strip().lower() != b"upgrade"]
-            if not options:
-                continue
-            value = b", ".join(options)
-        headers.append((name, value))
-    if request.announcesBody:
-        headers.append((b"content-length", b"%d" % len(request.body)))
-    return headers
+    present = {name for name, _ in request.headers}
+    for name in _UNCARRIED & present:
+        headers.removeHeader(name)
+    if b"connection" in present:
+        kept = []
+        for value in headers.getRawHeaders(b"connection", ()):
+            options = [o.strip() for o in value.split(b",")]
+            options = [o for o in options if o and o.lower() != b"upgrade"]
+            if options:
+                kept.append(b", ".join(options))
+        if kept:
+            headers.setRawHeaders(b"connection", kept)
+        else:
+            headers.removeHeader(b"connection")
+    if (request.body or _FRAMING & present) and request.announcesBody:
+        headers.setRawHeaders(b"content-length", [b"%d" % len(request.body)])
+
+
+#: The fields that frame a body.
+_FRAMING = frozenset((b"transfer-encoding", b"content-length"))
+#: The fields of the upgrade request the site does not see over TLS.
+_UNCARRIED = frozenset((b"upgrade", b"expect", b"transfer-encoding", b"content-length"))
 
 
 @implementer(IProtocol, IHandshakeListener)
@@ -178,18 +193,29 @@ class _TLSSwitch:
         self.site = site
         self.transport: Any = None
         self.http: Any = None
+        self._channel: Any = None
+        self._httpRequest: Any = None
+        self._wrapper: Any = None
         self._timer: Any = None
         self._done = False
+
+    def holdChannel(self, channel: Any, request: Request) -> None:
+        """Keep the HTTP channel and the request it switched on: they answer over TLS."""
+        self._channel = channel
+        self._httpRequest = request
 
     def makeConnection(self, transport: Any) -> None:
         """Start TLS on the connection (after the plain C{101})."""
         self.transport = transport
-        if not ITLSTransport.providedBy(transport) or not _compat.bypassWrapper(transport, self):
+        wrapper = _compat.bypassWrapper(transport, self) if ITLSTransport.providedBy(transport) else None
+        if wrapper is None or self._channel is None:
             _log.error(
                 "TLS upgrade from {peer}: the transport cannot start TLS; closing", peer=self.request.peer
             )
+            self._release()
             transport.abortConnection()
             return
+        self._wrapper = wrapper
         transport.startTLS(self.upgrade.contextFactory)
         self._timer = self.site.reactor.callLater(self.upgrade.handshakeTimeout, self._timedOut)
 
@@ -204,26 +230,43 @@ class _TLSSwitch:
             _compat.feedTLS(self.transport, data)
 
     def handshakeCompleted(self) -> None:
-        """The connection is TLS: serve the original request over it."""
+        """The connection is TLS: the held channel serves the original request over it."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         self._done = True
         request = self.request
+        channel, req, wrapper = self._channel, self._httpRequest, self._wrapper
+        self._release()
         try:
-            self.http = self.site.buildProtocol(self.transport.getPeer())
-            self.http.makeConnection(self.transport)
-            _compat.injectRequest(
-                self.http,
-                request.method,
-                request.target,
-                request.version,
-                _carriedHeaders(request),
-                request.body,
-            )
+            headers = req.requestHeaders
+            _carryHeaders(headers, request)
+            _compat.resumeChannel(channel, wrapper, self.site.timeOut)
+            self.http = wrapper
+            if req.prepath is None:
+                # Switched before twisted.web processed it: answer it now, as read.
+                req.code, req.code_message = 200, b"OK"
+                req.content.seek(0, 2)
+                channel.requests = [req]
+                req.requestReceived(req.method, req.uri, req.clientproto)
+            else:
+                # Switched from render: twisted.web is done with that request
+                # object; a new one with the same head and body is answered.
+                _compat.injectRequest(
+                    wrapper,
+                    request.method,
+                    request.target,
+                    request.version,
+                    [(name, value) for name, values in headers.getAllRawHeaders() for value in values],
+                    request.body,
+                )
         except Exception:  # noqa: BLE001 - the site's failure closes only this connection
             _log.failure("TLS upgrade from {peer}: serving the original request failed", peer=request.peer)
             self.transport.abortConnection()
+
+    def _release(self) -> None:
+        """Drop the held channel, request and wrapper (resumed, or never to be)."""
+        self._channel = self._httpRequest = self._wrapper = None
 
     def _timedOut(self) -> None:
         self._timer = None
@@ -239,6 +282,7 @@ class _TLSSwitch:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._release()
         http, self.http = self.http, None
         if http is not None:
             http.connectionLost(reason)
