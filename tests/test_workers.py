@@ -441,3 +441,56 @@ class BindTests(TestCase):
         from twisted.internet import reactor
 
         self.assertNotIn(port, reactor.getReaders())
+
+
+class BatchedOutputTests(SynchronousTestCase):
+    """A worker's log lines reach its standard output in batches while the reactor runs."""
+
+    def setUp(self) -> None:
+        self.out = _CountingOutput()
+        self.reactor = MemoryReactorClock()
+        self.batched = workers._BatchedOutput(self.out, self.reactor)
+
+    def test_batchedWhileRunning(self) -> None:
+        """Lines within the delay are one write, after it; the observer's flush does nothing."""
+        self.reactor.running = True
+        self.batched.write("a\n")
+        self.batched.flush()
+        self.batched.write("b\n")
+        self.assertEqual(self.out.writes, [])
+        self.reactor.advance(workers._BatchedOutput.delay)
+        self.assertEqual(self.out.writes, ["a\nb\n"])
+        self.batched.write("c\n")
+        self.reactor.advance(workers._BatchedOutput.delay)
+        self.assertEqual(self.out.writes, ["a\nb\n", "c\n"])
+
+    def test_limit(self) -> None:
+        """A batch reaching the limit is written at once."""
+        self.reactor.running = True
+        self.batched.write("x" * workers._BatchedOutput.limit)
+        self.assertEqual(len(self.out.writes), 1)
+        self.reactor.advance(workers._BatchedOutput.delay)
+        self.assertEqual(len(self.out.writes), 1)
+
+    def test_notRunningAndShutdown(self) -> None:
+        """Before and after the reactor runs lines go out at once; at shutdown the batch does."""
+        self.batched.write("early\n")
+        self.assertEqual(self.out.writes, ["early\n"])
+        self.reactor.running = True
+        self.batched.write("late\n")
+        [trigger] = self.reactor.triggers["after"]["shutdown"]
+        trigger[0]()
+        self.assertEqual(self.out.writes, ["early\n", "late\n"])
+
+
+class _CountingOutput:
+    """A text output recording each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass

@@ -22,9 +22,10 @@ margin. A worker whose supervisor is gone (even killed) sees the end of its
 control socket and stops too.
 
 A worker formats its own log lines, in the supervisor's format, and writes
-them to its standard output; the supervisor appends whole lines to its log
-output as they come, without reading them (under load the chunks hold many
-lines: one write each). Only when the supervisor has no output of its own
+them to its standard output in batches (every L{_BatchedOutput.delay}
+seconds while its reactor runs); the supervisor appends whole lines to its
+log output as they come, without reading them: one read and one write per
+batch, not per line. Only when the supervisor has no output of its own
 (C{--syslog}) do workers send JSON events, which it parses and re-emits.
 """
 
@@ -35,7 +36,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO, Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
@@ -563,14 +564,64 @@ def watchSupervisor(reactor: Any, spec: WorkerSpec) -> None:
     os.close(spec.control)
 
 
+class _BatchedOutput:
+    """
+    A worker's standard output for its log lines: while the reactor runs,
+    lines are kept and written together at most L{delay} seconds later (or
+    at L{limit} characters), so the supervisor wakes once per batch, not
+    per line; before and after the reactor runs, and at shutdown, at once.
+    """
+
+    delay = 0.05
+    limit = 1 << 16
+
+    def __init__(self, out: Any, reactor: Any = None) -> None:
+        self._out = out
+        self._reactor = reactor
+        self._parts: list[str] = []
+        self._size = 0
+        self._call: Any = None
+        self._triggered = False
+
+    def write(self, text: str) -> None:
+        """Keep C{text}; write it now, or schedule the batch's write."""
+        self._parts.append(text)
+        self._size += len(text)
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = self._reactor = globalReactor
+        if not self._triggered:
+            self._triggered = True
+            reactor.addSystemEventTrigger("after", "shutdown", self.writeNow)
+        if not reactor.running or self._size >= self.limit:
+            self.writeNow()
+        elif self._call is None:
+            self._call = reactor.callLater(self.delay, self.writeNow)
+
+    def flush(self) -> None:
+        """Nothing: the observer flushes after every line; batches are written by L{writeNow}."""
+
+    def writeNow(self) -> None:
+        """Write what is kept."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self._parts:
+            text, self._parts, self._size = "".join(self._parts), [], 0
+            self._out.write(text)
+            self._out.flush()
+
+
 def workerLogObserver() -> ILogObserver:
     """
     A worker's log (for C{twistd --logger}): one line per event on its
     standard output, formatted as the supervisor logs (L{LOG_ENVIRONMENT})
     and tagged with the worker, for the supervisor to append to its log.
     """
-    out = sys.__stdout__
-    assert out is not None
+    assert sys.__stdout__ is not None
+    out = cast(IO[str], _BatchedOutput(sys.__stdout__))
     kind, _, index = os.environ.pop(LOG_ENVIRONMENT, "events:0").partition(":")
     if kind not in ("text", "json"):
         return jsonFileLogObserver(out, recordSeparator="")
