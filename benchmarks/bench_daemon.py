@@ -24,6 +24,13 @@ The client closes with an RST (C{SO_LINGER} 0), so that no client port stays
 in C{TIME_WAIT} (a few hundred thousand connections would exhaust them);
 the server sees the connection lost, as when a client goes away.
 
+The generator shares the machine's CPUs with the daemon. In Python it costs
+about a fifth of the server's CPU per handshake, which on two CPUs alone
+caps C{workers=2 / workers=1} near 1.65x; so it is C{hsload.c} (the same
+loop in C, compiled with the system's C compiler at start, about 10x
+cheaper) when a compiler is there, else the Python loop (C{--generator}
+chooses; the report says which ran, and its CPU is counted either way).
+
 Each measurement runs C{--seconds} after a one-second warm-up. Figures:
 handshakes per second (wall clock); the CPU seconds of the server processes
 (supervisor and workers, from C{/proc} via psutil), of the generator, and of
@@ -46,6 +53,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import selectors
 import shutil
 import signal
@@ -98,7 +106,54 @@ def _linger(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+def compileGenerator(directory: str) -> str | None:
+    """C{hsload.c} compiled into C{directory}, or L{None} without a working C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    binary = os.path.join(directory, "hsload")
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hsload.c")
+    done = subprocess.run([compiler, "-O2", "-o", binary, source], capture_output=True, text=True)
+    return binary if done.returncode == 0 else None
+
+
+#: The compiled C generator, when L{main} found a compiler (else the Python loop runs).
+GENERATOR: str | None = None
+
+
 def generate(kind: str, port: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """Handshakes of C{kind} for C{seconds}, C{concurrency} in flight: counts, and the generator's CPU."""
+    if GENERATOR is not None:
+        return generateC(GENERATOR, kind, port, seconds, concurrency)
+    before = time.process_time()
+    counts = generatePython(kind, port, seconds, concurrency)
+    return {**counts, "generatorCpu": time.process_time() - before}
+
+
+def generateC(binary: str, kind: str, port: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """L{generate} by C{hsload}: the same handshakes, checks and counts."""
+    expect = "Sec-WebSocket-Accept: " + _ACCEPT.decode() if kind == "ws" else "Upgrade: echo"
+    with tempfile.NamedTemporaryFile(prefix="hsload-", suffix=".request") as request:
+        request.write(requestFor(kind, port))
+        request.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(
+            [binary, str(port), str(seconds), str(concurrency), request.name, expect],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind}: hsload failed ({done.returncode}): {done.stderr.strip()[:400]}")
+    match = re.fullmatch(r"handshakes (\d+) errors (\d+)\s*", done.stdout)
+    if match is None:
+        raise SystemExit(f"{kind}: hsload printed {done.stdout!r}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"handshakes": int(match.group(1)), "errors": int(match.group(2)), "generatorCpu": cpu}
+
+
+def generatePython(kind: str, port: int, seconds: float, concurrency: int) -> dict[str, Any]:
     """Run handshakes of C{kind} for C{seconds}, C{concurrency} in flight; count them."""
     request = requestFor(kind, port)
     selector = selectors.DefaultSelector()
@@ -207,11 +262,10 @@ def measure(daemon: Daemon, kind: str, seconds: float, concurrency: int) -> dict
     generate(kind, daemon.port, min(1.0, seconds), concurrency)  # warm-up
     cpuBefore = daemon.cpu()
     busyBefore = machineCpu()
-    ownBefore = time.process_time()
     wallBefore = time.monotonic()
     counts = generate(kind, daemon.port, seconds, concurrency)
     wall = time.monotonic() - wallBefore
-    own = time.process_time() - ownBefore
+    own = counts.pop("generatorCpu")
     busy = machineCpu() - busyBefore
     cpuAfter = daemon.cpu()
     perProcess = {pid: cpuAfter[pid] - cpuBefore.get(pid, 0.0) for pid in cpuAfter}
@@ -239,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--daemon-args", default="", help="more txupgrade options for every daemon (e.g. --no-access-log)"
     )
+    addGeneratorOption(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.concurrency = 0.5, 4
@@ -247,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     cpus = os.cpu_count()
     print(f"=== twistd txupgrade --workers: handshakes/s on {cpus} CPUs, load {os.getloadavg()}")
+    print(f"generator: {chooseGenerator(args.generator, directory)}")
     print(f"daemon options: --listen tcp:0:interface=127.0.0.1 {args.daemon_args}".rstrip())
     print(f"{'config':<10} {'kind':<5} {'hs/s':>8} {'hs/srv-cpu-s':>13} {'srv cpu':>8} {'per process':>22}")
     print(f"{'':<10} {'':<5} {'':>8} {'':>13} {'gen cpu':>8} {'other cpu':>10} {'errors':>7}")
@@ -290,8 +346,40 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at the end: {os.getloadavg()}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": results, "summary": summary, "cpus": cpus}, f, indent=2)
+            json.dump(
+                {"results": results, "summary": summary, "cpus": cpus, "generator": generatorName()},
+                f,
+                indent=2,
+            )
     return 0
+
+
+def addGeneratorOption(parser: argparse.ArgumentParser) -> None:
+    """The C{--generator} option."""
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="the load generator: hsload.c (compiled at start), the Python loop, or C if it compiles",
+    )
+
+
+def chooseGenerator(choice: str, directory: str) -> str:
+    """Set L{GENERATOR} as C{--generator} says; what will run, for the report."""
+    global GENERATOR
+    GENERATOR = compileGenerator(directory) if choice in ("auto", "c") else None
+    if choice == "c" and GENERATOR is None:
+        raise SystemExit("--generator c: no C compiler could build benchmarks/hsload.c")
+    return generatorName()
+
+
+def generatorName() -> str:
+    """Which generator runs."""
+    return (
+        "C (benchmarks/hsload.c)"
+        if GENERATOR is not None
+        else "Python (no C compiler, or --generator python)"
+    )
 
 
 if __name__ == "__main__":

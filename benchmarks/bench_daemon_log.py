@@ -9,7 +9,7 @@ C{twistd -n txupgrade --listen tcp:0:interface=127.0.0.1} logging to a file
 request, a switch logged once as a C{101}, into the twistd log) and
 C{log off} (C{--no-access-log}). The load generator, the measurement
 windows and the CPU accounting (server, generator, everything else on the
-shared machine) are those of C{bench_daemon.py}: C{echo} and C{ws}
+shared machine) and the choice of generator are those of C{bench_daemon.py}: C{echo} and C{ws}
 handshakes (connect, upgrade, read the C{101}, reset).
 
 The figures: handshakes per second, server CPU microseconds per handshake,
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default="echo,ws", help="echo, ws or both")
     parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
     parser.add_argument("--json", help="also write the results to this file")
+    _daemon.addGeneratorOption(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.concurrency = 0.5, 4
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = tempfile.mkdtemp(prefix="txupgrade-bench-log-")
     results: dict[str, dict[str, Any]] = {}
     print(f"=== twistd txupgrade access log: on vs off, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    print(f"generator: {_daemon.chooseGenerator(args.generator, directory)}")
     print(f"{'config':<8} {'kind':<5} {'hs/s':>8} {'srv us/hs':>10} {'gen cpu':>8} {'other cpu':>10}")
     try:
         for name, extra in CONFIGS.items():
