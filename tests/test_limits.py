@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.static import Data
 
 from tests.support.daemon import LOCAL, startDaemon
-from tests.support.net import connectClient, reactor, withTimeout
+from tests.support.net import connectClient, reactor, wait, withTimeout
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoUpgrade
 from txupgrade.limits import LimitLog, Limits, parseIdleTimeout
@@ -241,8 +241,9 @@ class DaemonLimitTests(TestCase):
             yield withTimeout(_sleep(0.2))
         yield slow.waitForClose()
         self.assertTrue(slow.data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), slow.data)
+        # The daemon writes its log in batches (every 50 ms at most).
+        yield wait(lambda: b"Limit request-head-timeout hit by 127.0.0.1:" in daemon.output)
         self.assertIn(b"Limit max-connections-per-client hit by 127.0.0.1:", daemon.output)
-        self.assertIn(b"Limit request-head-timeout hit by 127.0.0.1:", daemon.output)
 
 
 def _sleep(seconds: float) -> Any:

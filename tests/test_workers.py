@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from txupgrade import workerplan, workers
+from txupgrade.logs import BatchedOutput
 from txupgrade.workerplan import SharedListener, WorkerSpec
 
 
@@ -450,7 +451,7 @@ class BatchedOutputTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.out = _CountingOutput()
         self.reactor = MemoryReactorClock()
-        self.batched = workers._BatchedOutput(self.out, self.reactor)
+        self.batched = BatchedOutput(self.out, self.reactor)
 
     def test_batchedWhileRunning(self) -> None:
         """Lines within the delay are one write, after it; the observer's flush does nothing."""
@@ -459,18 +460,18 @@ class BatchedOutputTests(SynchronousTestCase):
         self.batched.flush()
         self.batched.write("b\n")
         self.assertEqual(self.out.writes, [])
-        self.reactor.advance(workers._BatchedOutput.delay)
+        self.reactor.advance(BatchedOutput.delay)
         self.assertEqual(self.out.writes, ["a\nb\n"])
         self.batched.write("c\n")
-        self.reactor.advance(workers._BatchedOutput.delay)
+        self.reactor.advance(BatchedOutput.delay)
         self.assertEqual(self.out.writes, ["a\nb\n", "c\n"])
 
     def test_limit(self) -> None:
         """A batch reaching the limit is written at once."""
         self.reactor.running = True
-        self.batched.write("x" * workers._BatchedOutput.limit)
+        self.batched.write("x" * BatchedOutput.limit)
         self.assertEqual(len(self.out.writes), 1)
-        self.reactor.advance(workers._BatchedOutput.delay)
+        self.reactor.advance(BatchedOutput.delay)
         self.assertEqual(len(self.out.writes), 1)
 
     def test_notRunningAndShutdown(self) -> None:

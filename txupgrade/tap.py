@@ -251,8 +251,8 @@ def makeService(options: Options) -> IService:
 
         # The workers format their own lines; the supervisor appends them.
         service.logTo(logOutput(options), settings["log-format"])
-    elif settings["log-format"] == "json":
-        from txupgrade.logs import jsonLogging
+    else:
+        from txupgrade.logs import fileLogging
 
-        jsonLogging(service, options)
+        fileLogging(service, options, settings["log-format"])
     return service

@@ -23,7 +23,7 @@ control socket and stops too. With C{--metrics}, the supervisor serves the
 metrics page and asks each worker for its figures over the same socket.
 
 A worker formats its own log lines, in the supervisor's format, and writes
-them to its standard output in batches (every L{_BatchedOutput.delay}
+them to its standard output in batches (every L{BatchedOutput.delay}
 seconds while its reactor runs); the supervisor appends whole lines to its
 log output as they come, without reading them: one read and one write per
 batch, not per line. Only when the supervisor has no output of its own
@@ -64,6 +64,7 @@ from zope.interface import implementer
 
 from txupgrade.daemon import DaemonError, DaemonService, listenExtra
 from txupgrade.limits import Limits
+from txupgrade.logs import BatchedOutput
 from txupgrade.workerplan import (
     ENVIRONMENT,
     STABLE_AFTER,
@@ -651,56 +652,6 @@ def watchSupervisor(
     os.close(spec.control)
 
 
-class _BatchedOutput:
-    """
-    A worker's standard output for its log lines: while the reactor runs,
-    lines are kept and written together at most L{delay} seconds later (or
-    at L{limit} characters), so the supervisor wakes once per batch, not
-    per line; before and after the reactor runs, and at shutdown, at once.
-    """
-
-    delay = 0.05
-    limit = 1 << 16
-
-    def __init__(self, out: Any, reactor: Any = None) -> None:
-        self._out = out
-        self._reactor = reactor
-        self._parts: list[str] = []
-        self._size = 0
-        self._call: Any = None
-        self._triggered = False
-
-    def write(self, text: str) -> None:
-        """Keep C{text}; write it now, or schedule the batch's write."""
-        self._parts.append(text)
-        self._size += len(text)
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = self._reactor = globalReactor
-        if not self._triggered:
-            self._triggered = True
-            reactor.addSystemEventTrigger("after", "shutdown", self.writeNow)
-        if not reactor.running or self._size >= self.limit:
-            self.writeNow()
-        elif self._call is None:
-            self._call = reactor.callLater(self.delay, self.writeNow)
-
-    def flush(self) -> None:
-        """Nothing: the observer flushes after every line; batches are written by L{writeNow}."""
-
-    def writeNow(self) -> None:
-        """Write what is kept."""
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        if self._parts:
-            text, self._parts, self._size = "".join(self._parts), [], 0
-            self._out.write(text)
-            self._out.flush()
-
-
 def workerLogObserver() -> ILogObserver:
     """
     A worker's log (for C{twistd --logger}): one line per event on its
@@ -708,7 +659,7 @@ def workerLogObserver() -> ILogObserver:
     and tagged with the worker, for the supervisor to append to its log.
     """
     assert sys.__stdout__ is not None
-    out = cast(IO[str], _BatchedOutput(sys.__stdout__))
+    out = cast(IO[str], BatchedOutput(sys.__stdout__))
     kind, _, index = os.environ.pop(LOG_ENVIRONMENT, "events:0").partition(":")
     if kind not in ("text", "json"):
         return jsonFileLogObserver(out, recordSeparator="")
