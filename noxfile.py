@@ -25,7 +25,17 @@ nox.options.sessions = ["oldest", "newest"]
 EXTRAS = "websocket,h2c,tls,client,test"
 
 #: The runtime dependencies whose floors the C{oldest} session installs.
-FLOORED = ("Twisted", "zope.interface", "autobahn", "h2", "hyperframe", "priority", "pyOpenSSL", "service_identity", "h11")
+FLOORED = (
+    "Twisted",
+    "zope.interface",
+    "autobahn",
+    "h2",
+    "hyperframe",
+    "priority",
+    "pyOpenSSL",
+    "service_identity",
+    "h11",
+)
 
 #: In-memory tests only: the channel, negotiation, the private-API guards of
 #: Twisted, h2 and autobahn, the WebSocket checks, h2c, and the in-memory benchmarks.

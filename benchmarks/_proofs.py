@@ -13,13 +13,13 @@ daemon's own options (its figures then come from its C{--metrics} page).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import gc
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -29,21 +29,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from _harness import dieWithParent, raiseFileLimit
+
 HOST = "127.0.0.1"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def raiseNofile() -> int:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
+    return raiseFileLimit()
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -81,6 +75,48 @@ def machineLoad() -> str:
         f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs; "
         f"other processes using {busy:.0f}% CPU"
     )
+
+
+def proofParser(doc: str | None, serve: bool = True) -> argparse.ArgumentParser:
+    """A proof's command line: its docstring as the help, and the hidden C{--serve} of its server."""
+    result = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if serve:
+        result.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    return result
+
+
+def begin() -> int:
+    """A driver's start: raise the fd limit (its servers inherit it), print it and the machine's load."""
+    limit = raiseNofile()
+    print(f"machine: {machineLoad()}; fd limit {limit:,}", flush=True)
+    return limit
+
+
+def errorsLogged(unexpected: Sequence[str], prefix: str = "") -> bool:
+    """Print the errors a server logged (C{prefix} first); whether there were none."""
+    if unexpected:
+        print(f"{prefix}errors logged by the server:\n" + "\n".join(unexpected))
+        return False
+    print(f"{prefix}errors logged by the server: 0")
+    return True
+
+
+def finish(ok: bool) -> int:
+    """A driver's end: print the machine's load and the verdict; the exit status."""
+    print(f"machine: {machineLoad()}")
+    print("RESULT", "OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+def terminate(process: subprocess.Popen[Any], seconds: float) -> None:
+    """SIGTERM C{process}, then wait; kill it after C{seconds}."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # --------------------------------------------------------------------------
@@ -206,13 +242,7 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM, then wait (kill after 10 s)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 10)
 
     def __enter__(self) -> Server:
         return self
@@ -300,16 +330,6 @@ _SERVING = re.compile(
 _METRIC = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN)$", re.M)
 
 
-def _dieWithParent() -> None:
-    """In a child before C{exec}: Linux sends it C{SIGTERM} when the driver dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class Daemon:
     """
     A real C{twistd -n txupgrade} on 127.0.0.1 (a free port), its log in a
@@ -322,6 +342,7 @@ class Daemon:
     """
 
     def __init__(self, *args: str, startTimeout: float = 90.0) -> None:
+        self._final: str | None = None
         self.directory = tempfile.mkdtemp(prefix="txupgrade-proof-")
         self.log = os.path.join(self.directory, "twistd.log")
         self.command = [
@@ -331,7 +352,7 @@ class Daemon:
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
         argv += [f"--logfile={self.log}", *self.command[2:]]
         self.process = subprocess.Popen(
-            argv, cwd=self.directory, stdin=subprocess.DEVNULL, preexec_fn=_dieWithParent
+            argv, cwd=self.directory, stdin=subprocess.DEVNULL, preexec_fn=dieWithParent
         )
         self.port, self.metricsPort = self._waitServing(startTimeout)
 
@@ -348,7 +369,9 @@ class Daemon:
         raise SystemExit(f"twistd txupgrade did not start: {self.text()[-2000:]}")
 
     def text(self) -> str:
-        """The daemon's log so far."""
+        """The daemon's log so far (all of it once stopped)."""
+        if self._final is not None:
+            return self._final
         try:
             with open(self.log, encoding="utf-8", errors="replace") as f:
                 return f.read()
@@ -395,13 +418,9 @@ class Daemon:
 
     def stop(self) -> None:
         """SIGTERM (the daemon drains), then wait (kill after 30 s); remove the directory."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
+        if self._final is None:
+            self._final = self.text()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Daemon:

@@ -17,7 +17,6 @@ file descriptor limit themselves.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -30,10 +29,12 @@ from _proofs import (
     HOST,
     UPGRADE_ECHO,
     Server,
+    begin,
+    errorsLogged,
     fetchStats,
-    machineLoad,
+    finish,
     percentile,
-    raiseNofile,
+    proofParser,
     readHead,
     serve,
 )
@@ -116,10 +117,7 @@ async def run(port: int, connections: int, parallel: int, rounds: int) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser = proofParser(__doc__)
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--parallel", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
@@ -131,8 +129,7 @@ def main() -> int:
         return 0
     if args.quick:
         args.connections, args.rounds = 200, 3
-    limit = raiseNofile()
-    print(f"machine: {machineLoad()}; driver fd limit {limit:,}")
+    begin()
     with Server(os.path.abspath(__file__)) as server:
         try:
             ok = asyncio.run(
@@ -141,15 +138,8 @@ def main() -> int:
         except asyncio.TimeoutError:
             print(f"FAILED: not done in {args.timeout:.0f} s")
             ok = False
-        final = server.stats()
-        if final["unexpected"]:
-            print("errors logged by the server:\n" + "\n".join(final["unexpected"]))
-            ok = False
-        else:
-            print("errors logged by the server: 0")
-    print(f"machine: {machineLoad()}")
-    print("RESULT", "OK" if ok else "FAILED")
-    return 0 if ok else 1
+        ok = errorsLogged(server.stats()["unexpected"]) and ok
+    return finish(ok)
 
 
 if __name__ == "__main__":

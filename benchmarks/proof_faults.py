@@ -31,7 +31,6 @@ site's C{pluginFailures}) and at most one line per protocol per 10 seconds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import socket
@@ -48,8 +47,9 @@ from _proofs import (
     HOST,
     UPGRADE_ECHO,
     Server,
-    machineLoad,
-    raiseNofile,
+    begin,
+    finish,
+    proofParser,
     readHead,
     readResponse,
     serve,
@@ -306,10 +306,7 @@ async def run(port: int, rounds: int) -> tuple[bool, Counter[str]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser = proofParser(__doc__)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="5 rounds: smoke only")
     args = parser.parse_args()
@@ -318,8 +315,7 @@ def main() -> int:
         return 0
     if args.quick:
         args.rounds = 5
-    raiseNofile()
-    print(f"machine: {machineLoad()}")
+    begin()
     started = time.monotonic()
     with Server(os.path.abspath(__file__)) as server:
         ok, _outcomes = asyncio.run(run(server.port, args.rounds))
@@ -341,10 +337,7 @@ def main() -> int:
     print(f"other errors (tracebacks) logged by the server: {len(unexpected)}")
     for text in unexpected[:5]:
         print(text)
-    ok = ok and not unexpected
-    print(f"machine: {machineLoad()}")
-    print("RESULT", "OK" if ok else "FAILED")
-    return 0 if ok else 1
+    return finish(ok and not unexpected)
 
 
 if __name__ == "__main__":

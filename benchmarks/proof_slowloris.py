@@ -37,7 +37,6 @@ the deadline; without it, none closed; no traceback in the daemon's log.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import multiprocessing
@@ -55,9 +54,11 @@ from _proofs import (
     HOST,
     UPGRADE_ECHO,
     Daemon,
-    machineLoad,
+    begin,
+    errorsLogged,
+    finish,
     percentile,
-    raiseNofile,
+    proofParser,
     readHead,
     readResponse,
 )
@@ -275,6 +276,9 @@ def report(name: str, phase: Phase, trickle: int, deadline: float) -> bool:
         f"{sent:,} bytes trickled), {len(closed):,} closed by the server "
         f"({len(with408):,} with a 408 first, {without:,} without)"
     )
+    if without:
+        resets = sum(r.reset for r in closed)
+        print(f"[{name}] closed without a 408: {resets:,} by a reset, {without - resets:,} otherwise")
     ok = phase.failedAlone == 0 and phase.failedDuring == 0 and bool(phase.alone) and bool(phase.during)
     ok = ok and refused == 0
     if deadline:
@@ -312,9 +316,7 @@ def report(name: str, phase: Phase, trickle: int, deadline: float) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = proofParser(__doc__, serve=False)
     parser.add_argument("--trickle", type=int, default=1000, help="trickling connections [1000]")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measurement [20]")
     parser.add_argument("--deadline", type=float, default=10.0, help="--request-head-timeout [10]")
@@ -327,8 +329,7 @@ def main() -> int:
         args.trickle, args.seconds, args.deadline, args.no_compare = 50, 3.5, 1.5, True
     if args.deadline <= 0 or args.seconds + RAMP < args.deadline + GRACE:
         parser.error("--deadline must be positive and --seconds + 1.5 at least --deadline + 2")
-    raiseNofile()  # the daemons inherit it
-    print(f"machine: {machineLoad()}")
+    begin()
     configs = [] if args.no_compare else [("no deadline", 0.0)]
     configs.append((f"deadline {args.deadline:g} s", args.deadline))
     ok = True
@@ -339,15 +340,8 @@ def main() -> int:
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 phase = asyncio.run(measure(daemon, pool, args.trickle, args.seconds))
             ok = report(name, phase, args.trickle, deadline) and ok
-            tracebacks = daemon.tracebacks()
-        if tracebacks:
-            print(f"[{name}] errors logged by the server:\n" + "\n".join(tracebacks[:10]))
-            ok = False
-        else:
-            print(f"[{name}] errors logged by the server: 0")
-    print(f"machine: {machineLoad()}")
-    print("RESULT", "OK" if ok else "FAILED")
-    return 0 if ok else 1
+        ok = errorsLogged(daemon.tracebacks()[:10], f"[{name}] ") and ok  # drain included
+    return finish(ok)
 
 
 if __name__ == "__main__":

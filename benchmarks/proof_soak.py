@@ -19,7 +19,6 @@ the object count flat.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -32,9 +31,11 @@ from _proofs import (
     HOST,
     UPGRADE_ECHO,
     Server,
+    begin,
+    errorsLogged,
     fetchStats,
-    machineLoad,
-    raiseNofile,
+    finish,
+    proofParser,
     readHead,
     serve,
     wsFrame,
@@ -156,10 +157,7 @@ def report(kind: str, samples: list[dict[str, float]], warmup: int, final: dict[
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser = proofParser(__doc__)
     parser.add_argument("--kind", choices=["echo", "ws", "both"], default="both")
     parser.add_argument("--cycles", type=int, default=200_000)
     parser.add_argument("--every", type=int, default=10_000)
@@ -172,22 +170,15 @@ def main() -> int:
         return 0
     if args.quick:
         args.cycles, args.every, args.warmup = 2000, 500, 500
-    raiseNofile()
-    print(f"machine: {machineLoad()}")
+    begin()
     ok = True
     for kind in ("echo", "ws") if args.kind == "both" else (args.kind,):
         with Server(os.path.abspath(__file__)) as server:
             samples = asyncio.run(soak(server.port, kind, args.cycles, args.every, args.concurrency))
             final = server.stats(collect=True)
             ok = report(kind, samples, args.warmup, final) and ok
-            if final["unexpected"]:
-                print(f"{kind}: errors logged by the server:\n" + "\n".join(final["unexpected"]))
-                ok = False
-            else:
-                print(f"{kind}: errors logged by the server: 0")
-    print(f"machine: {machineLoad()}")
-    print("RESULT", "OK" if ok else "FAILED")
-    return 0 if ok else 1
+            ok = errorsLogged(final["unexpected"], f"{kind}: ") and ok
+    return finish(ok)
 
 
 if __name__ == "__main__":

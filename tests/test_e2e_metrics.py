@@ -133,3 +133,64 @@ def _poll(check: Any, attempts: int = 50) -> Any:
             return
         yield deferLater(reactor, 0.1, lambda: None)
     raise AssertionError("the metrics never settled")
+
+
+class WorkersMetricsTests(TestCase):
+    """C{--metrics} with C{--workers 2}: the supervisor's page holds both workers' figures."""
+
+    timeout = 180
+
+    @inlineCallbacks
+    def test_workersCounted(self) -> Any:
+        """Each echo upgrade is counted by the worker that served it; summed, they are what the test did."""
+        daemon = yield startDaemon(
+            self, ["--workers", "2", "--listen", LOCAL, "--metrics", "tcp:0:interface=127.0.0.1"]
+        )
+        metricsPort = int(re.search(rb"metrics on 127\.0\.0\.1:(\d+)", daemon.output).group(1))  # type: ignore[union-attr]
+        [port] = [
+            int(p)
+            for p in re.findall(rb"txupgrade serving on tcp:127\.0\.0\.1:(\d+); 2 worker", daemon.output)
+        ]
+        samples: dict[Any, float] = {}
+
+        @inlineCallbacks
+        def bothWorkers() -> Any:
+            samples.clear()
+            samples.update((yield inThread(_scrape, metricsPort)))
+            workers = {
+                dict(labels).get("worker")
+                for (name, labels) in samples
+                if name == "txupgrade_connections_active"
+            }
+            return workers == {"1", "2"}
+
+        yield _poll(bothWorkers, attempts=300)
+        for _ in range(UPGRADES):
+            client = yield connectClient(self, port)
+            client.send(upgrade(b"echo"))
+            yield client.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+            client.send(b"ping")
+            yield client.waitFor(lambda d: d.endswith(b"ping"))
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            yield withTimeout(client.lost)
+
+        def total(name: str, **labels: str) -> float:
+            wanted = set(labels.items())
+            return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+
+        @inlineCallbacks
+        def counted() -> Any:
+            samples.clear()
+            samples.update((yield inThread(_scrape, metricsPort)))
+            # Bytes are added up when a connection closes, which may come later.
+            return total("txupgrade_received_bytes_total", protocol="echo") == 4 * UPGRADES
+
+        yield _poll(counted)
+        self.assertEqual(total("txupgrade_upgrades_total", protocol="echo", outcome="accepted"), UPGRADES)
+        self.assertEqual(total("txupgrade_handshake_seconds_count", protocol="echo"), UPGRADES)
+        self.assertEqual(samples[("txupgrade_workers_running", frozenset())], 2)
+        self.assertEqual(samples[("txupgrade_worker_restarts_total", frozenset())], 0)
+
+
+#: Echo upgrades made by L{WorkersMetricsTests}.
+UPGRADES = 12

@@ -16,8 +16,9 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, capturedLogs, globalLogPublisher
+from twisted.python.compat import iterbytes
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -441,3 +442,104 @@ class BindTests(TestCase):
         from twisted.internet import reactor
 
         self.assertNotIn(port, reactor.getReaders())
+
+
+class BatchedOutputTests(SynchronousTestCase):
+    """A worker's log lines reach its standard output in batches while the reactor runs."""
+
+    def setUp(self) -> None:
+        self.out = _CountingOutput()
+        self.reactor = MemoryReactorClock()
+        self.batched = workers._BatchedOutput(self.out, self.reactor)
+
+    def test_batchedWhileRunning(self) -> None:
+        """Lines within the delay are one write, after it; the observer's flush does nothing."""
+        self.reactor.running = True
+        self.batched.write("a\n")
+        self.batched.flush()
+        self.batched.write("b\n")
+        self.assertEqual(self.out.writes, [])
+        self.reactor.advance(workers._BatchedOutput.delay)
+        self.assertEqual(self.out.writes, ["a\nb\n"])
+        self.batched.write("c\n")
+        self.reactor.advance(workers._BatchedOutput.delay)
+        self.assertEqual(self.out.writes, ["a\nb\n", "c\n"])
+
+    def test_limit(self) -> None:
+        """A batch reaching the limit is written at once."""
+        self.reactor.running = True
+        self.batched.write("x" * workers._BatchedOutput.limit)
+        self.assertEqual(len(self.out.writes), 1)
+        self.reactor.advance(workers._BatchedOutput.delay)
+        self.assertEqual(len(self.out.writes), 1)
+
+    def test_notRunningAndShutdown(self) -> None:
+        """Before and after the reactor runs lines go out at once; at shutdown the batch does."""
+        self.batched.write("early\n")
+        self.assertEqual(self.out.writes, ["early\n"])
+        self.reactor.running = True
+        self.batched.write("late\n")
+        [trigger] = self.reactor.triggers["after"]["shutdown"]
+        trigger[0]()
+        self.assertEqual(self.out.writes, ["early\n", "late\n"])
+
+
+class _CountingOutput:
+    """A text output recording each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class ControlTests(SynchronousTestCase):
+    """The control socket's questions and answers (C{--metrics} with C{--workers})."""
+
+    def connected(self) -> tuple[Any, Any, StringTransport, StringTransport]:
+        """A supervisor end and a worker end (answering C{metrics}), on string transports."""
+        supervisorEnd = workers._SupervisorControl()
+        workerEnd = workers._Control(MemoryReactorClock(), 1, {b"metrics": lambda: b"page of worker 1"})
+        toWorker, toSupervisor = StringTransport(), StringTransport()
+        supervisorEnd.makeConnection(toWorker)
+        workerEnd.makeConnection(toSupervisor)
+        return supervisorEnd, workerEnd, toWorker, toSupervisor
+
+    def test_askAndAnswer(self) -> None:
+        """Questions are answered in order, a byte at a time too; an unknown one gets an empty answer."""
+        supervisorEnd, workerEnd, toWorker, toSupervisor = self.connected()
+        first, second = supervisorEnd.ask(b"metrics"), supervisorEnd.ask(b"what?")
+        for byte in iterbytes(toWorker.value()):
+            workerEnd.dataReceived(byte)
+        for byte in iterbytes(toSupervisor.value()):
+            supervisorEnd.dataReceived(byte)
+        self.assertEqual(self.successResultOf(first), b"page of worker 1")
+        self.assertEqual(self.successResultOf(second), b"")
+
+    def test_lost(self) -> None:
+        """A question pending when the socket closes fails; one asked after fails at once."""
+        supervisorEnd, _workerEnd, _toWorker, _toSupervisor = self.connected()
+        pending = supervisorEnd.ask(b"metrics")
+        supervisorEnd.connectionLost(Failure(ProcessDone(0)))
+        self.failureResultOf(pending)
+        self.failureResultOf(supervisorEnd.ask(b"metrics"))
+
+    def test_askWorkersLeavesOutSilentOnes(self) -> None:
+        """The answers of the workers that answer in time, by worker; a silent one is left out."""
+        reactor = MemoryReactorClock()
+        supervisor = workers.Supervisor(["tcp:0"], 2, [], reactor=reactor)
+        ends = {}
+        for index in (1, 2):
+            end = workers._SupervisorControl()
+            end.makeConnection(StringTransport())
+            supervisor._controls[index] = end
+            ends[index] = end
+        answers = supervisor.askWorkers(b"metrics", 5.0)
+        ends[1].dataReceived(b"2:p1,")
+        self.assertNoResult(answers)
+        reactor.advance(5.0)
+        self.assertEqual(self.successResultOf(answers), {1: b"p1"})

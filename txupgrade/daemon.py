@@ -11,7 +11,7 @@ reactor runs, so that a mistake is one line and a non-zero exit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
@@ -169,6 +169,29 @@ def tlsDescriptions(descriptions: Sequence[str], certificate: str | None) -> lis
     return result
 
 
+def listenNow(endpoint: Any, factory: Any, description: str) -> IListeningPort:
+    """Listen on C{endpoint} now (before the reactor runs), or raise L{DaemonError} (one line)."""
+    outcome: list[Any] = []
+    endpoint.listen(factory).addBoth(outcome.append)
+    if not outcome:
+        raise DaemonError(f"--listen {description}: the endpoint did not listen at once")
+    if isinstance(outcome[0], Failure):
+        reason = cast(BaseException, outcome[0].value)
+        socketError = getattr(reason, "socketError", None)
+        text = str(socketError) if socketError is not None else _describe(reason)
+        raise DaemonError(f"cannot listen on {description}: {text}")
+    return cast(IListeningPort, outcome[0])
+
+
+def listenExtra(reactor: Any, description: str, factory: Any, what: str) -> IListeningPort:
+    """Bind C{description} for C{factory} now (the C{--what} listener, say C{--metrics})."""
+    try:
+        endpoint = serverFromString(reactor, description)
+    except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
+        raise DaemonError(f"--{what} {description}: bad endpoint ({_describe(error)})") from None
+    return listenNow(endpoint, factory, description)
+
+
 class DaemonService(MultiService):
     """
     The site on its listeners: bound by L{listen} (before the reactor runs),
@@ -224,27 +247,28 @@ class DaemonService(MultiService):
             self.ports.append(self._listenNow(description, endpoint, self.tracker))
 
     def _listenNow(self, description: str, endpoint: Any, factory: Any) -> IListeningPort:
-        outcome: list[Any] = []
-        endpoint.listen(factory).addBoth(outcome.append)
-        if not outcome or isinstance(outcome[0], Failure):
+        try:
+            return listenNow(endpoint, factory, description)
+        except DaemonError:
             for port in self.ports:
                 port.stopListening()
             self.ports = []
-            if not outcome:
-                raise DaemonError(f"--listen {description}: the endpoint did not listen at once")
-            reason = outcome[0].value
-            socketError = getattr(reason, "socketError", None)
-            text = str(socketError) if socketError is not None else _describe(reason)
-            raise DaemonError(f"cannot listen on {description}: {text}")
-        return outcome[0]
+            raise
 
     def addListener(self, description: str, factory: Any, what: str) -> None:
         """Also bind C{description} for C{factory} (say, the metrics page)."""
         try:
-            endpoint = serverFromString(self.reactor, description)
-        except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
-            raise DaemonError(f"--{what} {description}: bad endpoint ({_describe(error)})") from None
-        self.extraPorts.append((what, self._listenNow(description, endpoint, factory)))
+            port = listenExtra(self.reactor, description, factory, what)
+        except DaemonError:
+            for bound in self.ports:
+                bound.stopListening()
+            self.ports = []
+            raise
+        self.extraPorts.append((what, port))
+
+    def extraText(self) -> str:
+        """The start-up line's mention of the extra listeners (C{; metrics on 127.0.0.1:9100})."""
+        return "".join(f"; {what} on {peerText(p.getHost())}" for what, p in self.extraPorts)
 
     def addresses(self) -> list[str]:
         """Where each listener listens, as C{tcp:127.0.0.1:8080}-like text."""
@@ -257,7 +281,7 @@ class DaemonService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        extra = "".join(f"; {what} on {peerText(p.getHost())}" for what, p in self.extraPorts)
+        extra = self.extraText()
         _log.info(
             "txupgrade serving on {listeners}; upgrade protocols: {protocols}{extra}",
             listeners=", ".join(self.addresses()),

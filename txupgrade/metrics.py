@@ -24,24 +24,34 @@ exposed on the public port.
 
 Each L{DaemonMetrics} has its own registry: nothing is global, so two sites
 (or tests) never mix their figures.
+
+With C{--workers}, each worker keeps its own L{DaemonMetrics}, and the
+supervisor serves the page (L{SupervisorMetrics}): at each scrape it asks
+every worker for its figures over the worker's control socket and serves
+them all, each sample labelled C{worker="N"} (sum them by the other labels
+for the whole daemon), with C{txupgrade_workers_running} and
+C{txupgrade_worker_restarts_total}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.twisted import MetricsResource
-from twisted.logger import ILogObserver, globalLogPublisher
-from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from txupgrade.tracking import ConnectionTracker, TrackedConnection
 
-__all__ = ["DaemonMetrics"]
+__all__ = ["DaemonMetrics", "SupervisorMetrics", "mergeWorkerMetrics"]
+
+_log = Logger(namespace="txupgrade.metrics")
 
 #: Handshake latency buckets, in seconds.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -160,16 +170,112 @@ class DaemonMetrics:
         self.drained.labels("aborted").inc(aborted)
         self.drained.labels("failed").inc(failed)
 
+    def exposition(self) -> bytes:
+        """The metrics page's text (what a worker tells its supervisor)."""
+        return bytes(generate_latest(self.registry))
+
     def resource(self) -> Resource:
         """A root serving the metrics at C{/metrics} (and C{/})."""
-        metrics = MetricsResource(registry=self.registry)
-        root = Resource()
-        root.putChild(b"metrics", metrics)
-        root.putChild(b"", metrics)
-        return root
+        return _root(MetricsResource(registry=self.registry))
 
     def site(self) -> Site:
         """A plain site for the metrics listener."""
-        site = Site(self.resource())
-        site.noisy = False
-        return site
+        return _site(self.resource())
+
+
+def _root(metrics: IResource) -> Resource:
+    root = Resource()
+    root.putChild(b"metrics", metrics)
+    root.putChild(b"", metrics)
+    return root
+
+
+def _site(root: Resource) -> Site:
+    site = Site(root)
+    site.noisy = False
+    return site
+
+
+class _Families:
+    """A collector of fixed metric families."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def mergeWorkerMetrics(pages: Mapping[int, bytes], extra: Iterable[Metric] = ()) -> bytes:
+    """
+    One metrics page from every worker's (C{pages}, by worker number): each
+    sample labelled C{worker="N"}, each family once; then C{extra}.
+    """
+    families: dict[str, Metric] = {}
+    for index, page in sorted(pages.items()):
+        for family in text_string_to_metric_families(page.decode("utf-8")):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            worker = str(index)
+            merged.samples.extend(s._replace(labels={**s.labels, "worker": worker}) for s in family.samples)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([*families.values(), *extra]))
+    return bytes(generate_latest(registry))
+
+
+class _WorkersPage(Resource):
+    """The supervisor's metrics page: asks the workers at each request."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: SupervisorMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Any) -> int:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(body: bytes) -> None:
+            if not gone:
+                request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+                request.write(body)
+                request.finish()
+
+        self.metrics.page().addCallback(answer)
+        return NOT_DONE_YET
+
+
+class SupervisorMetrics:
+    """
+    The metrics page of a C{--workers} supervisor: every worker's figures,
+    asked for at each scrape (a worker that does not answer within
+    L{timeout} is left out, and logged).
+    """
+
+    timeout = 5.0
+
+    def __init__(self, supervisor: Any) -> None:
+        self.supervisor = supervisor
+
+    def page(self) -> Any:
+        """A Deferred firing with the whole page."""
+
+        def merge(pages: dict[int, bytes]) -> bytes:
+            missing = sorted(set(self.supervisor.workers) - set(pages))
+            if missing:
+                _log.warn("metrics: worker(s) {missing} did not answer; left out", missing=missing)
+            running = GaugeMetricFamily("txupgrade_workers_running", "Worker processes running")
+            running.add_metric([], len(self.supervisor.workers))
+            restarts = CounterMetricFamily("txupgrade_worker_restarts", "Worker processes started again")
+            restarts.add_metric([], self.supervisor.restarts)
+            return mergeWorkerMetrics(pages, [running, restarts])
+
+        return self.supervisor.askWorkers(b"metrics", self.timeout).addCallback(merge)
+
+    def site(self) -> Site:
+        """A plain site for the metrics listener."""
+        return _site(_root(_WorkersPage(self)))

@@ -189,14 +189,15 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
     @raise ConfigError: a setting that cannot be used, or a listener that cannot bind.
     """
     from txupgrade import workers
-    from txupgrade.daemon import DaemonError, DaemonService
+    from txupgrade.daemon import DaemonService
     from txupgrade.limits import Limits
 
-    if settings.get("metrics") and settings.get("workers"):
-        raise DaemonError("--metrics is not available with --workers yet (each worker would need its own)")
     site = makeSite(settings, protocols)
     if settings.get("workers") or workers.isWorker():
-        return workers.buildService(settings, site, reactor)
+        service: Any = workers.buildService(settings, site, reactor)
+        if settings.get("metrics"):
+            _addMetrics(service, site, settings["metrics"])
+        return service
     service = DaemonService(
         site,
         settings["listen"],
@@ -207,16 +208,29 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
     )
     service.listen()
     if settings.get("metrics"):
-        try:
-            from txupgrade.metrics import DaemonMetrics
-        except ImportError:
-            raise DaemonError(
-                "--metrics needs prometheus_client (pip install 'txupgrade[metrics]')"
-            ) from None
-        site.logSwitches = True  # the metrics count accepted upgrades from these events
-        service.metrics = DaemonMetrics(service.tracker)
-        service.addListener(settings["metrics"], service.metrics.site(), "metrics")
+        _addMetrics(service, site, settings["metrics"])
     return service
+
+
+def _addMetrics(service: Any, site: UpgradeSite, description: str) -> None:
+    """
+    C{--metrics}: a process serving the site counts (a worker answers its
+    supervisor); the supervisor or the single process serves the page.
+    """
+    from txupgrade import workers
+    from txupgrade.daemon import DaemonError
+
+    try:
+        from txupgrade.metrics import DaemonMetrics, SupervisorMetrics
+    except ImportError:
+        raise DaemonError("--metrics needs prometheus_client (pip install 'txupgrade[metrics]')") from None
+    if isinstance(service, workers.Supervisor):
+        service.addListener(description, SupervisorMetrics(service).site(), "metrics")
+        return
+    site.logSwitches = True  # the metrics count accepted upgrades from these events
+    service.metrics = DaemonMetrics(service.tracker)
+    if not isinstance(service, workers.WorkerService):
+        service.addListener(description, service.metrics.site(), "metrics")
 
 
 def makeService(options: Options) -> IService:

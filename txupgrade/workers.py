@@ -19,12 +19,14 @@ C{SIGINT} closes its copies of the sockets, sends C{SIGTERM} to every worker
 (each stops accepting and drains as a single C{twistd txupgrade} does) and
 exits once all have, killing any still running after the drain timeout and a
 margin. A worker whose supervisor is gone (even killed) sees the end of its
-control socket and stops too.
+control socket and stops too. With C{--metrics}, the supervisor serves the
+metrics page and asks each worker for its figures over the same socket.
 
 A worker formats its own log lines, in the supervisor's format, and writes
-them to its standard output; the supervisor appends whole lines to its log
-output as they come, without reading them (under load the chunks hold many
-lines: one write each). Only when the supervisor has no output of its own
+them to its standard output in batches (every L{_BatchedOutput.delay}
+seconds while its reactor runs); the supervisor appends whole lines to its
+log output as they come, without reading them: one read and one write per
+batch, not per line. Only when the supervisor has no output of its own
 (C{--syslog}) do workers send JSON events, which it parses and re-emits.
 """
 
@@ -34,15 +36,16 @@ import os
 import signal
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO, Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -55,10 +58,11 @@ from twisted.logger import (
     jsonFileLogObserver,
     textFileLogObserver,
 )
+from twisted.protocols.basic import NetstringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txupgrade.daemon import DaemonError, DaemonService
+from txupgrade.daemon import DaemonError, DaemonService, listenExtra
 from txupgrade.limits import Limits
 from txupgrade.workerplan import (
     ENVIRONMENT,
@@ -276,7 +280,9 @@ class Supervisor(Service):
         self.restarts = 0
         self._deathsInARow: dict[int, int] = {}
         self._pending: dict[int, Any] = {}
-        self._controls: dict[int, socket.socket] = {}
+        self._controls: dict[int, _SupervisorControl] = {}
+        #: Other listeners of this process (C{("metrics", port)}).
+        self.extraPorts: list[tuple[str, IListeningPort]] = []
         self._stopping = False
         self.logObserver: ILogObserver | None = None
         #: Where the workers' formatted lines go (L{logTo}); L{None}: their
@@ -331,12 +337,27 @@ class Supervisor(Service):
             for i, (port, description) in enumerate(zip(self.ports, self.descriptions, strict=True))
         )
 
+    def addListener(self, description: str, factory: Any, what: str) -> None:
+        """Also bind C{description} here for C{factory} (the metrics page), not shared."""
+        self.extraPorts.append((what, listenExtra(self.reactor, description, factory, what)))
+
+    def askWorkers(self, question: bytes, timeout: float) -> Deferred[dict[int, bytes]]:
+        """Ask every running worker C{question}; the answers by worker, those in by C{timeout}."""
+        asked = {index: control.ask(question) for index, control in sorted(self._controls.items())}
+        for answer in asked.values():
+            answer.addTimeout(timeout, self.reactor)
+        answers = DeferredList(list(asked.values()), consumeErrors=True)
+        return answers.addCallback(
+            lambda results: {i: value for i, (ok, value) in zip(asked, results, strict=True) if ok}
+        )
+
     def startService(self) -> None:
         super().startService()
         _log.info(
-            "txupgrade serving on {listeners}; {count} worker processes",
+            "txupgrade serving on {listeners}; {count} worker processes{extra}",
             listeners=", ".join(self.addresses()),
             count=self.count,
+            extra="".join(f"; {what} on {_addressText(p.getHost())[4:]}" for what, p in self.extraPorts),
             daemonEvent="started",
         )
         for index in range(1, self.count + 1):
@@ -372,7 +393,12 @@ class Supervisor(Service):
             self.reactor.spawnProcess(worker, self.executable, args, env=env, childFDs=childFDs)
         finally:
             theirs.close()
-        self._controls[index] = ours
+        control = _SupervisorControl()
+        try:
+            self.reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, _ControlFactory(control))
+        finally:
+            ours.close()
+        self._controls[index] = control
         self.workers[index] = worker
         _log.info(
             "worker {workerIndex} started (pid {workerPid})",
@@ -413,8 +439,8 @@ class Supervisor(Service):
         if self.workers.get(index) is worker:
             del self.workers[index]
         control = self._controls.pop(index, None)
-        if control is not None:
-            control.close()
+        if control is not None and control.transport is not None:
+            control.transport.loseConnection()
         how = _endText(reason)
         if self._stopping:
             _log.info(
@@ -451,7 +477,8 @@ class Supervisor(Service):
                 call.cancel()
         self._pending.clear()
         ports, self.ports = self.ports, []
-        for port in ports:
+        extra, self.extraPorts = self.extraPorts, []
+        for port in [*ports, *(p for _what, p in extra)]:
             port.stopListening()
         running = list(self.workers.values())
         bound = self.drainTimeout + STOP_MARGIN
@@ -539,12 +566,68 @@ def workerEndpoint(reactor: Any, listener: SharedListener) -> IStreamServerEndpo
     return endpoint
 
 
-class _Control(Protocol):
-    """The worker's end of its control socket: its end means the supervisor is gone."""
+class _SupervisorControl(NetstringReceiver):
+    """The supervisor's end of a worker's control socket: questions out, answers back in order."""
 
-    def __init__(self, reactor: Any, index: int) -> None:
+    MAX_LENGTH = 1 << 24
+
+    def __init__(self) -> None:
+        self._waiting: deque[Deferred[bytes]] = deque()
+        self._lost = False
+
+    def ask(self, question: bytes) -> Deferred[bytes]:
+        """Send C{question}; the worker's answer."""
+        answer: Deferred[bytes] = Deferred()
+        if self.transport is None or self._lost:
+            answer.errback(Failure(ConnectionDone("the worker's control socket is closed")))
+            return answer
+        self._waiting.append(answer)
+        self.sendString(question)
+        return answer
+
+    def stringReceived(self, string: bytes) -> None:
+        if self._waiting:
+            answer = self._waiting.popleft()
+            if not answer.called:  # else it timed out
+                answer.callback(string)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
+        waiting, self._waiting = self._waiting, deque()
+        for answer in waiting:
+            if not answer.called:
+                answer.errback(reason)
+
+
+class _ControlFactory(Factory):
+    """Gives the one control protocol to an adopted control socket."""
+
+    noisy = False
+
+    def __init__(self, control: NetstringReceiver) -> None:
+        self.control = control
+
+    def buildProtocol(self, addr: Any) -> NetstringReceiver:
+        return self.control
+
+
+class _Control(NetstringReceiver):
+    """
+    The worker's end of its control socket: answers the supervisor's
+    questions (C{metrics}: this worker's metrics page); its end means the
+    supervisor is gone.
+    """
+
+    MAX_LENGTH = 1 << 16
+
+    def __init__(self, reactor: Any, index: int, answers: dict[bytes, Callable[[], bytes]]) -> None:
         self.reactor = reactor
         self.index = index
+        self.answers = answers
+
+    def stringReceived(self, string: bytes) -> None:
+        answer = self.answers.get(string)
+        self.sendString(answer() if answer is not None else b"")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self.reactor.running:
@@ -556,11 +639,66 @@ class _Control(Protocol):
             self.reactor.stop()
 
 
-def watchSupervisor(reactor: Any, spec: WorkerSpec) -> None:
-    """Stop this worker's reactor when the supervisor's end of the control socket closes."""
-    factory = Factory.forProtocol(lambda: _Control(reactor, spec.index))
+def watchSupervisor(
+    reactor: Any, spec: WorkerSpec, answers: dict[bytes, Callable[[], bytes]] | None = None
+) -> None:
+    """
+    Answer the supervisor's questions (C{answers}, by question) on the
+    control socket, and stop this worker's reactor when the socket closes.
+    """
+    factory = _ControlFactory(_Control(reactor, spec.index, answers or {}))
     reactor.adoptStreamConnection(spec.control, socket.AF_UNIX, factory)
     os.close(spec.control)
+
+
+class _BatchedOutput:
+    """
+    A worker's standard output for its log lines: while the reactor runs,
+    lines are kept and written together at most L{delay} seconds later (or
+    at L{limit} characters), so the supervisor wakes once per batch, not
+    per line; before and after the reactor runs, and at shutdown, at once.
+    """
+
+    delay = 0.05
+    limit = 1 << 16
+
+    def __init__(self, out: Any, reactor: Any = None) -> None:
+        self._out = out
+        self._reactor = reactor
+        self._parts: list[str] = []
+        self._size = 0
+        self._call: Any = None
+        self._triggered = False
+
+    def write(self, text: str) -> None:
+        """Keep C{text}; write it now, or schedule the batch's write."""
+        self._parts.append(text)
+        self._size += len(text)
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = self._reactor = globalReactor
+        if not self._triggered:
+            self._triggered = True
+            reactor.addSystemEventTrigger("after", "shutdown", self.writeNow)
+        if not reactor.running or self._size >= self.limit:
+            self.writeNow()
+        elif self._call is None:
+            self._call = reactor.callLater(self.delay, self.writeNow)
+
+    def flush(self) -> None:
+        """Nothing: the observer flushes after every line; batches are written by L{writeNow}."""
+
+    def writeNow(self) -> None:
+        """Write what is kept."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self._parts:
+            text, self._parts, self._size = "".join(self._parts), [], 0
+            self._out.write(text)
+            self._out.flush()
 
 
 def workerLogObserver() -> ILogObserver:
@@ -569,8 +707,8 @@ def workerLogObserver() -> ILogObserver:
     standard output, formatted as the supervisor logs (L{LOG_ENVIRONMENT})
     and tagged with the worker, for the supervisor to append to its log.
     """
-    out = sys.__stdout__
-    assert out is not None
+    assert sys.__stdout__ is not None
+    out = cast(IO[str], _BatchedOutput(sys.__stdout__))
     kind, _, index = os.environ.pop(LOG_ENVIRONMENT, "events:0").partition(":")
     if kind not in ("text", "json"):
         return jsonFileLogObserver(out, recordSeparator="")
@@ -605,7 +743,10 @@ class WorkerService(DaemonService):
             self.ports.append(self._listenNow(listener.description, endpoint, self.tracker))
 
     def startService(self) -> None:
-        watchSupervisor(self.reactor, self.spec)
+        answers = {}
+        if self.metrics is not None:
+            answers[b"metrics"] = self.metrics.exposition
+        watchSupervisor(self.reactor, self.spec, answers)
         super().startService()
 
 
