@@ -207,10 +207,10 @@ class Daemon:
 
     def __init__(self, name: str, extra: list[str], directory: str, common: list[str] = ()) -> None:  # type: ignore[assignment]
         self.name = name
-        self.log = os.path.join(directory, f"{name.replace('=', '')}.log")
+        self.log = os.path.join(directory, re.sub(r"[^\w.-]+", "-", name) + ".log")
         args = [*TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
         args += ["--listen", "tcp:0:interface=127.0.0.1", *extra, *common]
-        self.workers = int(extra[1]) if extra else 0
+        self.workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 0
         self.process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)
         self.port = self._waitServing()
 

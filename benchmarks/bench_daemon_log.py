@@ -29,7 +29,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,16 +42,7 @@ CONFIGS = {"log on": [], "log off": ["--no-access-log"]}
 
 
 class Daemon(_daemon.Daemon):
-    """A single-process daemon with C{extra} options (no workers)."""
-
-    def __init__(self, name: str, extra: list[str], directory: str) -> None:
-        self.name = name
-        self.log = os.path.join(directory, f"{name.replace(' ', '-')}.log")
-        args = [*_daemon.TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
-        args += ["--listen", "tcp:0:interface=127.0.0.1", *extra]
-        self.workers = 0
-        self.process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)
-        self.port = self._waitServing()
+    """A single-process daemon (C{bench_daemon.Daemon} without C{--workers}) that counts its access lines."""
 
     def accessLines(self) -> int:
         """How many access lines of switches its log holds."""

@@ -130,8 +130,8 @@ http {{
 """
 
 
-def haproxyConfig(listenPort: int, backendPort: int, token: str) -> str:
-    """An HAProxy config in C{mode http} serving C{127.0.0.1:listenPort}."""
+def _haproxy(listenPort: int, token: str, backend: str, name: str = "back") -> str:
+    """An HAProxy config in C{mode http} on C{127.0.0.1:listenPort}: the ready path, then backend C{name}."""
     return f"""\
 global
     maxconn 100
@@ -146,11 +146,15 @@ defaults
 frontend front
     bind 127.0.0.1:{listenPort}
     http-request return status 200 content-type text/plain string "{token}" if {{ path {READY_PATH} }}
-    default_backend back
+    default_backend {name}
 
-backend back
-    server site 127.0.0.1:{backendPort}
-"""
+backend {name}
+{backend}"""
+
+
+def haproxyConfig(listenPort: int, backendPort: int, token: str) -> str:
+    """An HAProxy config in C{mode http} serving C{127.0.0.1:listenPort}."""
+    return _haproxy(listenPort, token, f"    server site 127.0.0.1:{backendPort}\n")
 
 
 def _processTable() -> dict[int, tuple[int, str]]:
@@ -454,24 +458,6 @@ def haproxyPairConfig(backendPorts: list[int], sendProxy: str = "") -> Callable[
     )
 
     def write(directory: Path, listenPort: int, token: str) -> str:
-        return f"""\
-global
-    maxconn 100
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout tunnel 30s
-
-frontend front
-    bind 127.0.0.1:{listenPort}
-    http-request return status 200 content-type text/plain string "{token}" if {{ path {READY_PATH} }}
-    default_backend txupgrade
-
-backend txupgrade
-    balance roundrobin
-{servers}"""
+        return _haproxy(listenPort, token, "    balance roundrobin\n" + servers, "txupgrade")
 
     return write
