@@ -183,13 +183,22 @@ def listenNow(endpoint: Any, factory: Any, description: str) -> IListeningPort:
     return cast(IListeningPort, outcome[0])
 
 
-def listenExtra(reactor: Any, description: str, factory: Any, what: str) -> IListeningPort:
-    """Bind C{description} for C{factory} now (the C{--what} listener, say C{--metrics})."""
+def extraEndpoint(reactor: Any, description: str, what: str) -> Any:
+    """The endpoint of the C{--what} listener (say C{--metrics}), or L{DaemonError} (one line)."""
     try:
-        endpoint = serverFromString(reactor, description)
+        return serverFromString(reactor, description)
     except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
         raise DaemonError(f"--{what} {description}: bad endpoint ({_describe(error)})") from None
-    return listenNow(endpoint, factory, description)
+
+
+def listenExtra(reactor: Any, description: str, factory: Any, what: str) -> IListeningPort:
+    """Bind C{description} for C{factory} now (the C{--what} listener, say C{--metrics})."""
+    return listenNow(extraEndpoint(reactor, description, what), factory, description)
+
+
+def extraText(extraPorts: Sequence[tuple[str, IListeningPort]]) -> str:
+    """The start-up line's mention of the extra listeners (C{; metrics on 127.0.0.1:9100})."""
+    return "".join(f"; {what} on {peerText(p.getHost())}" for what, p in extraPorts)
 
 
 class DaemonService(MultiService):
@@ -257,18 +266,8 @@ class DaemonService(MultiService):
 
     def addListener(self, description: str, factory: Any, what: str) -> None:
         """Also bind C{description} for C{factory} (say, the metrics page)."""
-        try:
-            port = listenExtra(self.reactor, description, factory, what)
-        except DaemonError:
-            for bound in self.ports:
-                bound.stopListening()
-            self.ports = []
-            raise
-        self.extraPorts.append((what, port))
-
-    def extraText(self) -> str:
-        """The start-up line's mention of the extra listeners (C{; metrics on 127.0.0.1:9100})."""
-        return "".join(f"; {what} on {peerText(p.getHost())}" for what, p in self.extraPorts)
+        endpoint = extraEndpoint(self.reactor, description, what)
+        self.extraPorts.append((what, self._listenNow(description, endpoint, factory)))
 
     def addresses(self) -> list[str]:
         """Where each listener listens, as C{tcp:127.0.0.1:8080}-like text."""
@@ -281,7 +280,7 @@ class DaemonService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        extra = self.extraText()
+        extra = extraText(self.extraPorts)
         _log.info(
             "txupgrade serving on {listeners}; upgrade protocols: {protocols}{extra}",
             listeners=", ".join(self.addresses()),

@@ -62,7 +62,7 @@ from twisted.protocols.basic import NetstringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txupgrade.daemon import DaemonError, DaemonService, listenExtra
+from txupgrade.daemon import DaemonError, DaemonService, extraText, listenExtra
 from txupgrade.limits import Limits
 from txupgrade.logs import BatchedOutput
 from txupgrade.workerplan import (
@@ -358,7 +358,7 @@ class Supervisor(Service):
             "txupgrade serving on {listeners}; {count} worker processes{extra}",
             listeners=", ".join(self.addresses()),
             count=self.count,
-            extra="".join(f"; {what} on {_addressText(p.getHost())[4:]}" for what, p in self.extraPorts),
+            extra=extraText(self.extraPorts),
             daemonEvent="started",
         )
         for index in range(1, self.count + 1):
@@ -492,10 +492,8 @@ class Supervisor(Service):
         for worker in running:
             worker.signal("TERM")
         ended = DeferredList([w.ended for w in running])
-        timedOut = [False]
 
         def late() -> None:
-            timedOut[0] = True
             stubborn = [w for w in running if not w.ended.called]
             _log.warn(
                 "{count} worker(s) still running {bound} s after SIGTERM: killed",
