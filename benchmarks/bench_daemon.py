@@ -284,19 +284,11 @@ def measure(daemon: Daemon, kind: str, seconds: float, concurrency: int) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
-    parser.add_argument("--concurrency", type=int, default=32, help="handshakes in flight")
-    parser.add_argument("--kinds", default="echo,ws", help="echo, ws or both")
-    parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
-    parser.add_argument("--json", help="also write the results to this file")
+    parser = optionParser(__doc__, concurrency=32)
     parser.add_argument(
         "--daemon-args", default="", help="more txupgrade options for every daemon (e.g. --no-access-log)"
     )
-    addGeneratorOption(parser)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.concurrency = 0.5, 4
+    args = parseOptions(parser, argv)
     kinds = [k for k in args.kinds.split(",") if k]
     directory = tempfile.mkdtemp(prefix="txupgrade-bench-daemon-")
     results: dict[str, dict[str, Any]] = {}
@@ -354,14 +346,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def addGeneratorOption(parser: argparse.ArgumentParser) -> None:
-    """The C{--generator} option."""
+def optionParser(doc: str | None, concurrency: int) -> argparse.ArgumentParser:
+    """The options this benchmark and C{bench_daemon_log.py} share, C{--generator} included."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[1] if doc else None)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
+    parser.add_argument("--concurrency", type=int, default=concurrency, help="handshakes in flight")
+    parser.add_argument("--kinds", default="echo,ws", help="echo, ws or both")
+    parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
+    parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
         "--generator",
         choices=("auto", "c", "python"),
         default="auto",
         help="the load generator: hsload.c (compiled at start), the Python loop, or C if it compiles",
     )
+    return parser
+
+
+def parseOptions(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The options; C{--quick} makes the run short (its figures are noise)."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.concurrency = 0.5, 4
+    return args
 
 
 def chooseGenerator(choice: str, directory: str) -> str:

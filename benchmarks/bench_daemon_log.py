@@ -24,7 +24,6 @@ smoke run: the figures are noise), C{--json PATH} to keep the results.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -71,16 +70,7 @@ def inMemory(rounds: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
-    parser.add_argument("--concurrency", type=int, default=16, help="handshakes in flight")
-    parser.add_argument("--kinds", default="echo,ws", help="echo, ws or both")
-    parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
-    parser.add_argument("--json", help="also write the results to this file")
-    _daemon.addGeneratorOption(parser)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.concurrency = 0.5, 4
+    args = _daemon.parseOptions(_daemon.optionParser(__doc__, concurrency=16), argv)
     kinds = [k for k in args.kinds.split(",") if k]
     directory = tempfile.mkdtemp(prefix="txupgrade-bench-log-")
     results: dict[str, dict[str, Any]] = {}
