@@ -53,8 +53,8 @@ class PluginFailureTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         self.clock = Clock()
 
-    def site(self, protocol: Any) -> UpgradeSite:
-        site = UpgradeSite(Resource(), [protocol], reactor=self.clock)
+    def site(self, *protocols: Any) -> UpgradeSite:
+        site = UpgradeSite(Resource(), protocols, reactor=self.clock)
         site.log = lambda request: None  # type: ignore[method-assign]
         return site
 
@@ -94,12 +94,7 @@ class PluginFailureTests(SynchronousTestCase):
 
     def test_perProtocol(self) -> None:
         """Each failing protocol gets its own first line."""
-        site = UpgradeSite(
-            Resource(),
-            [SimpleUpgrade("a", decision=_boom), SimpleUpgrade("b", decision=_boom)],
-            reactor=self.clock,
-        )
-        site.log = lambda request: None  # type: ignore[method-assign]
+        site = self.site(SimpleUpgrade("a", decision=_boom), SimpleUpgrade("b", decision=_boom))
         self.flood(site, b"a")
         self.flood(site, b"b")
         self.assertEqual(sorted(e["protocol"] for e in self.logged("txupgrade.upgrade")), ["a", "b"])
