@@ -11,15 +11,17 @@ server without the upgrade, in one run.
 3. TLS: ``Upgrade: TLS/1.2`` connections (request, 101, handshake, the
    original request answered over TLS, close) vs direct TLS connections to an
    ``ssl:`` listener of the same site (handshake, the same GET, close).
-   Goal >= 0.9 per server CPU-second. Measured in four times as many
-   rounds, each a quarter as long (see L{PARTS}).
+   Goal >= 0.9 per server CPU-second.
 
 Every server runs in its own process (``--serve KIND``); each load runs in
-its own process (``--load KIND``) that samples the server's CPU time (psutil)
-at the start and end of its measurement window. The pairs are measured
-interleaved, each side first in every other round (A B, B A, A B, ...), and
-the per-round ratios are printed with the mean. In-memory figures of the
-Python work (no sockets, no crypto) follow.
+its own process (``--load KIND``) that samples the servers' CPU time (psutil)
+at the start and end of each measurement window. AMP and raw streams are
+measured in turns, each side first in every other round (A B, B A, A B,
+...). The two TLS servers are loaded at once, by threads that alternate an
+upgraded and a direct connection, in eight times as many rounds (see
+L{runPairedTLS}). The per-round ratios are printed with the ratio of the
+means and their standard deviation. In-memory figures of the Python work
+(no sockets, no crypto) follow.
 
 Run ``python benchmarks/bench_stream.py`` (about 2 minutes) or ``--quick``
 (seconds; smoke test only, not figures). ``--only amp,raw,tls,memory``.
@@ -300,17 +302,28 @@ def loadRaw(
     return _result(received, usage)
 
 
-def loadTLS(
-    kind: str, port: int, pid: int, seconds: float, warmup: float, connections: int, cafile: str
+def loadTLSPaired(
+    servers: dict[str, tuple[int, int]],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    connections: int,
+    cafile: str,
 ) -> dict[str, Any]:
-    """New connections: TLS (direct or by upgrade), GET / answered, close; C{connections} threads."""
+    """
+    New connections to both TLS servers at once (C{servers}: kind -> (port,
+    pid)), each thread alternating an upgraded and a direct one: TLS, the
+    same GET answered, close. After C{warmup}, C{rounds} windows of
+    C{seconds}, each with both servers' CPU and the count of each kind.
+    """
     context = pyssl.create_default_context(cafile=cafile)
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    state = {"count": 0, "measuring": False, "stop": False, "errors": 0}
+    counts = {kind: 0 for kind in servers}
+    state = {"measuring": False, "stop": False, "errors": 0}
     lock = threading.Lock()
 
-    def once() -> None:
-        with socket.create_connection((HOST, port), timeout=10) as sock:
+    def once(kind: str) -> None:
+        with socket.create_connection((HOST, servers[kind][0]), timeout=10) as sock:
             if kind == "upgrade":
                 sock.sendall(request + b"Connection: Upgrade\r\nUpgrade: TLS/1.2\r\n\r\n")
                 head = _readHead(sock)
@@ -326,32 +339,57 @@ def loadTLS(
                         raise RuntimeError(f"closed: {data!r}")
                     data += chunk
 
-    def worker() -> None:
+    def worker(index: int) -> None:
+        # Half the threads start with each kind; each then alternates.
+        kinds = sorted(servers, reverse=index % 2 == 1)
+        turn = 0
         while not state["stop"]:
+            kind = kinds[turn % 2]
+            turn += 1
             try:
-                once()
+                once(kind)
             except Exception as error:
                 with lock:
                     state["errors"] += 1
-                sys.stderr.write(f"{error!r}\n")
+                sys.stderr.write(f"{kind}: {error!r}\n")
                 continue
             if state["measuring"]:
                 with lock:
-                    state["count"] += 1
+                    counts[kind] += 1
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(connections)]
     for thread in threads:
         thread.start()
     time.sleep(warmup)
-    state["measuring"] = True
-    window = CpuWindow(pid)
-    time.sleep(seconds)
-    state["measuring"] = False
-    usage = window.close()
+    results = []
+    for _ in range(rounds):
+        with lock:
+            for kind in counts:
+                counts[kind] = 0
+        windows = {kind: CpuWindow(pid) for kind, (_, pid) in servers.items()}
+        state["measuring"] = True
+        time.sleep(seconds)
+        state["measuring"] = False
+        usages = {kind: window.close() for kind, window in windows.items()}
+        with lock:
+            done = dict(counts)
+        bothServers = sum(u.server for u in usages.values())
+        first = next(iter(usages.values()))
+        results.append(
+            {
+                kind: _result(
+                    done[kind],
+                    usage,
+                    # Each window's "other" holds the other server too.
+                    otherCpu=max(0.0, first.other - (bothServers - first.server)),
+                )
+                for kind, usage in usages.items()
+            }
+        )
     state["stop"] = True
     for thread in threads:
         thread.join(10)
-    return _result(state["count"], usage, errors=state["errors"])
+    return {"rounds": results, "errors": state["errors"]}
 
 
 # --------------------------------------------------------------------------
@@ -595,13 +633,58 @@ def runLoad(
 
 PARTS = {
     # part: (our server, baseline server, unit, goal, connections, split)
-    # A part with split n runs n times the rounds, each 1/n as long: the
-    # same time, interleaved more finely (a handshake rate drifts with the
-    # machine's other load more than a stream's throughput).
+    # A part with split n runs n times the rounds, each 1/n as long.
     "amp": ("amp-upgrade", "amp-alone", "calls", 0.95, 8, 1),
     "raw": ("raw-upgrade", "raw-alone", "MB", 0.95, 8, 1),
-    "tls": ("tls-upgrade", "tls-direct", "conns", 0.90, 4, 4),
+    # Both TLS servers are loaded at once (see runPairedTLS): 2n rounds,
+    # each as long as the two sides' turns took together.
+    "tls": ("tls-upgrade", "tls-direct", "conns", 0.90, 4, 8),
 }
+
+
+def runSequential(
+    part: str, servers: dict[str, ServerProcess], rounds: int, seconds: float, warmup: float, connections: int
+) -> dict[str, list[Any]]:
+    """
+    One load process per side and round, the sides taking turns, each first
+    in every other round (A B, B A, ...): what drifts within a round hits
+    both alike.
+    """
+    results: dict[str, list[Any]] = {"upgrade": [], "alone": []}
+    for i in range(rounds):
+        for kind in ("upgrade", "alone") if i % 2 == 0 else ("alone", "upgrade"):
+            results[kind].append(runLoad(part, kind, servers[kind], seconds, warmup, connections))
+    return results
+
+
+def runPairedTLS(
+    servers: dict[str, ServerProcess], rounds: int, seconds: float, warmup: float, connections: int
+) -> dict[str, list[Any]]:
+    """
+    One load process for both TLS servers at once, each of its threads
+    alternating an upgraded and a direct connection: every round measures
+    both under the same conditions. Handshake rates on a shared machine
+    drift (other guests, CPU frequency) by more than the difference
+    measured; taking turns, round ratios spread several times wider.
+    """
+    args = [sys.executable, __file__, "--load", "tls:paired", "--rounds", str(rounds)]
+    for flag, kind in (("--port", "upgrade"), ("--port2", "alone")):
+        args += [flag, str(servers[kind].port)]
+    for flag, kind in (("--pid", "upgrade"), ("--pid2", "alone")):
+        args += [flag, str(servers[kind].pid)]
+    args += ["--seconds", str(seconds), "--warmup", str(warmup), "--connections", str(connections)]
+    args += ["--pem", _certificate()[1]]
+    timeout = rounds * seconds + warmup + 60
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"load tls:paired failed: {done.stderr[-2000:]}")
+    paired = json.loads(done.stdout.strip().splitlines()[-1])
+    if paired["errors"]:
+        raise RuntimeError(f"load tls:paired: {paired['errors']} connections failed: {done.stderr[-2000:]}")
+    return {
+        "upgrade": [r["upgrade"] for r in paired["rounds"]],
+        "alone": [r["direct"] for r in paired["rounds"]],
+    }
 
 
 def measure(
@@ -611,21 +694,18 @@ def measure(
     rows = []
     for part in parts:
         ours, theirs, unit, goal, connections, split = PARTS[part]
+        paired = part == "tls"
         if rounds == 1:
-            split = 1
+            split = 2 if paired else 1
         servers = {
             kind: ServerProcess(__file__, name, ["--pem", pem])
             for kind, name in (("upgrade", ours), ("alone", theirs))
         }
         try:
-            results: dict[str, list[Any]] = {"upgrade": [], "alone": []}
-            for i in range(rounds * split):
-                # Each side goes first in every other round (A B, B A, ...):
-                # whatever drifts within a round hits both alike.
-                for kind in ("upgrade", "alone") if i % 2 == 0 else ("alone", "upgrade"):
-                    results[kind].append(
-                        runLoad(part, kind, servers[kind], seconds / split, warmup, connections)
-                    )
+            if paired:
+                results = runPairedTLS(servers, rounds * split, 2 * seconds / split, warmup, connections)
+            else:
+                results = runSequential(part, servers, rounds * split, seconds / split, warmup, connections)
         finally:
             for server in servers.values():
                 server.stop()
@@ -637,11 +717,16 @@ def measure(
         def perWall(r: dict[str, Any], scale: float = scale) -> float:
             return float(r["count"]) / scale / r["wall"]
 
-        for label, rate in (("per server CPU-s", perCpu), ("wall", perWall)):
+        labels = [("per server CPU-s", perCpu)]
+        if not paired:  # paired, both sides make as many connections: no wall figure
+            labels.append(("wall", perWall))
+        spread: list[float] = []
+        for label, rate in labels:
             ratios = [
                 rate(a) / max(rate(b), 1e-9)
                 for a, b in zip(results["upgrade"], results["alone"], strict=True)
             ]
+            spread = spread or ratios
             ourRate = statistics.mean(rate(r) for r in results["upgrade"])
             theirRate = statistics.mean(rate(r) for r in results["alone"])
             rows.append(
@@ -658,9 +743,12 @@ def measure(
         otherLoads.extend(r["otherCpu"] / r["wall"] for r in results["upgrade"] + results["alone"])
         single = {"calls": "call", "MB": "MB", "conns": "connection"}[unit]
         perUnit = {k: 1e6 / max(statistics.mean(perCpu(r) for r in v), 1e-9) for k, v in results.items()}
+        deviation = f"{statistics.stdev(spread):.3f}" if len(spread) > 1 else "n/a"
         say(
-            f"  {part}: server busy {cpuShare:.0%} of the window on average; server CPU per {single}:"
-            f" {perUnit['upgrade']:.1f} µs through the upgrade, {perUnit['alone']:.1f} µs alone"
+            f"  {part}{' (both servers at once)' if paired else ''}: server busy {cpuShare:.0%} of the"
+            f" window on average; server CPU per {single}: {perUnit['upgrade']:.1f} µs through the"
+            f" upgrade, {perUnit['alone']:.1f} µs alone; per-round ratio SD {deviation}"
+            f" over {len(spread)} rounds"
         )
     return rows
 
@@ -679,6 +767,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1, help="(tls:paired load) windows to measure")
+    parser.add_argument("--port2", type=int, help="(tls:paired load) the direct TLS server's port")
+    parser.add_argument("--pid2", type=int, help="(tls:paired load) the direct TLS server's pid")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.pem)
@@ -690,16 +781,19 @@ def main() -> None:
         elif part == "raw":
             result = loadRaw(kind, args.port, args.pid, args.seconds, args.warmup, args.connections)
         else:
-            result = loadTLS(kind, args.port, args.pid, args.seconds, args.warmup, args.connections, args.pem)
+            servers = {"upgrade": (args.port, args.pid), "direct": (args.port2, args.pid2)}
+            result = loadTLSPaired(
+                servers, args.rounds, args.seconds, args.warmup, args.connections, args.pem
+            )
         sys.stdout.write(json.dumps(result) + "\n")
         return
 
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     rounds, seconds, warmup = (1, 0.3, 0.1) if args.quick else (3, 4.0, 1.0)
-    split = PARTS["tls"][5] if rounds > 1 else 1
+    split = PARTS["tls"][5] if rounds > 1 else 2
     say(
         f"bench_stream: {rounds} round(s) of {seconds} s per side (tls: {rounds * split} of"
-        f" {seconds / split} s), {os.cpu_count()} CPUs"
+        f" {2 * seconds / split} s, both sides at once), {os.cpu_count()} CPUs"
     )
     say(f"before the run: {machineLine()}")
     otherLoads: list[float] = []

@@ -369,7 +369,8 @@ def selectionOrder(
             if matches(offered, name, version):
                 rank = (ci, si) if policy == "client" else (si, ci)
                 pairs.append((rank, offered, candidate))
-    pairs.sort(key=lambda p: p[0])
+    if len(pairs) > 1:
+        pairs.sort(key=lambda p: p[0])
     return [(offered, candidate) for _, offered, candidate in pairs]
 
 

@@ -138,7 +138,7 @@ def staticResource(root: IResource, target: bytes) -> IResource | None:
             return node
         if type(node).getChildWithDefault is not Resource.getChildWithDefault:
             return None
-        child = node.children.get(unquote(segment))  # type: ignore[attr-defined]
+        child = node.children.get(unquote(segment) if b"%" in segment else segment)  # type: ignore[attr-defined]
         if child is None:
             return None
         node = child
@@ -349,9 +349,11 @@ def _upgradeRequest(
         target=request.uri,
         version=request.clientproto,
         headers=tuple(
-            (name.lower(), value)
-            for name, values in request.requestHeaders.getAllRawHeaders()
-            for value in values
+            [
+                (name.lower(), value)
+                for name, values in request.requestHeaders.getAllRawHeaders()
+                for value in values
+            ]
         ),
         body=body,
         offer=offer,

@@ -159,12 +159,14 @@ def _carryHeaders(headers: Headers, request: UpgradeRequest) -> None:
     (the C{100} was sent before the C{101}); the body is already decoded, so
     its framing becomes a C{Content-Length}.
     """
-    present = {name for name, _ in request.headers}
-    for name in _UNCARRIED & present:
-        headers.removeHeader(name)
-    if b"connection" in present:
+    headers.removeHeader(b"upgrade")
+    connection = headers.getRawHeaders(b"connection", ())
+    if len(connection) == 1 and connection[0].strip().lower() == b"upgrade":
+        # What nearly every client sends: nothing else to keep.
+        headers.removeHeader(b"connection")
+    elif connection:
         kept = []
-        for value in headers.getRawHeaders(b"connection", ()):
+        for value in connection:
             options = [o.strip() for o in value.split(b",")]
             options = [o for o in options if o and o.lower() != b"upgrade"]
             if options:
@@ -173,14 +175,15 @@ def _carryHeaders(headers: Headers, request: UpgradeRequest) -> None:
             headers.setRawHeaders(b"connection", kept)
         else:
             headers.removeHeader(b"connection")
-    if (request.body or _FRAMING & present) and request.announcesBody:
-        headers.setRawHeaders(b"content-length", [b"%d" % len(request.body)])
+    if request.body or not _BODY_FIELDS.isdisjoint(dict(request.headers)):
+        for name in _BODY_FIELDS:
+            headers.removeHeader(name)
+        if request.announcesBody:
+            headers.setRawHeaders(b"content-length", [b"%d" % len(request.body)])
 
 
-#: The fields that frame a body.
-_FRAMING = frozenset((b"transfer-encoding", b"content-length"))
-#: The fields of the upgrade request the site does not see over TLS.
-_UNCARRIED = frozenset((b"upgrade", b"expect", b"transfer-encoding", b"content-length"))
+#: The fields about the upgrade request's body: its framing, and C{Expect}.
+_BODY_FIELDS = frozenset((b"expect", b"transfer-encoding", b"content-length"))
 
 
 @implementer(IProtocol, IHandshakeListener)
