@@ -216,6 +216,37 @@ class ResumeTests(SynchronousTestCase):
                 b" args=a=1,b=2,c=3 body=b=2&c=3",
             )
 
+    def test_upgradeFieldsNotCarried(self) -> None:
+        """Over TLS the site sees no C{upgrade} option (any case, spacing or line) and no C{Expect}."""
+        cases = [
+            # (Connection lines, Expect line, what the site sees of Connection)
+            ([b"upgrade"], [], b"-"),
+            ([b" UPGRADE "], [], b"-"),
+            ([b"Upgrade", b"keep-alive"], [], b"keep-alive"),
+            ([b"keep-alive", b"Upgrade"], [], b"keep-alive"),
+            ([b"Upgrade, Upgrade"], [], b"-"),
+            ([b"Upgrade"], [b"100-continue"], b"-"),
+        ]
+        for connection, expect, seen in cases:
+            headers = [(b"Connection", value) for value in connection]
+            headers += [(b"Upgrade", b"TLS/1.2")] + [(b"Expect", value) for value in expect]
+            for byteByByte in (False, True):
+                transport = self.connect()
+                self.send(transport, request(target=b"/seen", headers=headers), byteByByte)
+                # twisted.web answers an Expect before the body it waits for, even an empty one (R10).
+                continued = b"HTTP/1.1 100 Continue\r\n\r\n" if expect else b""
+                self.assertEqual(transport.value(), continued + switching(b"TLS/1.2, HTTP/1.1"), connection)
+                transport.clear()
+                assert transport.tls is not None
+                transport.tls.handshake()
+                [answer] = self.answers(transport)
+                self.assertEqual(
+                    answer.body,
+                    b"secure=1 /seen connection=%s upgrade=- expect=- transfer-encoding=-"
+                    b" content-length=- args= body=" % seen,
+                    (connection, expect),
+                )
+
     def test_connectionGoesOnOverTLS(self) -> None:
         """Later requests are answered over TLS, a TLS offer there declined, and the idle timeout is back."""
         for byteByByte in (False, True):
