@@ -160,30 +160,24 @@ def _carryHeaders(headers: Headers, request: UpgradeRequest) -> None:
     its framing becomes a C{Content-Length}.
     """
     headers.removeHeader(b"upgrade")
-    connection = headers.getRawHeaders(b"connection", ())
-    if len(connection) == 1 and connection[0].strip().lower() == b"upgrade":
-        # What nearly every client sends: nothing else to keep.
+    kept = []
+    for value in headers.getRawHeaders(b"connection", ()):
+        options = [o.strip() for o in value.split(b",")]
+        options = [o for o in options if o and o.lower() != b"upgrade"]
+        if options:
+            kept.append(b", ".join(options))
+    if kept:
+        headers.setRawHeaders(b"connection", kept)
+    else:
         headers.removeHeader(b"connection")
-    elif connection:
-        kept = []
-        for value in connection:
-            options = [o.strip() for o in value.split(b",")]
-            options = [o for o in options if o and o.lower() != b"upgrade"]
-            if options:
-                kept.append(b", ".join(options))
-        if kept:
-            headers.setRawHeaders(b"connection", kept)
-        else:
-            headers.removeHeader(b"connection")
-    if request.body or not _BODY_FIELDS.isdisjoint(dict(request.headers)):
-        for name in _BODY_FIELDS:
-            headers.removeHeader(name)
-        if request.announcesBody:
-            headers.setRawHeaders(b"content-length", [b"%d" % len(request.body)])
+    for name in _BODY_FIELDS:
+        headers.removeHeader(name)
+    if request.announcesBody:
+        headers.setRawHeaders(b"content-length", [b"%d" % len(request.body)])
 
 
 #: The fields about the upgrade request's body: its framing, and C{Expect}.
-_BODY_FIELDS = frozenset((b"expect", b"transfer-encoding", b"content-length"))
+_BODY_FIELDS = (b"expect", b"transfer-encoding", b"content-length")
 
 
 @implementer(IProtocol, IHandshakeListener)
