@@ -107,7 +107,7 @@ STOP_MARGIN = 5.0
 LOG_ENVIRONMENT = "TXUPGRADE_WORKER_LOG"
 
 #: Settings the supervisor does not pass on: it binds the listeners, and
-#: the workers' logs come to it as JSON events whatever its own format.
+#: tells each worker how to log through L{LOG_ENVIRONMENT}.
 _NOT_PASSED_ON = ("listen", "workers", "log-format")
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
@@ -228,6 +228,14 @@ def _systemOf(event: LogEvent) -> str:
     return f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
 
 
+def _tagged(event: LogEvent, index: int, pid: int | None) -> LogEvent:
+    """C{event} as it is logged for worker C{index}: with its number and pid, its system C{worker N|...}."""
+    event = dict(event)
+    event["workerIndex"], event["workerPid"] = index, pid
+    event["log_system"] = f"worker {index}|{_systemOf(event)}"
+    return event
+
+
 def _endText(reason: Failure) -> str:
     value = reason.value
     if isinstance(value, ProcessTerminated):
@@ -311,7 +319,7 @@ class Supervisor(Service):
         self.logOutput.flush()
 
     def setServiceParent(self, parent: Any) -> None:
-        """Join C{parent}; give it L{logObserver} (the JSON log), as L{DaemonService} does."""
+        """Join C{parent}; give it L{logObserver} (the log in L{logFormat}), as L{DaemonService} does."""
         super().setServiceParent(parent)
         if self.logObserver is not None and hasattr(parent, "setComponent"):
             parent.setComponent(ILogObserver, self.logObserver)
@@ -429,10 +437,7 @@ class Supervisor(Service):
                 log_system=f"worker {worker.index}",
             )
             return
-        event["workerIndex"] = worker.index
-        event["workerPid"] = worker.pid
-        event["log_system"] = f"worker {worker.index}|{_systemOf(event)}"
-        globalLogPublisher(event)
+        globalLogPublisher(_tagged(event, worker.index, worker.pid))
 
     def workerEnded(self, worker: _WorkerProcess, reason: Failure) -> None:
         """A worker is gone: forget it, and start it again unless stopping."""
@@ -662,16 +667,9 @@ def workerLogObserver() -> ILogObserver:
     if kind not in ("text", "json"):
         return jsonFileLogObserver(out, recordSeparator="")
     worker, pid = int(index or 0), os.getpid()
-
-    def tagged(event: LogEvent) -> LogEvent:
-        event = dict(event)
-        event["workerIndex"], event["workerPid"] = worker, pid
-        event["log_system"] = f"worker {worker}|{_systemOf(event)}"
-        return event
-
     if kind == "json":
-        return FileLogObserver(out, lambda event: eventAsJSON(tagged(event)) + "\n")
-    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(tagged(event)))
+        return FileLogObserver(out, lambda event: eventAsJSON(_tagged(event, worker, pid)) + "\n")
+    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(_tagged(event, worker, pid)))
 
 
 class WorkerService(DaemonService):
