@@ -4,7 +4,7 @@ Twisted's HTTP/2 connection, adapted to serve an L{UpgradeSite}.
 Theory of operation
 ===================
 L{H2Connection} subclasses C{twisted.web._http2.H2Connection} (private API,
-Twisted's own ALPN C{h2} server) for three reasons:
+Twisted's own ALPN C{h2} server) for four reasons:
 
   1. B{h2c}: after the C{101}, stream 1 is the upgraded request. The
      connection starts with C{initiate_upgrade_connection} and the request,
@@ -137,7 +137,7 @@ class _ServerState(h2.connection.H2Connection):
             self._admitting = False
         if not refuse:
             return frames, events
-        self.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+        self.reset_stream(streamID, error_code=_REFUSED_STREAM)
         self.refused.append(streamID)
         return frames, [e for e in events if getattr(e, "stream_id", None) != streamID]
 
@@ -332,12 +332,7 @@ class H2Connection(_http2.H2Connection):
 
     def _foreignHost(self, streamID: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Answer C{400} on the stream, as HTTP/1.1 does for a host not served (DNS rebinding)."""
-        if not self._refusedLogged:
-            self._refusedLogged = True
-            self._log.info(
-                "Answered 400 to an HTTP/2 request from {peer} for a host this site does not serve",
-                peer=self._peer(),
-            )
+        self._logRefusal("Answered 400 to an HTTP/2 request from {peer} for a host this site does not serve")
         body = b"This server does not serve that host.\n"
         self.conn.send_headers(
             streamID,
@@ -356,28 +351,28 @@ class H2Connection(_http2.H2Connection):
                 self._requestDone(event.stream_id)
             self._refuseStream(event.stream_id, str(error))
 
-    def _refuseStream(self, streamID: int, reason: str) -> None:
-        """Reset a malformed request's stream with PROTOCOL_ERROR (RFC 9113 §8.1.1)."""
+    def _logRefusal(self, text: str, **fields: Any) -> None:
+        """Log the first stream this connection refuses (C{text}: a format); the rest are like it."""
         if not self._refusedLogged:
             self._refusedLogged = True
-            self._log.info(
-                "Reset malformed HTTP/2 request(s) from {peer} with PROTOCOL_ERROR, first: {reason}",
-                peer=self._peer(),
-                reason=reason,
-            )
+            self._log.info(text, peer=self._peer(), **fields)
+
+    def _refuseStream(self, streamID: int, reason: str) -> None:
+        """Reset a malformed request's stream with PROTOCOL_ERROR (RFC 9113 §8.1.1)."""
+        self._logRefusal(
+            "Reset malformed HTTP/2 request(s) from {peer} with PROTOCOL_ERROR, first: {reason}",
+            reason=reason,
+        )
         self.conn.reset_stream(streamID, error_code=_PROTOCOL_ERROR)
         self._spendResetToken()
 
     def _refusedStreams(self) -> None:
         """Streams h2 refused past the concurrency limit: log once, spend the budget."""
         refused, self.conn.refused = self.conn.refused, []
-        if not self._refusedLogged:
-            self._refusedLogged = True
-            self._log.info(
-                "Refused HTTP/2 stream(s) from {peer} past SETTINGS_MAX_CONCURRENT_STREAMS, first: {stream}",
-                peer=self._peer(),
-                stream=refused[0],
-            )
+        self._logRefusal(
+            "Refused HTTP/2 stream(s) from {peer} past SETTINGS_MAX_CONCURRENT_STREAMS, first: {stream}",
+            stream=refused[0],
+        )
         for _ in refused:
             if not self._stillProducing:
                 return
