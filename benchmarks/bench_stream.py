@@ -19,7 +19,7 @@ at the start and end of each measurement window. AMP and raw streams are
 measured in turns, each side first in every other round (A B, B A, A B,
 ...). The two TLS servers are loaded at once, by threads that alternate an
 upgraded and a direct connection, in eight times as many rounds (see
-L{runPairedTLS}). The per-round ratios are printed with the ratio of the
+L{runPairedTLS} and L{tlsSchedule}). The per-round ratios are printed with the ratio of the
 means and their standard deviation. In-memory figures of the Python work
 (no sockets, no crypto) follow.
 
@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 if __package__ in (None, ""):
@@ -604,9 +605,16 @@ def _certificate() -> tuple[str, str]:
 
 
 def runLoad(
-    part: str, kind: str, server: ServerProcess, seconds: float, warmup: float, connections: int
+    part: str,
+    kind: str,
+    server: ServerProcess,
+    seconds: float,
+    warmup: float,
+    connections: int,
+    rounds: int = 1,
+    extra: Sequence[str] = (),
 ) -> Any:
-    """Run one load process against C{server}; its JSON result."""
+    """Run one load process against C{server} (C{extra}: more arguments); its JSON result."""
     args = [
         sys.executable,
         __file__,
@@ -622,24 +630,36 @@ def runLoad(
         str(warmup),
         "--connections",
         str(connections),
+        "--rounds",
+        str(rounds),
         "--pem",
         _certificate()[1],
+        *extra,
     ]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + warmup + 60)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=rounds * seconds + warmup + 60)
     if done.returncode != 0:
         raise RuntimeError(f"load {part}:{kind} failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 PARTS = {
-    # part: (our server, baseline server, unit, goal, connections, split)
-    # A part with split n runs n times the rounds, each 1/n as long.
-    "amp": ("amp-upgrade", "amp-alone", "calls", 0.95, 8, 1),
-    "raw": ("raw-upgrade", "raw-alone", "MB", 0.95, 8, 1),
-    # Both TLS servers are loaded at once (see runPairedTLS): 2n rounds,
-    # each as long as the two sides' turns took together.
-    "tls": ("tls-upgrade", "tls-direct", "conns", 0.90, 4, 8),
+    # part: (our server, baseline server, unit, goal, connections)
+    "amp": ("amp-upgrade", "amp-alone", "calls", 0.95, 8),
+    "raw": ("raw-upgrade", "raw-alone", "MB", 0.95, 8),
+    "tls": ("tls-upgrade", "tls-direct", "conns", 0.90, 4),
 }
+#: The TLS part's rounds per round of the others (see L{tlsSchedule}).
+TLS_SPLIT = 8
+
+
+def tlsSchedule(rounds: int, seconds: float) -> tuple[int, float]:
+    """
+    The TLS part's rounds and their length: both servers are loaded at once
+    (L{runPairedTLS}), for as long in all as the other parts' sides take in
+    turns, in L{TLS_SPLIT} times as many rounds (at least 2).
+    """
+    count = rounds * TLS_SPLIT if rounds > 1 else 2
+    return count, 2 * seconds * rounds / count
 
 
 def runSequential(
@@ -667,20 +687,9 @@ def runPairedTLS(
     drift (other guests, CPU frequency) by more than the difference
     measured; taking turns, round ratios spread several times wider.
     """
-    args = [sys.executable, __file__, "--load", "tls:paired", "--rounds", str(rounds)]
-    for flag, kind in (("--port", "upgrade"), ("--port2", "alone")):
-        args += [flag, str(servers[kind].port)]
-    for flag, kind in (("--pid", "upgrade"), ("--pid2", "alone")):
-        args += [flag, str(servers[kind].pid)]
-    args += ["--seconds", str(seconds), "--warmup", str(warmup), "--connections", str(connections)]
-    args += ["--pem", _certificate()[1]]
-    timeout = rounds * seconds + warmup + 60
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"load tls:paired failed: {done.stderr[-2000:]}")
-    paired = json.loads(done.stdout.strip().splitlines()[-1])
-    if paired["errors"]:
-        raise RuntimeError(f"load tls:paired: {paired['errors']} connections failed: {done.stderr[-2000:]}")
+    direct = servers["alone"]
+    extra = ["--port2", str(direct.port), "--pid2", str(direct.pid)]
+    paired = runLoad("tls", "paired", servers["upgrade"], seconds, warmup, connections, rounds, extra)
     return {
         "upgrade": [r["upgrade"] for r in paired["rounds"]],
         "alone": [r["direct"] for r in paired["rounds"]],
@@ -693,19 +702,17 @@ def measure(
     pem = _certificate()[0]
     rows = []
     for part in parts:
-        ours, theirs, unit, goal, connections, split = PARTS[part]
+        ours, theirs, unit, goal, connections = PARTS[part]
         paired = part == "tls"
-        if rounds == 1:
-            split = 2 if paired else 1
         servers = {
             kind: ServerProcess(__file__, name, ["--pem", pem])
             for kind, name in (("upgrade", ours), ("alone", theirs))
         }
         try:
             if paired:
-                results = runPairedTLS(servers, rounds * split, 2 * seconds / split, warmup, connections)
+                results = runPairedTLS(servers, *tlsSchedule(rounds, seconds), warmup, connections)
             else:
-                results = runSequential(part, servers, rounds * split, seconds / split, warmup, connections)
+                results = runSequential(part, servers, rounds, seconds, warmup, connections)
         finally:
             for server in servers.values():
                 server.stop()
@@ -785,15 +792,18 @@ def main() -> None:
             result = loadTLSPaired(
                 servers, args.rounds, args.seconds, args.warmup, args.connections, args.pem
             )
+            if result["errors"]:
+                # Each was written to standard error; the driver shows them.
+                raise SystemExit(f"{result['errors']} connection(s) failed")
         sys.stdout.write(json.dumps(result) + "\n")
         return
 
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     rounds, seconds, warmup = (1, 0.3, 0.1) if args.quick else (3, 4.0, 1.0)
-    split = PARTS["tls"][5] if rounds > 1 else 2
+    tlsRounds, tlsSeconds = tlsSchedule(rounds, seconds)
     say(
-        f"bench_stream: {rounds} round(s) of {seconds} s per side (tls: {rounds * split} of"
-        f" {2 * seconds / split} s, both sides at once), {os.cpu_count()} CPUs"
+        f"bench_stream: {rounds} round(s) of {seconds} s per side (tls: {tlsRounds} of"
+        f" {tlsSeconds} s, both sides at once), {os.cpu_count()} CPUs"
     )
     say(f"before the run: {machineLine()}")
     otherLoads: list[float] = []
