@@ -29,15 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from _harness import dieWithParent, raiseFileLimit
-
-HOST = "127.0.0.1"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def raiseNofile() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit; return the new soft limit."""
-    return raiseFileLimit()
+from _harness import HOST, REPO, dieWithParent, processCpu, raiseFileLimit
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -87,7 +79,7 @@ def proofParser(doc: str | None, serve: bool = True) -> argparse.ArgumentParser:
 
 def begin() -> int:
     """A driver's start: raise the fd limit (its servers inherit it), print it and the machine's load."""
-    limit = raiseNofile()
+    limit = raiseFileLimit()
     print(f"machine: {machineLoad()}; fd limit {limit:,}", flush=True)
     return limit
 
@@ -162,7 +154,7 @@ def serve(
     """
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
-    raiseNofile()
+    raiseFileLimit()
     import psutil
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
@@ -189,7 +181,7 @@ def serve(
                 "rss": process.memory_info().rss,
                 "objects": len(gc.get_objects()),
                 "fds": process.num_fds(),
-                "cpu": sum(process.cpu_times()[:2]),
+                "cpu": processCpu(process),
                 "errors": tally.counts,
                 "unexpected": tally.unexpected,
                 "pluginFailures": site.pluginFailures.counts,

@@ -41,6 +41,7 @@ from collections import Counter
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _proofs import (
     HEAD_101,
@@ -57,6 +58,8 @@ from _proofs import (
     wsHandshake,
     wsReadFrame,
 )
+
+from txupgrade.logs import LogRateLimit
 
 HOOKS = ("negotiate", "buildProtocol", "makeConnection", "dataReceived", "connectionLost")
 
@@ -115,7 +118,7 @@ def raisingPlugins() -> list[Any]:
 #: The hooks whose failures txupgrade logs rate-limited (one line per
 #: protocol per LOG_INTERVAL seconds), counting each.
 RATE_LIMITED = ("negotiate", "buildProtocol", "makeConnection")
-LOG_INTERVAL = 10.0
+LOG_INTERVAL = LogRateLimit.interval
 
 
 def _name(hook: str) -> str:
