@@ -130,14 +130,23 @@ class ResumeTests(SynchronousTestCase):
         for chunk in chunks:
             transport.protocol.dataReceived(chunk)
 
-    def switchToTLS(self, data: bytes, byteByByte: bool) -> _TLSCapableTransport:
-        """Send the upgrade request C{data} (and any ClientHello behind it); check the plain 101."""
+    def switchToTLS(self, data: bytes, byteByByte: bool, before: bytes = b"") -> _TLSCapableTransport:
+        """
+        Send the upgrade request C{data} (and any ClientHello behind it);
+        check the plain 101, and C{before} it (a C{100 Continue}).
+        """
         transport = self.connect()
         self.send(transport, data, byteByByte)
-        self.assertEqual(transport.value(), switching(b"TLS/1.2, HTTP/1.1"))
+        self.assertEqual(transport.value(), before + switching(b"TLS/1.2, HTTP/1.1"), data)
         self.assertIsNotNone(transport.tls)
         transport.clear()
         return transport
+
+    def handshake(self, transport: _TLSCapableTransport) -> list[Response]:
+        """Complete the (stand-in) TLS handshake; the responses then written over TLS."""
+        assert transport.tls is not None
+        transport.tls.handshake()
+        return self.answers(transport)
 
     def answers(self, transport: _TLSCapableTransport) -> list[Response]:
         responses, rest = parseResponses(transport.value())
@@ -152,8 +161,7 @@ class ResumeTests(SynchronousTestCase):
             assert transport.tls is not None
             self.assertEqual(transport.tls.hello, HELLO)
             self.assertEqual(transport.value(), b"")
-            transport.tls.handshake()
-            [answer] = self.answers(transport)
+            [answer] = self.handshake(transport)
             self.assertEqual(answer.code, 200)
             self.assertEqual(
                 answer.body,
@@ -176,9 +184,7 @@ class ResumeTests(SynchronousTestCase):
         )
         for byteByByte in (False, True):
             transport = self.switchToTLS(data, byteByByte)
-            assert transport.tls is not None
-            transport.tls.handshake()
-            [answer] = self.answers(transport)
+            [answer] = self.handshake(transport)
             self.assertEqual(
                 answer.body,
                 b"secure=1 /dynamic/x connection=keep-alive upgrade=- expect=- transfer-encoding=-"
@@ -207,9 +213,7 @@ class ResumeTests(SynchronousTestCase):
             self.send(transport, body, byteByByte)
             self.assertEqual(transport.value(), switching(b"TLS/1.2, HTTP/1.1"))
             transport.clear()
-            assert transport.tls is not None
-            transport.tls.handshake()
-            [answer] = self.answers(transport)
+            [answer] = self.handshake(transport)
             self.assertEqual(
                 answer.body,
                 b"secure=1 /seen?a=1 connection=- upgrade=- expect=- transfer-encoding=- content-length=7"
@@ -231,15 +235,10 @@ class ResumeTests(SynchronousTestCase):
             headers = [(b"Connection", value) for value in connection]
             headers += [(b"Upgrade", b"TLS/1.2")] + [(b"Expect", value) for value in expect]
             for byteByByte in (False, True):
-                transport = self.connect()
-                self.send(transport, request(target=b"/seen", headers=headers), byteByByte)
                 # twisted.web answers an Expect before the body it waits for, even an empty one (R10).
                 continued = b"HTTP/1.1 100 Continue\r\n\r\n" if expect else b""
-                self.assertEqual(transport.value(), continued + switching(b"TLS/1.2, HTTP/1.1"), connection)
-                transport.clear()
-                assert transport.tls is not None
-                transport.tls.handshake()
-                [answer] = self.answers(transport)
+                transport = self.switchToTLS(request(target=b"/seen", headers=headers), byteByByte, continued)
+                [answer] = self.handshake(transport)
                 self.assertEqual(
                     answer.body,
                     b"secure=1 /seen connection=%s upgrade=- expect=- transfer-encoding=-"
@@ -251,9 +250,7 @@ class ResumeTests(SynchronousTestCase):
         """Later requests are answered over TLS, a TLS offer there declined, and the idle timeout is back."""
         for byteByByte in (False, True):
             transport = self.switchToTLS(upgrade(b"TLS/1.2", b"/seen"), byteByByte)
-            assert transport.tls is not None
-            transport.tls.handshake()
-            self.answers(transport)
+            self.handshake(transport)
             self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [self.clock.seconds() + 30])
             self.send(transport, request(target=b"/dynamic/y"), byteByByte)
             self.send(transport, upgrade(b"TLS/1.2", b"/seen"), byteByByte)
@@ -267,9 +264,7 @@ class ResumeTests(SynchronousTestCase):
     def test_switchAgainOverTLS(self) -> None:
         """The resumed channel can switch again: C{echo} over the upgraded connection."""
         transport = self.switchToTLS(upgrade(b"TLS/1.2", b"/seen"), byteByByte=False)
-        assert transport.tls is not None
-        transport.tls.handshake()
-        self.answers(transport)
+        self.handshake(transport)
         self.send(transport, upgrade(b"echo", b"/seen") + b"ping", byteByByte=True)
         self.assertEqual(transport.value(), switching(b"echo") + b"ping")
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -277,9 +272,7 @@ class ResumeTests(SynchronousTestCase):
     def test_closeRequested(self) -> None:
         """C{Connection: Upgrade, close}: the answer over TLS says close, and the connection is closed."""
         transport = self.switchToTLS(upgrade(b"TLS/1.2", b"/seen", connection=b"Upgrade, close"), False)
-        assert transport.tls is not None
-        transport.tls.handshake()
-        [answer] = self.answers(transport)
+        [answer] = self.handshake(transport)
         self.assertEqual(answer.header(b"connection"), [b"close"])
         self.assertTrue(answer.body.startswith(b"secure=1 /seen connection=close "), answer.body)
         self.assertTrue(transport.disconnecting)
