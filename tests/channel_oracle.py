@@ -85,15 +85,12 @@ class RefRequest:
     problems: list[str] = field(default_factory=list)
     tolerated: list[str] = field(default_factory=list)
     headComplete: bool = False
-    lineComplete: bool = False
     lineProblem: bool = False
     undetermined: bool = False
     end: int | None = None
     persistent: bool | None = True
     offer: Any = None
     bodyLength: int | None = None
-    declaredLength: int | None = None
-    expectContinue: bool = False
 
     def values(self, name: bytes) -> list[bytes]:
         """Every value of header C{name} (lower-case)."""
@@ -152,7 +149,6 @@ def _parseHead(data: bytes, req: RefRequest, pos: int) -> int | None:
     if eol == -1:
         return None
     line = data[pos:eol]
-    req.lineComplete = True
     parts = line.split(b" ")
     if len(parts) != 3:
         req.problems.append("request line")
@@ -295,13 +291,10 @@ def _parseOne(data: bytes, start: int) -> RefRequest:
         return req
     req.persistent = _persistent(req)
     req.offer = _offer(req)
-    expect = req.values(b"expect")
-    req.expectContinue = bool(expect) and expect[0].lower() == b"100-continue" and req.version == b"HTTP/1.1"
     if chunked:
         req.end = _chunkedEnd(data, req, headEnd)
         return req
     length = int(cl[0]) if cl else 0
-    req.declaredLength = length
     req.bodyLength = length
     if len(data) >= headEnd + length:
         req.end = headEnd + length

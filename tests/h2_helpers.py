@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import Data
 
-from tests.support.http import SimpleUpgrade
+from tests.support.http import SimpleUpgrade, request, switching
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoResource
 from txupgrade.h2c import H2cUpgrade
@@ -169,21 +169,16 @@ def h2cRequest(
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> bytes:
     """The bytes of an HTTP/1.1 request offering C{h2c}."""
-    lines = [
-        method + b" " + target + b" HTTP/1.1",
-        b"Host: 127.0.0.1",
-        b"Connection: " + connection,
-        b"Upgrade: h2c",
-    ]
+    headers = [(b"Connection", connection), (b"Upgrade", b"h2c")]
     if settings is not None:
-        lines.append(b"HTTP2-Settings: " + settings)
-    lines.extend(name + b": " + value for name, value in extra or [])
+        headers.append((b"HTTP2-Settings", settings))
+    headers.extend(extra or [])
     if body is not None:
-        lines.append(b"Content-Length: %d" % len(body))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+        headers.append((b"Content-Length", b"%d" % len(body)))
+    return request(method, target, headers, body or b"")
 
 
-SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+SWITCHING = switching(b"h2c")
 
 
 def splitSwitch(received: bytes) -> bytes:
