@@ -7,18 +7,15 @@ from __future__ import annotations
 import math
 import os
 import re
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "benchmarks", "bench_h2.py")
+from tests.support.benchmarks import BENCHMARKS, runScript
+
+SCRIPT = os.path.join(BENCHMARKS, "bench_h2.py")
 
 
 def test_quickRunPrintsSummary() -> None:
     """C{bench_h2.py --quick} exits 0 with a finite ratio per shape, the latencies and the in-memory table."""
-    done = subprocess.run(
-        [sys.executable, SCRIPT, "--quick"], cwd=REPO, capture_output=True, text=True, timeout=240
-    )
+    done = runScript(SCRIPT, "--quick", timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     summary = out.split("== Summary", 1)[1].split("== Stream-1 latency", 1)[0]

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "benchmarks", "bench_stream.py")
+from tests.support.benchmarks import BENCHMARKS, runScript
+
+SCRIPT = os.path.join(BENCHMARKS, "bench_stream.py")
 
 #: The start of every summary row the benchmark must print.
 EXPECTED_ROWS = [
@@ -22,9 +21,7 @@ EXPECTED_ROWS = [
 
 def test_quickRunPrintsSummary() -> None:
     """C{bench_stream.py --quick} exits 0 and prints a numeric ratio on every row, and the in-memory table."""
-    done = subprocess.run(
-        [sys.executable, SCRIPT, "--quick"], cwd=REPO, capture_output=True, text=True, timeout=180
-    )
+    done = runScript(SCRIPT, "--quick", timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "== SUMMARY ==" in out and "== IN MEMORY" in out, out

@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support.benchmarks import REPO, runScript
+
 SCRIPT = os.path.join(REPO, "fuzz", "fuzz_channel.py")
 
 
 def test_shortRun(tmp_path: object) -> None:
     """C{fuzz_channel.py --runs 3000} exits 0 having run every input, instrumented, writing no crash."""
-    done = subprocess.run(
-        [sys.executable, SCRIPT, "--runs", "3000", "--artifacts", f"{tmp_path}/"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = runScript(SCRIPT, "--runs", "3000", "--artifacts", f"{tmp_path}/")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert re.search(r"^Done 3000 runs in \d+ second", output, re.MULTILINE), output[-4000:]
@@ -38,14 +31,7 @@ def test_replayCatchesABrokenInvariant(tmp_path: object) -> None:
     with open(crash, "wb") as f:
         f.write(b"\x00GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nx")
     env = dict(os.environ, TXUPGRADE_FUZZ_SELFTEST="1")
-    done = subprocess.run(
-        [sys.executable, SCRIPT, "--artifacts", f"{tmp_path}/", crash],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    done = runScript(SCRIPT, "--artifacts", f"{tmp_path}/", crash, env=env)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-4000:]
     assert "AssertionError" in output, output[-4000:]

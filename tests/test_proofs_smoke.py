@@ -7,23 +7,15 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support.benchmarks import BENCHMARKS, runScript
 
 
-def runQuick(name: str, *args: str) -> str:
+def runProof(name: str, *args: str) -> str:
     """Run C{benchmarks/NAME --quick ARGS}; its output, after checking it passed."""
-    done = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", name), "--quick", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = runScript(os.path.join(BENCHMARKS, name), "--quick", *args)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "RESULT OK" in done.stdout, output[-4000:]
@@ -33,7 +25,7 @@ def runQuick(name: str, *args: str) -> str:
 @pytest.mark.parametrize("kind", ["echo", "ws"])
 def test_soak(kind: str) -> None:
     """C{proof_soak.py --quick}: every cycle exact, RSS growth reported within 5%, no error logged."""
-    out = runQuick("proof_soak.py", "--kind", kind)
+    out = runProof("proof_soak.py", "--kind", kind)
     assert re.search(rf"^{kind}: 2,000 cycles in ", out, re.MULTILINE), out
     assert re.search(
         rf"^{kind}: RSS after warm-up .* growth [-+]\d+\.\d+% \(limit 5%\) OK$", out, re.MULTILINE
@@ -43,7 +35,7 @@ def test_soak(kind: str) -> None:
 
 def test_concurrent() -> None:
     """C{proof_concurrent.py --quick}: 200 upgraded connections, every echoed byte exact."""
-    out = runQuick("proof_concurrent.py")
+    out = runProof("proof_concurrent.py")
     assert "opened and upgraded 200 of 200 connections" in out, out
     assert re.search(r"handshake latency .* p50 [\d.]+ ms, p99 [\d.]+ ms", out), out
     assert "0 mismatched, 0 bytes extra" in out, out
@@ -55,7 +47,7 @@ def test_slowloris() -> None:
     normal client is served alone and beside 50 tricklers, and every trickling connection is
     answered 408 and closed at the deadline (not before, not 2 s late, never left open).
     """
-    out = runQuick("proof_slowloris.py")
+    out = runProof("proof_slowloris.py")
     name = r"\[deadline 1\.5 s\]"
     assert re.search(rf"^{name} server: twistd -n txupgrade .*--request-head-timeout 1\.5$", out, re.M), out
     assert re.search(
@@ -94,7 +86,7 @@ def test_slowloris() -> None:
 
 def test_faults() -> None:
     """C{proof_faults.py --quick}: every normal client served; only the planted plugin failures logged."""
-    out = runQuick("proof_faults.py")
+    out = runProof("proof_faults.py")
     assert re.search(r"^normal clients served exactly: ([\d,]+) of \1$", out, re.M), out
     # txupgrade rate-limits its own plugin-failure lines, but counts each one.
     assert "expected plugin failures logged: negotiate x1, buildProtocol x1, makeConnection x1, " in out, out

@@ -18,6 +18,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 
 
+def runScript(
+    path: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run C{python PATH ARGS} in the checkout; its exit status and (text) output."""
+    return subprocess.run(
+        [sys.executable, path, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
 def runQuick(test: SynchronousTestCase, script: str, *args: str, timeout: float = 120) -> tuple[str, Any]:
     """
     Run C{benchmarks/<script> --quick --json FILE *args}; fail C{test} unless
@@ -25,12 +34,8 @@ def runQuick(test: SynchronousTestCase, script: str, *args: str, timeout: float 
     """
     with tempfile.TemporaryDirectory() as tmp:
         resultsPath = os.path.join(tmp, "results.json")
-        done = subprocess.run(
-            [sys.executable, os.path.join(BENCHMARKS, script), "--quick", "--json", resultsPath, *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        done = runScript(
+            os.path.join(BENCHMARKS, script), "--quick", "--json", resultsPath, *args, timeout=timeout
         )
         test.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
         with open(resultsPath) as f:
