@@ -13,11 +13,7 @@ import socket
 import ssl
 from typing import Any
 
-import trustme
-from OpenSSL import crypto
-from twisted.internet import reactor, threads
-from twisted.internet import ssl as tssl
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -26,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 from tests.channel_oracle import PEER, checkStream, decodeInput, runStream
+from tests.support.net import TLSPair, TrackingSite, inThread, listen, wait
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoUpgrade
 
@@ -120,15 +117,7 @@ class ReplayTests(SynchronousTestCase):
         self.assertGreaterEqual(replayed, 17)
 
 
-def _tlsOptions() -> tuple[trustme.CA, Any]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    key = crypto.load_privatekey(crypto.FILETYPE_PEM, cert.private_key_pem.bytes())
-    chain = crypto.load_certificate(crypto.FILETYPE_PEM, cert.cert_chain_pems[0].bytes())
-    return ca, tssl.CertificateOptions(privateKey=key, certificate=chain)
-
-
-def _sendTwice(ca: trustme.CA, port: int, first: bytes, later: bytes) -> bytes:
+def _sendTwice(ca: Any, port: int, first: bytes, later: bytes) -> bytes:
     """A TLS client: C{first}, then, once the 400 is in, C{later}; what it received."""
     context = ssl.create_default_context()
     ca.configure_trust(context)
@@ -153,34 +142,12 @@ class AfterBadRequestTLSTests(TestCase):
     @inlineCallbacks
     def test_tlsLaterRecords(self) -> Any:
         """Each input, then more bytes in a later TLS record: a 400 and no logged error."""
-        ca, options = _tlsOptions()
-        site = _LossTrackingSite(Resource(), [EchoUpgrade()])
-        port = reactor.listenSSL(0, site, options, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
+        pair = TLSPair()
+        site = TrackingSite(Resource(), [EchoUpgrade()])
+        port = listen(self, site, pair.serverOptions())
         for first, later in AFTER_400:
-            received = yield threads.deferToThread(_sendTwice, ca, port.getHost().port, first, later)
+            received = yield inThread(_sendTwice, pair.ca, port, first, later)
             self.assertTrue(received.startswith(b"HTTP/1.1 400 "), (first, received))
             # The server read the later record and the close.
-            yield site.lost.pop()
+            yield wait(lambda: site.connections[-1].closed)
         # trial fails the test on any error logged meanwhile (the traceback was one).
-
-
-class _LossTrackingSite(UpgradeSite):
-    """A site that hands out, in L{lost}, a Deferred per connection fired when it is lost."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lost: list[Deferred[None]] = []
-
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
-        lost: Deferred[None] = Deferred()
-        self.lost.append(lost)
-        original = protocol.connectionLost
-
-        def connectionLost(reason: Any) -> None:
-            original(reason)
-            lost.callback(None)
-
-        protocol.connectionLost = connectionLost
-        return protocol
