@@ -64,6 +64,27 @@ def upgradeRequest(
 GOOD = [(b"host", b"example"), (b"connection", b"Upgrade, HTTP2-Settings"), (b"upgrade", b"h2c")]
 
 
+def upgraded(
+    target: bytes = b"/",
+    method: bytes = b"GET",
+    body: bytes | None = None,
+    site: Any = None,
+    chunkSize: int | None = None,
+) -> H2Memory:
+    """An h2c connection to C{site}: the upgrade request and the client preface, sent in one segment."""
+    memory = H2Memory(site if site is not None else h2Site(), chunkSize=chunkSize, upgrade=True)
+    memory.send(h2cRequest(memory.client.settingsHeader, target, method, body) + memory.client.preface())
+    return memory
+
+
+def logEvents(test: SynchronousTestCase) -> list[dict[str, object]]:
+    """Every log event from now until C{test} ends."""
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    test.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
 class SettingsTests(SynchronousTestCase):
     """L{parseSettingsHeader} takes exactly valid SETTINGS payloads."""
 
@@ -176,16 +197,10 @@ class PluginTests(SynchronousTestCase):
 class Stream1Tests(SynchronousTestCase):
     """The upgraded request is answered on stream 1 by the same site."""
 
-    def upgrade(self, request: bytes, chunkSize: int | None = None, follow: bytes = b"") -> H2Memory:
-        """Send C{request} plus the client preface (and C{follow}) in one segment."""
-        memory = H2Memory(h2Site(), chunkSize=chunkSize, upgrade=True)
-        memory.send(request + memory.client.preface() + follow)
-        return memory
-
     def test_get(self) -> None:
         """GET: 101, then stream 1 carries the page, then stream 3 is served."""
         for chunkSize in (None, 1):
-            memory = self.upgrade(h2cRequest(H2Client(True).settingsHeader), chunkSize)
+            memory = upgraded(chunkSize=chunkSize)
             answer = memory.client.answers[1]
             self.assertEqual((answer.status, answer.body, answer.ended), (b"200", PAGE, True))
             memory.send(memory.client.request(3, b"/dyn?q"))
@@ -207,16 +222,12 @@ class Stream1Tests(SynchronousTestCase):
     def test_post(self) -> None:
         """A POST body read before the switch reaches the resource whole."""
         body = bytes(range(256)) * 300
-        memory = H2Memory(h2Site(), upgrade=True)
-        memory.send(
-            h2cRequest(memory.client.settingsHeader, b"/echo", b"POST", body) + memory.client.preface()
-        )
+        memory = upgraded(b"/echo", b"POST", body)
         self.assertEqual(memory.client.answers[1].body, body)
 
     def test_optionsStar(self) -> None:
         """C{OPTIONS *} with Upgrade: h2c switches; stream 1 answers 200."""
-        memory = H2Memory(h2Site(), upgrade=True)
-        memory.send(h2cRequest(memory.client.settingsHeader, b"*", b"OPTIONS") + memory.client.preface())
+        memory = upgraded(b"*", b"OPTIONS")
         self.assertEqual(memory.client.answers[1].status, b"200")
         memory.send(memory.client.request(3, b"/echo", b"POST", body=b"abc"))
         self.assertEqual(memory.client.answers[3].body, b"abc")
@@ -233,8 +244,7 @@ class Stream1Tests(SynchronousTestCase):
     def test_laterAnswer(self) -> None:
         """A resource that answers later answers on its stream when it does."""
         clock = Clock()
-        memory = H2Memory(h2Site(clock), upgrade=True)
-        memory.send(h2cRequest(memory.client.settingsHeader, b"/later") + memory.client.preface())
+        memory = upgraded(b"/later", site=h2Site(clock))
         self.assertNotIn(1, memory.client.answers)
         clock.advance(1)
         memory.pump()
@@ -334,9 +344,7 @@ class NoUpgradeInHTTP2Tests(SynchronousTestCase):
 
     def test_refusedStreamsOthersServed(self) -> None:
         """Each bad stream is reset with PROTOCOL_ERROR; the others are answered."""
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = logEvents(self)
         memory = H2Memory(h2Site())
         client = memory.client
         data = client.preface() + client.request(1)
@@ -364,8 +372,7 @@ class NoUpgradeInHTTP2Tests(SynchronousTestCase):
 
     def test_upgradeNeverNegotiated(self) -> None:
         """Upgrade: echo over HTTP/2 never reaches the echo protocol, even after h2c."""
-        memory = H2Memory(h2Site(), upgrade=True)
-        memory.send(h2cRequest(memory.client.settingsHeader) + memory.client.preface())
+        memory = upgraded()
         memory.send(memory.client.request(3, extra=[(b"upgrade", b"echo"), (b"connection", b"upgrade")]))
         self.assertEqual(memory.client.answers[3].reset, PROTOCOL_ERROR)
         self.assertNotIn(b"HTTP/1.1 101", splitSwitch(memory.connection.received))
@@ -400,9 +407,7 @@ class BadInputTests(SynchronousTestCase):
 
     def test_garbageAfter101(self) -> None:
         """Garbage instead of the preface after the 101: closed (RFC 9113 §3.4), logged, no answer."""
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = logEvents(self)
         for chunkSize in (None, 1):
             memory = H2Memory(h2Site(), upgrade=True, chunkSize=chunkSize)
             memory.send(h2cRequest(memory.client.settingsHeader) + b"GET / HTTP/1.1\r\n\r\n" + b"x" * 40)
@@ -413,9 +418,8 @@ class BadInputTests(SynchronousTestCase):
 
     def test_dataOnStream1(self) -> None:
         """DATA on stream 1 (half-closed remote) after the upgrade: RST_STREAM STREAM_CLOSED."""
-        memory = H2Memory(h2Site(), upgrade=True)
+        memory = upgraded(b"/later")
         client = memory.client
-        memory.send(h2cRequest(client.settingsHeader, b"/later") + client.preface())
         # The client side of stream 1 is closed in h2; forge the frame.
         frame = struct.pack("!L", 3)[1:] + b"\x00\x01" + struct.pack("!L", 1) + b"abc"
         memory.send(frame + client.request(3, b"/dyn"))
@@ -461,9 +465,7 @@ class BadInputTests(SynchronousTestCase):
 
     def test_rapidReset(self) -> None:
         """Open-and-cancel in a loop: GOAWAY ENHANCE_YOUR_CALM, logged once, bounded."""
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = logEvents(self)
         clock = Clock()
         site = h2Site(clock)
         served = []
