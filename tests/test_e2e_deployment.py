@@ -17,9 +17,9 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from websockets.sync.client import connect as wsConnect
 
-from tests.support.net import inThread
+from tests.support.net import inThread, wait
 from tests.support.proxies import haproxyPairConfig, startProxy
-from tests.test_e2e_workers import startWorkers, waitFor
+from tests.test_e2e_workers import startWorkers
 
 CLIENT_TIMEOUT = 10.0
 CLIENTS = 4
@@ -70,7 +70,7 @@ class DeploymentTests(TestCase):
         def closedPorts(daemon: Any) -> list[int]:
             return [int(p) for p in re.findall(closed, daemon.output.decode())]
 
-        yield waitFor(lambda: len(closedPorts(first)) + len(closedPorts(second)) >= CLIENTS, 30)
+        yield wait(lambda: len(closedPorts(first)) + len(closedPorts(second)) >= CLIENTS, 30)
         logged = []
         for daemon in (first, second):
             self.assertEqual(len(closedPorts(daemon)), CLIENTS // 2, "round robin: half to each daemon")

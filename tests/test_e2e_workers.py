@@ -18,13 +18,12 @@ import socket
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as wsConnect
 
 from tests.support.daemon import LOCAL, Daemon, runToEnd, startDaemon
-from tests.support.net import inThread, reactor
+from tests.support.net import inThread, wait
 
 CLIENT_TIMEOUT = 10.0
 
@@ -95,20 +94,10 @@ def workerPids(daemon: Daemon) -> dict[int, int]:
 
 
 @inlineCallbacks
-def waitFor(predicate: Any, seconds: float = WORKER_START) -> Any:
-    """Poll C{predicate} every 50 ms until true; fail after C{seconds}."""
-    deadline = reactor.seconds() + seconds
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"still not true after {seconds} s")
-        yield deferLater(reactor, 0.05, lambda: None)
-
-
-@inlineCallbacks
 def startWorkers(test: TestCase, args: list[str] = ARGS) -> Any:
     """Start the supervisor; wait until both workers serve; fire with the daemon."""
     daemon = yield startDaemon(test, args)
-    yield waitFor(lambda: len(set(_WORKER_SERVING.findall(daemon.output))) == 2)
+    yield wait(lambda: len(set(_WORKER_SERVING.findall(daemon.output))) == 2, WORKER_START)
     return daemon
 
 
@@ -144,12 +133,14 @@ class WorkersTests(TestCase):
         [port] = daemon.ports
         before = workerPids(daemon)
         os.kill(before[1], 9)
-        yield waitFor(lambda: not _alive(before[1]) or before[1] not in _children(daemon.transport.pid))
+        yield wait(
+            lambda: not _alive(before[1]) or before[1] not in _children(daemon.transport.pid), WORKER_START
+        )
         # Meanwhile the other worker serves every request.
         answers = yield inThread(lambda: [_getPid(port) for _ in range(5)])
         self.assertEqual(set(answers) - {before[1]}, set(answers))
-        yield waitFor(lambda: workerPids(daemon)[1] != before[1])
-        yield waitFor(lambda: len(_WORKER_SERVING.findall(daemon.output)) >= 3)
+        yield wait(lambda: workerPids(daemon)[1] != before[1], WORKER_START)
+        yield wait(lambda: len(_WORKER_SERVING.findall(daemon.output)) >= 3, WORKER_START)
         self.assertRegex(
             daemon.output.decode(),
             rf"worker 1 \(pid {before[1]}\) killed by signal 9 after [\d.]+ s; restarting it in 0.25 s",
@@ -186,7 +177,7 @@ class WorkersTests(TestCase):
             return None
 
         closing = inThread(chatUntilClosed)
-        yield waitFor(lambda: bool(opened))
+        yield wait(lambda: bool(opened), WORKER_START)
         daemon.signal("TERM")
         # The close itself (code 1001, or an abort at the drain deadline) is
         # the single daemon's drain, tested in its own tests.
