@@ -291,27 +291,32 @@ class CpuWindow:
     """
     A timing window, opened at construction: the wall clock, the machine's
     CPU, and the CPU of the server and of the load generators (process ids;
-    this process by default).
+    this process by default). The CPU of C{peers} (other servers measured
+    in their own windows at the same time) is not "other load".
     """
 
-    def __init__(self, server: int | None, generators: Iterable[int] | None = None) -> None:
+    def __init__(
+        self, server: int | None, generators: Iterable[int] | None = None, peers: Iterable[int] = ()
+    ) -> None:
         import psutil
 
         self._server = psutil.Process(server) if server is not None else None
         pids = [os.getpid()] if generators is None else list(generators)
         self._generators = [psutil.Process(pid) for pid in pids]
+        self._peers = [psutil.Process(pid) for pid in peers]
         self.start = self._sample()
 
-    def _sample(self) -> tuple[float, float, float, float]:
+    def _sample(self) -> tuple[float, float, float, float, float]:
         server = processCpu(self._server) if self._server is not None else 0.0
         generators = sum(processCpu(p) for p in self._generators)
-        return time.monotonic(), server, generators, machineCpu()
+        peers = sum(processCpu(p) for p in self._peers)
+        return time.monotonic(), server, generators, peers, machineCpu()
 
     def close(self) -> Usage:
         """The usage since the window opened."""
         end = self._sample()
-        wall, server, generators, machine = (b - a for a, b in zip(self.start, end, strict=True))
-        return Usage(wall, server, generators, max(0.0, machine - server - generators))
+        wall, server, generators, peers, machine = (b - a for a, b in zip(self.start, end, strict=True))
+        return Usage(wall, server, generators, max(0.0, machine - server - generators - peers))
 
 
 def sleepUntil(moment: float) -> None:

@@ -367,26 +367,17 @@ def loadTLSPaired(
         with lock:
             for kind in counts:
                 counts[kind] = 0
-        windows = {kind: CpuWindow(pid) for kind, (_, pid) in servers.items()}
+        windows = {
+            kind: CpuWindow(pid, peers=[p for k, (_, p) in servers.items() if k != kind])
+            for kind, (_, pid) in servers.items()
+        }
         state["measuring"] = True
         time.sleep(seconds)
         state["measuring"] = False
         usages = {kind: window.close() for kind, window in windows.items()}
         with lock:
             done = dict(counts)
-        bothServers = sum(u.server for u in usages.values())
-        first = next(iter(usages.values()))
-        results.append(
-            {
-                kind: _result(
-                    done[kind],
-                    usage,
-                    # Each window's "other" holds the other server too.
-                    otherCpu=max(0.0, first.other - (bothServers - first.server)),
-                )
-                for kind, usage in usages.items()
-            }
-        )
+        results.append({kind: _result(done[kind], usage) for kind, usage in usages.items()})
     state["stop"] = True
     for thread in threads:
         thread.join(10)
