@@ -157,7 +157,6 @@ def serve(
     raiseFileLimit()
     import psutil
     from twisted.internet import reactor
-    from twisted.internet.task import LoopingCall
     from twisted.logger import globalLogBeginner
     from twisted.web.resource import Resource
 
@@ -201,14 +200,8 @@ def serve(
     port = reactor.listenTCP(0, site, backlog=4096, interface=HOST)  # type: ignore[attr-defined]
     sys.stdout.write(f"PORT {port.getHost().port}\n")
     sys.stdout.flush()
-    parent = os.getppid()
-
-    def watchParent() -> None:
-        if os.getppid() != parent:
-            reactor.stop()  # type: ignore[attr-defined]
-
-    LoopingCall(watchParent).start(1.0)
-    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
+    # The reactor stops on SIGTERM (its own handler), and the process dies
+    # with its driver (Server starts it with dieWithParent).
     reactor.run()  # type: ignore[attr-defined]
 
 
@@ -220,6 +213,7 @@ class Server:
             [sys.executable, script, "--serve", *args],
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=dieWithParent,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -399,8 +393,7 @@ class Daemon:
         """The daemon's CPU seconds so far (user + system)."""
         import psutil
 
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system
+        return processCpu(psutil.Process(self.process.pid))
 
     def fds(self) -> int:
         """The daemon's open file descriptors."""
