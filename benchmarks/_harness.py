@@ -245,6 +245,15 @@ class ServerProcess:
 # CPU sampling and timing windows
 
 
+def percentile(values: Sequence[float], p: float) -> float:
+    """The C{p}-th percentile (nearest rank) of C{values}; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
 def processCpu(process: Any) -> float:
     """CPU seconds, user + system, of a C{psutil.Process} (children not included)."""
     times = process.cpu_times()

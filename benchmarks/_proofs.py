@@ -1,7 +1,7 @@
 """
 Shared parts of the proof scripts (C{benchmarks/proof_*.py}): a demo server
 in its own process with a statistics resource and an error tally, raw
-asyncio clients, percentiles, and the machine's load.
+asyncio clients, and the machine's load.
 
 The server is what C{twistd txupgrade} serves by default (the demo tree:
 C{/}, C{/echo}, the WebSocket echo at C{/ws}, C{echo} on every path), plus
@@ -30,15 +30,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from _harness import HOST, REPO, dieWithParent, processCpu, raiseFileLimit
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """The C{p}-th percentile (nearest rank) of C{values}; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
 
 
 def machineLoad() -> str:

@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _harness import percentile
 from _proofs import (
     HEAD_101,
     HOST,
@@ -33,7 +34,6 @@ from _proofs import (
     errorsLogged,
     fetchStats,
     finish,
-    percentile,
     proofParser,
     readHead,
     serve,

@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import itertools
 
+from _harness import percentile
 from _proofs import (
     HEAD_101,
     HOST,
@@ -57,7 +58,6 @@ from _proofs import (
     begin,
     errorsLogged,
     finish,
-    percentile,
     proofParser,
     readHead,
     readResponse,
