@@ -63,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -117,14 +118,14 @@ def compileGenerator(directory: str) -> str | None:
     return binary if done.returncode == 0 else None
 
 
-#: The compiled C generator, when L{main} found a compiler (else the Python loop runs).
-GENERATOR: str | None = None
-
-
-def generate(kind: str, port: int, seconds: float, concurrency: int) -> dict[str, Any]:
-    """Handshakes of C{kind} for C{seconds}, C{concurrency} in flight: counts, and the generator's CPU."""
-    if GENERATOR is not None:
-        return generateC(GENERATOR, kind, port, seconds, concurrency)
+def generate(binary: str | None, kind: str, port: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """
+    Handshakes of C{kind} for C{seconds}, C{concurrency} in flight, by the
+    compiled C generator C{binary} (L{None}: the Python loop): counts, and
+    the generator's CPU.
+    """
+    if binary is not None:
+        return generateC(binary, kind, port, seconds, concurrency)
     before = time.process_time()
     counts = generatePython(kind, port, seconds, concurrency)
     return {**counts, "generatorCpu": time.process_time() - before}
@@ -205,7 +206,7 @@ def generatePython(kind: str, port: int, seconds: float, concurrency: int) -> di
 class Daemon:
     """One C{twistd txupgrade} under test, its log in a file."""
 
-    def __init__(self, name: str, extra: list[str], directory: str, common: list[str] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, name: str, extra: list[str], directory: str, common: Sequence[str] = ()) -> None:
         self.name = name
         self.log = os.path.join(directory, re.sub(r"[^\w.-]+", "-", name) + ".log")
         args = [*TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
@@ -257,13 +258,15 @@ class Daemon:
                 self.process.wait(5)
 
 
-def measure(daemon: Daemon, kind: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    """One measurement of C{kind} handshakes against C{daemon}."""
-    generate(kind, daemon.port, min(1.0, seconds), concurrency)  # warm-up
+def measure(
+    daemon: Daemon, kind: str, seconds: float, concurrency: int, generator: str | None
+) -> dict[str, Any]:
+    """One measurement of C{kind} handshakes against C{daemon} (C{generator}: see L{generate})."""
+    generate(generator, kind, daemon.port, min(1.0, seconds), concurrency)  # warm-up
     cpuBefore = daemon.cpu()
     busyBefore = machineCpu()
     wallBefore = time.monotonic()
-    counts = generate(kind, daemon.port, seconds, concurrency)
+    counts = generate(generator, kind, daemon.port, seconds, concurrency)
     wall = time.monotonic() - wallBefore
     own = counts.pop("generatorCpu")
     busy = machineCpu() - busyBefore
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     cpus = os.cpu_count()
     print(f"=== twistd txupgrade --workers: handshakes/s on {cpus} CPUs, load {os.getloadavg()}")
-    print(f"generator: {chooseGenerator(args.generator, directory)}")
+    generator = chooseGenerator(args.generator, directory)
+    print(f"generator: {generatorName(generator)}")
     print(f"daemon options: --listen tcp:0:interface=127.0.0.1 {args.daemon_args}".rstrip())
     print(f"{'config':<10} {'kind':<5} {'hs/s':>8} {'hs/srv-cpu-s':>13} {'srv cpu':>8} {'per process':>22}")
     print(f"{'':<10} {'':<5} {'':>8} {'':>13} {'gen cpu':>8} {'other cpu':>10} {'errors':>7}")
@@ -303,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             daemon = Daemon(name, extra, directory, args.daemon_args.split())
             try:
                 for kind in kinds:
-                    r = measure(daemon, kind, args.seconds, args.concurrency)
+                    r = measure(daemon, kind, args.seconds, args.concurrency, generator)
                     results.setdefault(name, {})[kind] = r
                     print(
                         f"{name:<10} {kind:<5} {r['perSecond']:>8.0f} {r['perServerCpuSecond']:>13.0f} "
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"results": results, "summary": summary, "cpus": cpus, "generator": generatorName()},
+                {"results": results, "summary": summary, "cpus": cpus, "generator": generatorName(generator)},
                 f,
                 indent=2,
             )
@@ -371,21 +375,18 @@ def parseOptions(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
     return args
 
 
-def chooseGenerator(choice: str, directory: str) -> str:
-    """Set L{GENERATOR} as C{--generator} says; what will run, for the report."""
-    global GENERATOR
-    GENERATOR = compileGenerator(directory) if choice in ("auto", "c") else None
-    if choice == "c" and GENERATOR is None:
+def chooseGenerator(choice: str, directory: str) -> str | None:
+    """The C generator C{--generator} asks for, compiled; L{None} for the Python loop."""
+    binary = compileGenerator(directory) if choice in ("auto", "c") else None
+    if choice == "c" and binary is None:
         raise SystemExit("--generator c: no C compiler could build benchmarks/hsload.c")
-    return generatorName()
+    return binary
 
 
-def generatorName() -> str:
-    """Which generator runs."""
+def generatorName(binary: str | None) -> str:
+    """Which generator runs, for the report."""
     return (
-        "C (benchmarks/hsload.c)"
-        if GENERATOR is not None
-        else "Python (no C compiler, or --generator python)"
+        "C (benchmarks/hsload.c)" if binary is not None else "Python (no C compiler, or --generator python)"
     )
 
 

@@ -75,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     directory = tempfile.mkdtemp(prefix="txupgrade-bench-log-")
     results: dict[str, dict[str, Any]] = {}
     print(f"=== twistd txupgrade access log: on vs off, {os.cpu_count()} CPUs, load {os.getloadavg()}")
-    print(f"generator: {_daemon.chooseGenerator(args.generator, directory)}")
+    generator = _daemon.chooseGenerator(args.generator, directory)
+    print(f"generator: {_daemon.generatorName(generator)}")
     print(f"{'config':<8} {'kind':<5} {'hs/s':>8} {'srv us/hs':>10} {'gen cpu':>8} {'other cpu':>10}")
     try:
         for name, extra in CONFIGS.items():
             daemon = Daemon(name, extra, directory)
             try:
                 for kind in kinds:
-                    r = _daemon.measure(daemon, kind, args.seconds, args.concurrency)
+                    r = _daemon.measure(daemon, kind, args.seconds, args.concurrency, generator)
                     r["serverMicrosPerHandshake"] = (
                         r["serverCpu"] / r["handshakes"] * 1e6 if r["handshakes"] else 0
                     )
