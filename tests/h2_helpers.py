@@ -142,7 +142,6 @@ class H2Client:
     def receive(self, data: bytes) -> bytes:
         """Feed bytes from the server; return what the client answers (ACKs, WINDOW_UPDATEs)."""
         for event in self.conn.receive_data(data):
-            streamID = getattr(event, "stream_id", None)
             if isinstance(event, h2.events.ResponseReceived):
                 answer = self.answers.setdefault(event.stream_id, Answer())
                 answer.headers = list(event.headers)
@@ -153,7 +152,7 @@ class H2Client:
                     self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
                 self.answers.setdefault(event.stream_id, Answer()).ended = True
-            elif isinstance(event, h2.events.StreamReset) and streamID is not None:
+            elif isinstance(event, h2.events.StreamReset):
                 self.answers.setdefault(event.stream_id, Answer()).reset = int(event.error_code)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = event

@@ -53,11 +53,6 @@ methods = st.sampled_from([b"GET", b"GET", b"POST", b"PUT", b"HEAD", b"OPTIONS",
 hosts = st.sampled_from([b"127.0.0.1", b"localhost", b"127.0.0.1:8080", b"localhost:8080"])
 
 
-def joined(items: list[bytes], separator: bytes) -> bytes:
-    """C{items} as one list value."""
-    return separator.join(items)
-
-
 @st.composite
 def chunkedBodies(draw: Any, body: bytes) -> bytes:
     """C{body} in the chunked coding: random chunk sizes, extensions, trailers."""
@@ -97,8 +92,8 @@ def requests(draw: Any, upgrade: bool | None = None) -> bytes:
         protocols = draw(st.lists(protocolNames, min_size=1, max_size=4))
         if upgrade:
             protocols = [p for p in protocols if p != b"n@pe"] + [b"echo"]
-        fields.append((b"Connection", joined(options, draw(separators))))
-        fields.append((b"Upgrade", joined(protocols, draw(separators))))
+        fields.append((b"Connection", draw(separators).join(options)))
+        fields.append((b"Upgrade", draw(separators).join(protocols)))
     elif draw(st.booleans()):
         fields.append((b"Connection", draw(connectionOptions)))
     fields.extend(draw(st.lists(st.tuples(tokens, fieldValues), max_size=3)))
