@@ -38,6 +38,14 @@ def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
+@inlineCallbacks
+def _rescrape(samples: dict[Any, float], port: int) -> Any:
+    """Replace C{samples} with a new scrape of C{port}'s C{/metrics}."""
+    fresh = yield inThread(_scrape, port)
+    samples.clear()
+    samples.update(fresh)
+
+
 def _whole(data: bytes) -> bool:
     """Whether C{data} holds a whole response with a C{Content-Length}."""
     head, separator, body = data.partition(b"\r\n\r\n")
@@ -104,7 +112,7 @@ class MetricsTests(TestCase):
 
         @inlineCallbacks
         def settled() -> Any:
-            samples.update((yield inThread(_scrape, metricsPort)))
+            yield _rescrape(samples, metricsPort)
             return samples.get(("txupgrade_connections_active", frozenset({("protocol", "http")}))) == 0
 
         yield _poll(settled)
@@ -135,6 +143,10 @@ def _poll(check: Any, attempts: int = 50) -> Any:
     raise AssertionError("the metrics never settled")
 
 
+#: Echo upgrades made by L{WorkersMetricsTests}.
+UPGRADES = 12
+
+
 class WorkersMetricsTests(TestCase):
     """C{--metrics} with C{--workers 2}: the supervisor's page holds both workers' figures."""
 
@@ -155,8 +167,7 @@ class WorkersMetricsTests(TestCase):
 
         @inlineCallbacks
         def bothWorkers() -> Any:
-            samples.clear()
-            samples.update((yield inThread(_scrape, metricsPort)))
+            yield _rescrape(samples, metricsPort)
             workers = {
                 dict(labels).get("worker")
                 for (name, labels) in samples
@@ -180,8 +191,7 @@ class WorkersMetricsTests(TestCase):
 
         @inlineCallbacks
         def counted() -> Any:
-            samples.clear()
-            samples.update((yield inThread(_scrape, metricsPort)))
+            yield _rescrape(samples, metricsPort)
             # Bytes are added up when a connection closes, which may come later.
             return total("txupgrade_received_bytes_total", protocol="echo") == 4 * UPGRADES
 
@@ -190,7 +200,3 @@ class WorkersMetricsTests(TestCase):
         self.assertEqual(total("txupgrade_handshake_seconds_count", protocol="echo"), UPGRADES)
         self.assertEqual(samples[("txupgrade_workers_running", frozenset())], 2)
         self.assertEqual(samples[("txupgrade_worker_restarts_total", frozenset())], 0)
-
-
-#: Echo upgrades made by L{WorkersMetricsTests}.
-UPGRADES = 12
