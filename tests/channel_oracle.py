@@ -43,8 +43,9 @@ from txupgrade.testing import MemoryConnection, RecordingProtocol
 
 CRLF = b"\r\n"
 TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_PROTOCOL = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?:/([!#$%&'*+\-.^_`|~0-9A-Za-z]+))?")
+_TOKEN_PATTERN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = re.compile(_TOKEN_PATTERN)
+_PROTOCOL = re.compile(rb"(" + _TOKEN_PATTERN + rb")(?:/(" + _TOKEN_PATTERN + rb"))?")
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 #: Bytes a chunk extension may hold (RFC 9112 §7.1.1, as qdtext and token allow).
 _CHUNK_EXT = re.compile(rb"[\t !\"#$%&'()*+,\-./0-9:;<=>?@A-Z\[\]^_`a-z{|}~\x80-\xff]*")
@@ -530,8 +531,13 @@ def decodeInput(data: bytes) -> tuple[bytes, list[bytes], dict[str, Any]]:
     }
     cutCount = (flags >> 4) & 3
     cuts, stream = data[1 : 1 + cutCount], data[1 + cutCount :]
-    bounds = [0, *sorted(c * len(stream) // 255 for c in cuts), len(stream)]
-    return stream, [stream[a:b] for a, b in itertools.pairwise(bounds)], options
+    return stream, cut(stream, [c * len(stream) // 255 for c in cuts]), options
+
+
+def cut(data: bytes, offsets: Iterable[int]) -> list[bytes]:
+    """C{data} in pieces, cut at C{offsets} (any order, repeats give empty pieces)."""
+    bounds = [0, *sorted(offsets), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _describe(event: dict[str, Any]) -> str:

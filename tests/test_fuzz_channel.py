@@ -12,7 +12,6 @@ suite stays fast; C{fuzz/fuzz_channel.py} is the long, coverage-guided mode.
 
 from __future__ import annotations
 
-import itertools
 import os
 from typing import Any
 
@@ -24,6 +23,7 @@ from tests.channel_oracle import (
     CRLF,
     TCHARS,
     checkStream,
+    cut,
     parseRequests,
     parseResponses,
     runStream,
@@ -136,9 +136,7 @@ def streams(draw: Any) -> bytes:
 @st.composite
 def segmented(draw: Any, data: bytes) -> list[bytes]:
     """C{data} cut at random points into writes."""
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+    return cut(data, draw(st.lists(st.integers(0, len(data)), max_size=6)))
 
 
 runOptions = st.fixed_dictionaries(
