@@ -164,9 +164,12 @@ class UpgradeListLimitTests(SynchronousTestCase):
 
     def offer(self, tracker: ConnectionTracker, count: int) -> bytes:
         """What a request offering C{count} protocols (C{echo} last) gets."""
-        names = b", ".join([b"p%d" % i for i in range(count - 1)] + [b"echo"])
+        return self.upgradeField(tracker, b", ".join([b"p%d" % i for i in range(count - 1)] + [b"echo"]))
+
+    def upgradeField(self, tracker: ConnectionTracker, value: bytes) -> bytes:
+        """What a request whose C{Upgrade} field is C{value} gets."""
         connection, transport = _connect(tracker)
-        connection.dataReceived(UPGRADE.replace(b"Upgrade: echo", b"Upgrade: " + names))
+        connection.dataReceived(UPGRADE.replace(b"Upgrade: echo", b"Upgrade: " + value))
         return bytes(transport.value())
 
     def test_configured(self) -> None:
@@ -189,9 +192,7 @@ class UpgradeListLimitTests(SynchronousTestCase):
         self.assertTrue(self.offer(tracker, 16).startswith(b"HTTP/1.1 101 "))
         self.assertTrue(self.offer(tracker, 17).startswith(b"HTTP/1.1 400 "))
         tracker, _ = _tracker(Limits(requestHeadTimeout=0), maxUpgradeOffers=1)
-        connection, transport = _connect(tracker)
-        connection.dataReceived(UPGRADE.replace(b"Upgrade: echo", b"Upgrade: " + b"x" * 65))
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+        self.assertTrue(self.upgradeField(tracker, b"x" * 65).startswith(b"HTTP/1.1 400 "))
         self.assertEqual(tracker.limitLog.counts, {"max-upgrade-offers": 1})
 
 
