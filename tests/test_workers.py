@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, capturedLogs, globalLogPublisher
 from twisted.python.compat import iterbytes
@@ -526,8 +526,8 @@ class ControlTests(SynchronousTestCase):
         supervisorEnd, _workerEnd, _toWorker, _toSupervisor = self.connected()
         pending = supervisorEnd.ask(b"metrics")
         supervisorEnd.connectionLost(Failure(ProcessDone(0)))
-        self.failureResultOf(pending)
-        self.failureResultOf(supervisorEnd.ask(b"metrics"))
+        self.failureResultOf(pending, ProcessDone)
+        self.failureResultOf(supervisorEnd.ask(b"metrics"), ConnectionDone)
 
     def test_askWorkersLeavesOutSilentOnes(self) -> None:
         """The answers of the workers that answer in time, by worker; a silent one is left out."""
