@@ -254,6 +254,14 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[rank]
 
 
+def runMeasured(args: Sequence[str], timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run C{args} to its end, its output captured as text; with the CPU seconds it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return done, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def processCpu(process: Any) -> float:
     """CPU seconds, user + system, of a C{psutil.Process} (children not included)."""
     times = process.cpu_times()

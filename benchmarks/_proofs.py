@@ -175,7 +175,6 @@ def serve(
                 "errors": tally.counts,
                 "unexpected": tally.unexpected,
                 "pluginFailures": site.pluginFailures.counts,
-                "connections": len(process.net_connections("tcp")) if request.args.get(b"conns") else None,
             }
             request.setHeader(b"Content-Type", b"application/json")
             return json.dumps(body).encode()

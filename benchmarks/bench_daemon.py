@@ -53,7 +53,6 @@ import hashlib
 import json
 import os
 import re
-import resource
 import selectors
 import shutil
 import signal
@@ -71,7 +70,7 @@ import psutil
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import machineCpu
+from _harness import machineCpu, runMeasured
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -137,20 +136,14 @@ def generateC(binary: str, kind: str, port: int, seconds: float, concurrency: in
     with tempfile.NamedTemporaryFile(prefix="hsload-", suffix=".request") as request:
         request.write(requestFor(kind, port))
         request.flush()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run(
-            [binary, str(port), str(seconds), str(concurrency), request.name, expect],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
+        done, cpu = runMeasured(
+            [binary, str(port), str(seconds), str(concurrency), request.name, expect], seconds + 60
         )
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{kind}: hsload failed ({done.returncode}): {done.stderr.strip()[:400]}")
     match = re.fullmatch(r"handshakes (\d+) errors (\d+)\s*", done.stdout)
     if match is None:
         raise SystemExit(f"{kind}: hsload printed {done.stdout!r}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"handshakes": int(match.group(1)), "errors": int(match.group(2)), "generatorCpu": cpu}
 
 

@@ -39,10 +39,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -142,16 +140,10 @@ SERVERS = {"txupgrade": serveTxupgrade, "hypercorn": serveHypercorn}
 
 def h2load(port: int, requests: int, clients: int, streams: int) -> tuple[int, float, str]:
     """Run h2load; (requests that succeeded, its CPU seconds, its output)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
+    done, cpu = H.runMeasured(
         ["h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams), f"http://{H.HOST}:{port}/"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        120,
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     match = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", done.stdout)
     succeeded = int(match.group(1)) if match else 0
     return succeeded, cpu, done.stdout + done.stderr
