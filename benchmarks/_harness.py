@@ -119,7 +119,8 @@ def announce(port: int, reactor: object) -> None:
 class ServerProcess:
     """
     One benchmark server: C{python SCRIPT --serve KIND ...}, its output in a
-    temporary file, ready once it printed L{announce}'s line.
+    temporary file, ready once it printed L{announce}'s line; it gets
+    C{SIGTERM} if the driver dies (L{dieWithParent}).
 
     @ivar port: The port it listens on.
     @ivar reactor: Its reactor's class name.
@@ -152,6 +153,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             env=environ,
             start_new_session=True,
+            preexec_fn=dieWithParent,
         )
         self.pid = self.process.pid
         self.port = 0

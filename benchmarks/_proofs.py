@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from _harness import HOST, REPO, dieWithParent, processCpu, raiseFileLimit
+from _harness import HOST, REPO, ServerProcess, announce, dieWithParent, processCpu, raiseFileLimit
 
 
 def machineLoad() -> str:
@@ -64,7 +64,7 @@ def proofParser(doc: str | None, serve: bool = True) -> argparse.ArgumentParser:
     """A proof's command line: its docstring as the help, and the hidden C{--serve} of its server."""
     result = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if serve:
-        result.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+        result.add_argument("--serve", metavar="KIND", help=argparse.SUPPRESS)
     return result
 
 
@@ -137,8 +137,8 @@ def serve(
     protocols: Iterable[Any] = (), expected: Callable[[dict[str, Any]], str | None] = lambda e: None
 ) -> None:
     """
-    Run the demo server on 127.0.0.1 (a free port, printed as C{PORT n}) until
-    SIGTERM or until the parent process goes away.
+    Run the demo server on 127.0.0.1 (a free port, announced as L{announce}
+    does) until SIGTERM or until the parent process goes away.
 
     @param protocols: Protocols served on every path besides C{echo}.
     @param expected: Names the kind of an expected error event, or L{None}.
@@ -188,43 +188,21 @@ def serve(
     root.putChild(b"_stats", Stats())
     site = QuietSite(root, registry, logPath=None)
     port = reactor.listenTCP(0, site, backlog=4096, interface=HOST)  # type: ignore[attr-defined]
-    sys.stdout.write(f"PORT {port.getHost().port}\n")
-    sys.stdout.flush()
+    announce(port.getHost().port, reactor)
     # The reactor stops on SIGTERM (its own handler), and the process dies
-    # with its driver (Server starts it with dieWithParent).
+    # with its driver (ServerProcess starts it with dieWithParent).
     reactor.run()  # type: ignore[attr-defined]
 
 
-class Server:
-    """A server process started by a driver: C{python SCRIPT --serve ARGS}."""
+class Server(ServerProcess):
+    """A proof's server process, started by its driver: C{python SCRIPT --serve proof}."""
 
-    def __init__(self, script: str, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, script, "--serve", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=dieWithParent,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("PORT "):
-            self.process.kill()
-            raise SystemExit(f"the server did not start: {line!r}")
-        self.port = int(line.split()[1])
+    def __init__(self, script: str) -> None:
+        super().__init__(script, "proof")
 
     def stats(self, collect: bool = False) -> dict[str, Any]:
         """The server's C{/_stats}, over a new connection."""
         return asyncio.run(fetchStats(self.port, collect))
-
-    def stop(self) -> None:
-        """SIGTERM, then wait (kill after 10 s)."""
-        terminate(self.process, 10)
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------
