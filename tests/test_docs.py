@@ -771,3 +771,54 @@ class OperatorsGuideTests(SynchronousTestCase):
         self.assertIn("listen", names)
         missing = sorted(name for name in names if f"`--{name}" not in guide)
         self.assertEqual(missing, [], "document these in docs/operators.md")
+
+
+def _consoleSession(block: str) -> list[tuple[str, str]]:
+    """The (command, output) steps of a C{console} block with several C{$} commands."""
+    steps: list[tuple[str, str]] = []
+    for line in block.splitlines(keepends=True):
+        if line.startswith("$ "):
+            steps.append((line[2:].rstrip("\n"), ""))
+        else:
+            command, output = steps[-1]
+            steps[-1] = (command, output + line)
+    return steps
+
+
+class TLSGuideTests(TestCase):
+    """The TLS commands of docs/operators.md, run as shown against a real C{twistd txupgrade}."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_tlsCommands(self) -> Any:
+        """The certificate is made, the daemon serves both listeners, and each curl prints what is shown."""
+        from tests.support.net import freePort
+
+        for tool in ("openssl", "curl"):
+            if shutil.which(tool) is None:
+                self.fail(f"{tool} is needed (bash .ci/install installs it)")
+        section = (DOCS / "operators.md").read_text().split("\n## TLS\n", 1)[1].split("\n## ", 1)[0]
+        (block,) = re.findall(r"```console\n(.*?)```", section, re.DOTALL)
+        steps = _consoleSession(block)
+        self.assertEqual([command.split()[0] for command, _ in steps[:2]], ["openssl", "twistd"])
+        self.assertGreaterEqual(len(steps), 4)
+        directory = tempfile.mkdtemp(prefix="txupgrade-docs-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        subprocess.run(steps[0][0], shell=True, cwd=directory, check=True, capture_output=True, timeout=60)
+        ports = {"8080": str(freePort()), "8443": str(freePort())}
+
+        def local(command: str) -> str:
+            for shown, port in ports.items():
+                command = command.replace(f":{shown}", f":{port}")
+            return command.replace("server.pem", os.path.join(directory, "server.pem"))
+
+        argv = shlex.split(local(steps[1][0]))[1:]
+        daemon = _spawn(self, [*_TWISTD, *argv], rb"txupgrade serving on tcp:127\.0\.0\.1:(\d+)")
+        yield withTimeout(daemon.ready, 60)
+        for command, expected in steps[2:]:
+            args = shlex.split(local(command))
+            out, err, code = yield withTimeout(
+                getProcessOutputAndValue(args[0], args[1:], env=dict(os.environ)), 30
+            )
+            self.assertEqual((code, out.decode()), (0, expected), (command, err))

@@ -45,6 +45,9 @@ PRIVATE_NAMES = {
     "_HTTPChannel__first_line": "HTTPChannel",
     "_receivedHeaderSize": "HTTPChannel",
     "_sslContextFactory": "SSL4ServerEndpoint",
+    "_WrapperServerEndpoint": "twisted.internet.endpoints",
+    "_wrappedEndpoint": "_WrapperServerEndpoint",
+    "_wrapperFactory": "_WrapperServerEndpoint",
     "_disconnected": "Request",
     "_command": "HTTPChannel",
     "_path": "HTTPChannel",
@@ -348,3 +351,19 @@ class SSLServerEndpointTests(SynchronousTestCase):
         context = _twistedcompat.sslContextFactory(endpoint)
         self.assertTrue(callable(getattr(context, "getContext", None)), context)
         context.getContext()
+
+
+class WrapperEndpointTests(SynchronousTestCase):
+    """The C{haproxy:} wrapper endpoint, whose PROXY factory the daemon swaps for one that hides nothing."""
+
+    def test_layersAndProxyFactory(self) -> None:
+        """C{haproxy:tcp:} is a wrapper endpoint around the TCP one; L{hideNothing} swaps its factory."""
+        from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+
+        endpoint = serverFromString(Clock(), "haproxy:tcp:0:interface=127.0.0.1")
+        layers = _twistedcompat.endpointLayers(endpoint)
+        self.assertEqual(len(layers), 2)
+        self.assertIsInstance(layers[1], TCP4ServerEndpoint)
+        self.assertIsNone(_twistedcompat.sslContextFactory(layers[1]))
+        _twistedcompat.hideNothing(endpoint)
+        self.assertIs(layers[0]._wrapperFactory, _twistedcompat.ProxyWrappingFactory)

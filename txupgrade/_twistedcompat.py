@@ -12,21 +12,29 @@ renames any of it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.internet.interfaces import IProtocol, ISSLTransport
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.web import server
 from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 
 from txupgrade.h2c import PREFACE
+from txupgrade.wrappers import ForwardingProtocol, TransparentFactory, TransparentWrapper
 
 __all__ = [
     "answerStar",
-    "bypassWrapper",
+    "channelWrapper",
     "currentProtocol",
+    "endpointLayers",
     "feedTLS",
     "headBytesReceived",
+    "hideNothing",
+    "http2Available",
     "injectRequest",
+    "proxyEndpoint",
     "readingRequestLine",
     "releaseChannel",
     "requestGone",
@@ -50,6 +58,11 @@ def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
     wrapper = _HTTP2Wrapper(channel)
     channel._txupgradeWrapper = wrapper  # type: ignore[attr-defined]
     return wrapper
+
+
+def channelWrapper(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
+    """The wrapper L{wrapChannel} put around C{channel} (until L{swapProtocol})."""
+    return channel._txupgradeWrapper  # type: ignore[attr-defined]
 
 
 def requestVersion(channel: HTTPChannel) -> bytes:
@@ -130,9 +143,21 @@ def swapProtocol(channel: HTTPChannel, protocol: IProtocol) -> Any:
     return transport
 
 
-class _HTTP2Wrapper(_GenericHTTPChannelProtocol):
+@functools.cache
+def http2Available() -> bool:
+    """Whether txupgrade's HTTP/2 connection can be built (the C{h2c} extra is installed)."""
+    try:
+        import txupgrade._h2connection  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _HTTP2Wrapper(ForwardingProtocol, _GenericHTTPChannelProtocol):
     """
-    Twisted's channel wrapper, serving HTTP/2 with txupgrade's connection.
+    Twisted's channel wrapper, serving HTTP/2 with txupgrade's connection,
+    and passing the optional protocol interfaces (a finished TLS handshake,
+    a half-close) to the protocol now on the connection.
 
     On TLS with ALPN C{h2}, as Twisted does, but with
     L{txupgrade._h2connection.H2Connection}. On cleartext, a connection
@@ -143,6 +168,9 @@ class _HTTP2Wrapper(_GenericHTTPChannelProtocol):
 
     _sniffed = b""
     _negotiatedProtocol: bytes | None = None  # type: ignore[assignment]
+
+    def forwardTo(self) -> Any:
+        return self._channel
 
     def dataReceived(self, data: bytes) -> None:
         if self._negotiatedProtocol is None:
@@ -165,10 +193,10 @@ class _HTTP2Wrapper(_GenericHTTPChannelProtocol):
 
     def _becomeH2(self, data: bytes) -> bool:
         """Replace the HTTP/1.1 channel with an HTTP/2 connection, as ALPN does."""
-        try:
-            from txupgrade._h2connection import buildH2Connection
-        except ImportError:
+        if not http2Available():
             return False
+        from txupgrade._h2connection import buildH2Connection
+
         channel: Any = self._channel
         producer = channel._networkProducer
         producer.unregisterProducer()
@@ -186,26 +214,6 @@ class _HTTP2Wrapper(_GenericHTTPChannelProtocol):
 def answerStar(request: server.Request) -> None:
     """Answer a request for C{*} as twisted.web does: C{200} to C{OPTIONS}, else C{405}."""
     server.Request._handleStar(request)
-
-
-def bypassWrapper(transport: Any, protocol: IProtocol) -> _GenericHTTPChannelProtocol | None:
-    """
-    Make C{protocol} the one the transport calls, in place of the Site's wrapper.
-
-    After a switch the transport still calls L{_GenericHTTPChannelProtocol},
-    which forwards only L{IProtocol}: Twisted asks the transport's own
-    C{protocol} (a TCP connection's attribute, or a TLS layer's
-    C{wrappedProtocol}) for C{IHalfCloseableProtocol} and
-    C{IHandshakeListener}, and C{startTLS} wraps that C{protocol}. Returns
-    the wrapper taken out (for L{resumeChannel}), or L{None} when it was not
-    found (another layer, such as a TLS upgrade, forwards to the channel).
-    """
-    for attribute in ("protocol", "wrappedProtocol"):
-        holder = vars(transport).get(attribute) if hasattr(transport, "__dict__") else None
-        if isinstance(holder, _GenericHTTPChannelProtocol) and holder._channel is protocol:
-            setattr(transport, attribute, protocol)
-            return holder
-    return None
 
 
 def resumeChannel(channel: HTTPChannel, wrapper: Any, idleTimeout: float | None) -> None:
@@ -239,10 +247,40 @@ def sslContextFactory(endpoint: Any) -> Any:
     """
     The TLS context factory of an C{ssl:} server endpoint (an
     L{twisted.internet.endpoints.SSL4ServerEndpoint} from C{serverFromString}), with every option of
-    its description applied: a worker of C{--workers} serves TLS with it on
-    the socket it inherits instead of binding.
+    its description applied (a worker of C{--workers} serves TLS with it on
+    the socket it inherits instead of binding); L{None} for another endpoint.
     """
-    return endpoint._sslContextFactory
+    return endpoint._sslContextFactory if isinstance(endpoint, SSL4ServerEndpoint) else None
+
+
+def endpointLayers(endpoint: Any) -> list[Any]:
+    """C{endpoint} and the endpoints it wraps (C{haproxy:ssl:...}), outermost first."""
+    layers = [endpoint]
+    while isinstance(layers[-1], _WrapperServerEndpoint):
+        layers.append(layers[-1]._wrappedEndpoint)
+    return layers
+
+
+class ProxyProtocolWrapper(TransparentWrapper, HAProxyProtocolWrapper):
+    """Twisted's PROXY protocol reader (C{haproxy:}), passing everything on."""
+
+
+class ProxyWrappingFactory(TransparentFactory, HAProxyWrappingFactory):
+    """Twisted's C{haproxy:} factory, building L{ProxyProtocolWrapper}s."""
+
+    protocol = ProxyProtocolWrapper  # type: ignore[assignment]
+
+
+def proxyEndpoint(endpoint: Any) -> Any:
+    """C{endpoint} reading the PROXY protocol (as C{haproxy:} does), through L{ProxyWrappingFactory}."""
+    return _WrapperServerEndpoint(endpoint, ProxyWrappingFactory)
+
+
+def hideNothing(endpoint: Any) -> None:
+    """Make the C{haproxy:} layers of an endpoint from C{serverFromString} use L{ProxyWrappingFactory}."""
+    for layer in endpointLayers(endpoint):
+        if isinstance(layer, _WrapperServerEndpoint) and layer._wrapperFactory is HAProxyWrappingFactory:
+            layer._wrapperFactory = ProxyWrappingFactory
 
 
 def injectRequest(
@@ -278,7 +316,7 @@ def currentProtocol(holder: Any) -> Any:
     """
     The protocol speaking on a connection whose transport calls C{holder}:
     the channel or upgraded protocol a L{wrapChannel} wrapper forwards to,
-    else C{holder} itself (after L{bypassWrapper} took the wrapper out).
+    else C{holder} itself.
     """
     if isinstance(holder, _GenericHTTPChannelProtocol):
         return holder._channel

@@ -331,11 +331,14 @@ class UpgradeChannel(HTTPChannel):
         once (R12); the HTTP channel and C{req} are released. A protocol that
         serves HTTP/1.1 on the connection again later (the TLS upgrade) has a
         C{holdChannel(channel, request)} method: it gets this channel and
-        C{req} before C{makeConnection}, to resume them rather than build
-        another channel.
+        C{req} before the swap, to resume them rather than build another
+        channel.
         """
         trailing = _compat.takeTrailingData(self)
         _compat.releaseChannel(self)
+        hold = getattr(protocol, "holdChannel", None)
+        if hold is not None:
+            hold(self, req)
         transport = _compat.swapProtocol(self, protocol)
         transport.write(head)
         req.code = 101
@@ -344,9 +347,6 @@ class UpgradeChannel(HTTPChannel):
         # Logged once, like any request: the access log shows the 101.
         self.factory.log(req)
         try:
-            hold = getattr(protocol, "holdChannel", None)
-            if hold is not None:
-                hold(self, req)
             protocol.makeConnection(transport)
             if trailing and not transport.disconnecting:
                 protocol.dataReceived(trailing)
@@ -398,6 +398,8 @@ class UpgradeSite(server.Site):
         compares the C{Origin} with these names.
     @ivar priorKnowledge: Whether a cleartext connection that starts with the
         HTTP/2 preface is served as HTTP/2 (needs the C{h2c} extra).
+    @ivar alpnH2: Whether TLS listeners offer HTTP/2 by ALPN C{h2}
+        (needs the C{h2c} extra); otherwise TLS clients get HTTP/1.1.
     @ivar maxUpgradeOffers: The most protocols one C{Upgrade} field may list
         (and 64 bytes each); a longer one is answered C{400} (R15).
     @ivar limitLog: Where limit hits are counted and logged (rate-limited):
@@ -421,6 +423,7 @@ class UpgradeSite(server.Site):
         advertise: bool = True,
         maxUpgradeBodySize: int | None = None,
         priorKnowledge: bool = True,
+        alpnH2: bool = True,
         allowedHosts: Iterable[str] | Literal["auto"] | None = "auto",
         maxUpgradeOffers: int = negotiation.MAX_OFFERED,
         **kwargs: Any,
@@ -432,6 +435,7 @@ class UpgradeSite(server.Site):
         self.policy = policy
         self.advertise = advertise
         self.priorKnowledge = priorKnowledge
+        self.alpnH2 = alpnH2
         self.maxUpgradeOffers = maxUpgradeOffers
         #: Plugin failures, counted and logged rate-limited (L{PluginFailures}).
         self.pluginFailures = PluginFailures(self.reactor.seconds)
@@ -449,6 +453,12 @@ class UpgradeSite(server.Site):
         if allowed == "auto":
             return negotiation.LOOPBACK_HOSTS if _isLoopback(host) else None
         return cast("frozenset[str] | None", allowed)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The ALPN protocols of TLS connections, preferred first: C{h2} (see L{alpnH2}), C{http/1.1}."""
+        if self.alpnH2 and _compat.http2Available():
+            return [b"h2", b"http/1.1"]
+        return [b"http/1.1"]
 
     def protocol(self) -> Any:
         """Build the wrapped channel, as L{twisted.web.server.Site} does."""

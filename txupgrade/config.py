@@ -193,6 +193,13 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Do not serve HTTP/2 to cleartext connections that start with its preface (see docs/h2c.md)",
     ),
+    Setting(
+        "no-alpn-h2",
+        "flag",
+        bool,
+        False,
+        "Do not offer HTTP/2 to TLS clients by ALPN h2: they get HTTP/1.1",
+    ),
     Setting("log-format", "value", _choice("text", "json"), "text", "Log as text lines or JSON", ""),
     Setting(
         "max-connections",

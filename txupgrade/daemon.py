@@ -16,12 +16,13 @@ from typing import Any, cast
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolNegotiationFactory
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 from twisted.web.resource import IResource, Resource
 
+from txupgrade import _twistedcompat as _compat
 from txupgrade.channel import UpgradeSite
 from txupgrade.config import ConfigError, parseMount
 from txupgrade.limits import Limits
@@ -169,6 +170,32 @@ def tlsDescriptions(descriptions: Sequence[str], certificate: str | None) -> lis
     return result
 
 
+def prepareTLS(contextFactory: Any, factory: Any) -> None:
+    """
+    Ready a TLS listener's options for C{factory}: ALPN from its acceptable
+    protocols (L{txupgrade.tls.offerALPN}); a certificate out of its
+    validity is served, with a warning.
+    """
+    from txupgrade.tls import certificateWarnings, offerALPN
+
+    offerALPN(contextFactory, IProtocolNegotiationFactory(factory).acceptableProtocols)
+    for warning in certificateWarnings(contextFactory):
+        _log.warn("TLS: {warning}; serving it anyway", warning=warning, tlsWarning=warning)
+
+
+def prepareEndpoint(endpoint: Any, factory: Any) -> None:
+    """
+    Make an endpoint from C{serverFromString} hide nothing of C{factory}
+    (L{txupgrade.wrappers}): its C{haproxy:} layers pass everything on and
+    its TLS layer offers the site's ALPN protocols (L{prepareTLS}).
+    """
+    _compat.hideNothing(endpoint)
+    for layer in _compat.endpointLayers(endpoint):
+        contextFactory = _compat.sslContextFactory(layer)
+        if contextFactory is not None:
+            prepareTLS(contextFactory, factory)
+
+
 def listenNow(endpoint: Any, factory: Any, description: str) -> IListeningPort:
     """Listen on C{endpoint} now (before the reactor runs), or raise L{DaemonError} (one line)."""
     outcome: list[Any] = []
@@ -253,6 +280,12 @@ class DaemonService(MultiService):
             except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
                 raise DaemonError(f"--listen {description}: bad endpoint ({_describe(error)})") from None
         for description, endpoint in zip(self.descriptions, endpoints, strict=True):
+            try:
+                prepareEndpoint(endpoint, self.tracker)
+            except Exception as error:  # noqa: BLE001 - OpenSSL's errors on a key or certificate
+                raise DaemonError(
+                    f"--listen {description}: unusable TLS options ({_describe(error)})"
+                ) from None
             self.ports.append(self._listenNow(description, endpoint, self.tracker))
 
     def _listenNow(self, description: str, endpoint: Any, factory: Any) -> IListeningPort:

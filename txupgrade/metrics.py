@@ -91,6 +91,12 @@ class _TrackerCollector:
         for name, count in sorted(tracker.limitLog.counts.items()):
             hits.add_metric([name], count)
         yield hits
+        failures = CounterMetricFamily(
+            "txupgrade_tls_handshake_failures", "TLS handshakes that failed, by reason", labels=["reason"]
+        )
+        for name, count in sorted(tracker.tlsFailures.items()):
+            failures.add_metric([name], count)
+        yield failures
 
 
 @implementer(ILogObserver)

@@ -36,7 +36,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.logs import pluginFailed
 from txupgrade.negotiation import Accept, Decision, Decline, Refuse, UpgradeRequest
@@ -221,7 +220,6 @@ class _StreamProtocol:
 
     def makeConnection(self, transport: Any) -> None:
         """Take the transport, then connect the inner protocol."""
-        _compat.bypassWrapper(transport, self)
         self.transport = _StreamTransport(transport)
         try:
             self.inner.makeConnection(self.transport)  # type: ignore[arg-type]

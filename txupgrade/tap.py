@@ -158,8 +158,10 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
     webSocket = "websocket" in settings.get("protocols", ["websocket"]) and _webSocketAvailable()
     tlsOptions = settings.get("tls-options")
     if tlsOptions is not None and "TLS" in settings.get("protocols", ["TLS"]):
-        from txupgrade.tls import TLSUpgrade
+        from txupgrade.tls import TLSUpgrade, offerALPN
 
+        # After an RFC 2817 upgrade the connection goes on as HTTP/1.1.
+        offerALPN(tlsOptions, lambda: [b"http/1.1"])
         protocols = ProtocolRegistry([*protocols, TLSUpgrade(tlsOptions)])
     site = UpgradeSite(
         buildRoot(settings, protocols, webSocket),
@@ -172,6 +174,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         timeout=settings["timeout"],
         logPath=settings["access-log"],
         priorKnowledge=not settings.get("no-prior-knowledge", False),
+        alpnH2=not settings.get("no-alpn-h2", False),
     )
     if settings.get("no-access-log"):
         site.log = _noAccessLog  # type: ignore[method-assign]

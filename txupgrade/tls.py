@@ -34,9 +34,12 @@ Needs the C{tls} extra (pyOpenSSL).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, ITLSTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,9 +54,12 @@ from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
 from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest
 
 __all__ = [
+    "NoApplicationProtocol",
     "TLSRequiredResource",
     "TLSUpgrade",
     "certificateOptionsFromPEM",
+    "certificateWarnings",
+    "offerALPN",
     "sslListenDescription",
 ]
 
@@ -73,12 +79,15 @@ class CertificateError(ValueError):
 def certificateOptionsFromPEM(path: str | Path, **options: Any) -> Any:
     """
     TLS server options from one PEM file holding the private key and the
-    certificate, optionally followed by the intermediate certificates.
+    certificate, optionally followed by the intermediate certificates,
+    loaded as C{cryptography} objects.
 
     @param options: More L{twisted.internet.ssl.CertificateOptions} arguments.
     @raise CertificateError: when the file is unreadable, has no key, no
         certificate, or a key that does not match the certificate.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from OpenSSL import SSL
     from twisted.internet import ssl
 
@@ -90,22 +99,97 @@ def certificateOptionsFromPEM(path: str | Path, **options: Any) -> Any:
         raise CertificateError(
             f"{path}: no private key in the PEM file (put the key and certificate in one file)"
         )
-    certificates = _PEM_CERTIFICATE.findall(data)
-    if not certificates:
+    if not _PEM_CERTIFICATE.search(data):
         raise CertificateError(
             f"{path}: no certificate in the PEM file (put the key and certificate in one file)"
         )
     try:
-        private = ssl.PrivateCertificate.loadPEM(data)
-        chain = [ssl.Certificate.loadPEM(pem).original for pem in certificates[1:]]
-        return ssl.CertificateOptions(
-            privateKey=private.privateKey.original,
-            certificate=private.original,
-            extraCertChain=chain or None,
-            **options,
+        key = load_pem_private_key(data, password=None)
+        certificates = x509.load_pem_x509_certificates(data)
+        # Twisted's hints still name pyOpenSSL's types; it takes cryptography's.
+        chain: Any = certificates[1:] or None
+        result = ssl.CertificateOptions(
+            privateKey=cast(Any, key), certificate=cast(Any, certificates[0]), extraCertChain=chain, **options
         )
-    except (SSL.Error, ValueError) as error:
-        raise CertificateError(f"{path}: unusable key or certificate: {error}") from None
+        result.getContext()  # checks that the key matches the certificate
+    except (SSL.Error, ValueError, TypeError) as error:
+        raise CertificateError(f"{path}: unusable key or certificate: {_errorText(error)}") from None
+    return result
+
+
+def _errorText(error: Exception) -> str:
+    """OpenSSL's reason (C{key values mismatch}) for its errors, else the message."""
+    for entry in error.args[0] if error.args and isinstance(error.args[0], list) else ():
+        if isinstance(entry, tuple) and len(entry) == 3:
+            return str(entry[2])
+    return str(error)
+
+
+def certificateWarnings(contextFactory: Any, now: datetime | None = None) -> list[str]:
+    """One line per certificate of C{contextFactory} that is expired or not valid yet: served anyway."""
+    from cryptography import x509
+
+    if now is None:
+        now = datetime.now(timezone.utc)
+    lines = []
+    for certificate in map(_cryptographyObject, [contextFactory.certificate, *contextFactory.extraCertChain]):
+        if not isinstance(certificate, x509.Certificate):
+            continue
+        subject = certificate.subject.rfc4514_string()
+        if certificate.not_valid_after_utc < now:
+            lines.append(f"certificate {subject} expired on {certificate.not_valid_after_utc:%Y-%m-%d}")
+        elif certificate.not_valid_before_utc > now:
+            lines.append(
+                f"certificate {subject} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d}"
+            )
+    return lines
+
+
+def _cryptographyObject(value: Any) -> Any:
+    """A pyOpenSSL key or certificate as its C{cryptography} object; anything else as it is."""
+    if hasattr(value, "to_cryptography_key"):
+        return value.to_cryptography_key()
+    if hasattr(value, "to_cryptography"):
+        return value.to_cryptography()
+    return value
+
+
+class NoApplicationProtocol(SSLError):
+    """A client offered by ALPN only protocols the server does not speak."""
+
+    def __init__(self, offered: Sequence[bytes]) -> None:
+        # OpenSSL's error queue shape: Twisted's TLS layer reads its last reason.
+        super().__init__([("SSL routines", "", "no application protocol")])
+        #: What the client offered, as text (for the log).
+        self.offered = ", ".join(p.decode("ascii", "replace") for p in offered)
+
+
+def offerALPN(contextFactory: Any, protocols: Callable[[], Sequence[bytes]]) -> None:
+    """
+    Have the TLS connections of C{contextFactory} (Twisted's
+    C{CertificateOptions}) choose by ALPN the first of C{protocols()} that
+    the client offers (C{http/1.0} too, as HTTP/1.1's channel serves it).
+
+    A client offering none gets the fatal C{no_application_protocol} alert,
+    as RFC 7301 §3.2 says the server SHALL (and as nginx does), rather than
+    Twisted's empty selection, which OpenSSL answers with C{internal_error}.
+    The keys are converted to C{cryptography} objects first (pyOpenSSL's own
+    are deprecated) and the context is built now, so a bad key fails at
+    start-up.
+    """
+    contextFactory.privateKey = _cryptographyObject(contextFactory.privateKey)
+    contextFactory.certificate = _cryptographyObject(contextFactory.certificate)
+    contextFactory.extraCertChain = [_cryptographyObject(c) for c in contextFactory.extraCertChain]
+
+    def select(connection: Any, offered: list[bytes]) -> bytes:
+        for protocol in protocols():
+            if protocol in offered:
+                return protocol
+        if b"http/1.0" in offered:
+            return b"http/1.0"
+        raise NoApplicationProtocol(offered)
+
+    contextFactory.getContext().set_alpn_select_callback(select)
 
 
 def sslListenDescription(description: str, pem: str | Path) -> str:
@@ -197,22 +281,21 @@ class _TLSSwitch:
         self._done = False
 
     def holdChannel(self, channel: Any, request: Request) -> None:
-        """Keep the HTTP channel and the request it switched on: they answer over TLS."""
+        """Keep the HTTP channel, its wrapper and the request it switched on: they answer over TLS."""
         self._channel = channel
         self._httpRequest = request
+        self._wrapper = _compat.channelWrapper(channel)
 
     def makeConnection(self, transport: Any) -> None:
         """Start TLS on the connection (after the plain C{101})."""
         self.transport = transport
-        wrapper = _compat.bypassWrapper(transport, self) if ITLSTransport.providedBy(transport) else None
-        if wrapper is None or self._channel is None:
+        if not ITLSTransport.providedBy(transport) or self._channel is None:
             _log.error(
                 "TLS upgrade from {peer}: the transport cannot start TLS; closing", peer=self.request.peer
             )
             self._release()
             transport.abortConnection()
             return
-        self._wrapper = wrapper
         transport.startTLS(self.upgrade.contextFactory)
         self._timer = self.site.reactor.callLater(self.upgrade.handshakeTimeout, self._timedOut)
 

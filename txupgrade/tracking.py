@@ -2,8 +2,9 @@
 Every connection of the daemon's site, tracked: bytes, upgrades, close events
 and the graceful drain at shutdown.
 
-L{ConnectionTracker} wraps the site (a L{WrappingFactory}); each connection is
-a L{TrackedConnection} between the transport and the site's channel. It sees
+L{ConnectionTracker} wraps the site (a L{txupgrade.wrappers.TransparentFactory});
+each connection is a L{TrackedConnection} between the transport and the site's
+channel, passing on every optional interface (L{txupgrade.wrappers}). It sees
 the wire, so it notes a switch when the C{101} head goes out (the protocol
 named in its C{Upgrade} line), and counts bytes and time from then on. When an
 upgraded connection closes it logs one C{txupgrade.connection} event with the
@@ -18,22 +19,23 @@ is aborted.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from zope.interface import implementer
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IDrainable
 from txupgrade.limits import LimitLog, Limits, refusal
+from txupgrade.logs import LogRateLimit
 from txupgrade.negotiation import upgradedName
+from txupgrade.wrappers import TransparentFactory, TransparentWrapper
 
 __all__ = ["ConnectionTracker", "TrackedConnection", "peerText"]
 
@@ -55,8 +57,7 @@ def peerText(address: IAddress | None) -> str:
     return f"unix:{name}" if name else str(address)
 
 
-@implementer(IHalfCloseableProtocol)
-class TrackedConnection(ProtocolWrapper):
+class TrackedConnection(TransparentWrapper):
     """
     One connection of the site, seen from the wire.
 
@@ -80,6 +81,7 @@ class TrackedConnection(ProtocolWrapper):
     _idleTimer: IDelayedCall | None = None
     _idleTimeout = 0.0
     _lastActive = 0.0
+    _handshaken = False
 
     def makeConnection(self, transport: Any) -> None:
         self.started = self.factory.clock.seconds()
@@ -147,15 +149,30 @@ class TrackedConnection(ProtocolWrapper):
             )
 
     def _headTimedOut(self) -> None:
-        """The head did not come in time: C{408} and close."""
+        """
+        The head did not come in time: C{408} and close; a TLS handshake
+        still unfinished (the deadline runs from accept) is aborted.
+        """
         self._headTimer = None
         if self.protocol != "http" or self.disconnecting or self.transport is None:
             return
+        inHandshake = ISSLTransport.providedBy(self.transport) and not self._handshaken
         self.factory.limitLog.hit(
-            "request-head-timeout", peerText(self.getPeer()), seconds=self.factory.limits.requestHeadTimeout
+            "request-head-timeout",
+            peerText(self.getPeer()),
+            seconds=self.factory.limits.requestHeadTimeout,
+            **({"during": "the TLS handshake"} if inHandshake else {}),
         )
+        if inHandshake:
+            self.abortConnection()
+            return
         self.transport.write(refusal("request-head-timeout"))
         self.transport.loseConnection()
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake (of an C{ssl:} listener or an RFC 2817 upgrade) is done."""
+        self._handshaken = True
+        super().handshakeCompleted()
 
     def _idleCheck(self) -> None:
         """Close an upgraded connection silent for its protocol's idle timeout."""
@@ -226,26 +243,14 @@ class TrackedConnection(ProtocolWrapper):
                 return False
         return True
 
-    def readConnectionLost(self) -> None:
-        """The peer half-closed: tell a protocol that can take it, else close."""
-        current = self.current()
-        if IHalfCloseableProtocol.providedBy(current):
-            current.readConnectionLost()
-        else:
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def writeConnectionLost(self) -> None:
-        """Our side is closed for writing: tell a protocol that can take it."""
-        current = self.current()
-        if IHalfCloseableProtocol.providedBy(current):
-            current.writeConnectionLost()
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         for timer in (self._headTimer, self._idleTimer):
             if timer is not None and timer.active():
                 timer.cancel()
         self._headTimer = self._idleTimer = None
         self.factory.addBytes(self.protocol, self.bytesIn, self.bytesOut)
+        if not self._handshaken and _isTLSError(reason):
+            self.factory.tlsFailed(self, reason)
         if self.protocol != "http":
             duration = self.factory.clock.seconds() - self.started
             _log.info(
@@ -260,6 +265,20 @@ class TrackedConnection(ProtocolWrapper):
             )
             self.factory.closed(self, duration)
         super().connectionLost(reason)
+
+
+def _isTLSError(reason: Failure) -> bool:
+    """Whether a connection ended on a TLS error (pyOpenSSL's; not imported when no TLS was used)."""
+    ssl = sys.modules.get("OpenSSL.SSL")
+    return ssl is not None and isinstance(getattr(reason, "value", reason), ssl.Error)
+
+
+def tlsErrorText(reason: Failure) -> str:
+    """The OpenSSL reason of a TLS error, short (C{wrong version number}), else its message."""
+    for entry in getattr(reason.value, "args", [[]])[0] or ():
+        if isinstance(entry, tuple) and len(entry) == 3 and entry[2]:
+            return str(entry[2])
+    return reason.getErrorMessage()
 
 
 class _Refusal(Protocol):
@@ -295,7 +314,7 @@ class _Refusal(Protocol):
             self._abort.cancel()
 
 
-class ConnectionTracker(WrappingFactory):
+class ConnectionTracker(TransparentFactory):
     """
     The daemon's site, wrapped so that each connection is a L{TrackedConnection}.
 
@@ -327,6 +346,9 @@ class ConnectionTracker(WrappingFactory):
         #: Bytes of connections (or parts of connections) that are over, by protocol.
         self.bytesIn: dict[str, int] = {}
         self.bytesOut: dict[str, int] = {}
+        #: TLS handshakes that failed, by OpenSSL's reason.
+        self.tlsFailures: dict[str, int] = {}
+        self._tlsRate = LogRateLimit(self.clock.seconds)
         self._emptied: list[Deferred[None]] = []
 
     def logPrefix(self) -> str:
@@ -375,6 +397,27 @@ class ConnectionTracker(WrappingFactory):
         """Count the bytes of a connection's part that is over."""
         self.bytesIn[protocol] = self.bytesIn.get(protocol, 0) + received
         self.bytesOut[protocol] = self.bytesOut.get(protocol, 0) + sent
+
+    def tlsFailed(self, connection: TrackedConnection, reason: Failure) -> None:
+        """
+        A TLS handshake failed: count it by OpenSSL's reason (a bounded
+        set), log it (at most one line per reason per interval).
+        """
+        text = tlsErrorText(reason)
+        self.tlsFailures[text] = self.tlsFailures.get(text, 0) + 1
+        more = self._tlsRate.due(text)
+        if more is None:
+            return
+        offered = getattr(reason.value, "offered", None)
+        _log.info(
+            "TLS handshake with {peer} failed: {reason}{detail}{more}",
+            peer=peerText(connection.getPeer()),
+            reason=text,
+            detail=f" (ALPN offered: {offered})" if offered is not None else "",
+            more=f" (and {more} more since the last line)" if more else "",
+            connectionEvent="tls-failed",
+            unlogged=more,
+        )
 
     def upgraded(self, connection: TrackedConnection, latency: float) -> None:
         """A connection switched protocols."""

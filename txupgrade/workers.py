@@ -546,6 +546,9 @@ class _TLSServerEndpoint:
     def listen(self, factory: Any) -> Deferred[IListeningPort]:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
+        from txupgrade.daemon import prepareTLS
+
+        prepareTLS(self._contextFactory, factory)
         return self._wrapped.listen(TLSMemoryBIOFactory(self._contextFactory, False, factory))
 
 
@@ -555,7 +558,7 @@ def workerEndpoint(reactor: Any, listener: SharedListener) -> IStreamServerEndpo
     TLS (from the description's certificate) and the C{haproxy:} wrappers
     applied as Twisted applies them to the description itself.
     """
-    from twisted.protocols.haproxy import proxyEndpoint
+    from txupgrade._twistedcompat import proxyEndpoint
 
     wrappers, inner = splitWrappers(listener.description)
     endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
