@@ -72,7 +72,10 @@ class TrackedConnectionTests(SynchronousTestCase):
     """What a tracked connection sees and logs."""
 
     def test_switchAndClose(self) -> None:
-        """The C{101} marks the switch; the close event has protocol, peer, duration and bytes."""
+        """
+        The C{101} marks the switch; the close event has protocol, peer,
+        duration and bytes, those behind the request (C{abc}) the new protocol's.
+        """
         tracker, clock, _ = _tracker()
         switches: list[tuple[str, float]] = []
         tracker.onUpgrade.append(lambda c, latency: switches.append((c.protocol, latency)))
@@ -83,7 +86,8 @@ class TrackedConnectionTests(SynchronousTestCase):
         connection.dataReceived(UPGRADE[-1:] + b"abc")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
         self.assertEqual(switches, [("echo", 0.25)])
-        self.assertEqual((connection.bytesIn, connection.bytesOut), (0, 3))
+        self.assertEqual((connection.bytesIn, connection.bytesOut), (3, 3))
+        self.assertEqual(tracker.bytesIn, {"http": len(UPGRADE)})
         self.assertIsInstance(connection.current(), EchoProtocol)
         connection.dataReceived(b"de")
         clock.advance(2)
@@ -93,7 +97,7 @@ class TrackedConnectionTests(SynchronousTestCase):
         [closed] = [e for e in events if e.get("connectionEvent") == "closed"]
         self.assertEqual(
             {k: closed[k] for k in ("protocol", "peer", "duration", "bytesIn", "bytesOut")},
-            {"protocol": "echo", "peer": "127.0.0.1:40000", "duration": 2.0, "bytesIn": 2, "bytesOut": 5},
+            {"protocol": "echo", "peer": "127.0.0.1:40000", "duration": 2.0, "bytesIn": 5, "bytesOut": 5},
         )
         self.assertEqual(tracker.connections, set())
 

@@ -123,7 +123,7 @@ class StackTests(TestCase):
         # The connection's layers, under the TLS one (Twisted's, which asks them).
         top = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
         layers = [p for p in protocolLayers(top) if not isinstance(p, TLSMemoryBIOProtocol)]
-        self.assertIsInstance(layers[-1], _twistedcompat._HTTP2Wrapper, kinds)
+        self.assertIsInstance(layers[-1], _twistedcompat.ChannelWrapper, kinds)
         for layer in layers:
             for interface in PROTOCOL_INTERFACES:
                 self.assertTrue(interface.providedBy(layer), f"{kinds}: {layer!r} hides {interface.__name__}")
@@ -166,7 +166,7 @@ class StackTests(TestCase):
             # The endpoint adopts the socket (and closes this descriptor), as a worker's does.
             endpoint = workerEndpoint(reactor, SharedListener(server.detach(), "INET", description))
             ports: list[Any] = []
-            endpoint.listen(service.tracker).addCallback(ports.append)
+            endpoint.listen(service.site).addCallback(ports.append)
             self.addCleanup(ports[0].stopListening)
             self.assertStackHidesNothing(ports[0].factory, service.site, f"worker {description}")
 

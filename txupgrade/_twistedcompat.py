@@ -25,6 +25,7 @@ from txupgrade.h2c import PREFACE
 from txupgrade.wrappers import ForwardingProtocol, TransparentFactory, TransparentWrapper
 
 __all__ = [
+    "ChannelWrapper",
     "answerStar",
     "channelWrapper",
     "currentProtocol",
@@ -48,19 +49,20 @@ __all__ = [
 ]
 
 
-def wrapChannel(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
+def wrapChannel(channel: HTTPChannel, wrapperClass: type[ChannelWrapper] | None = None) -> ChannelWrapper:
     """
-    Wrap C{channel} the way L{twisted.web.server.Site} does, remembering the wrapper on it.
+    Wrap C{channel} the way L{twisted.web.server.Site} does, in a
+    L{ChannelWrapper} (or C{wrapperClass}), remembering the wrapper on it.
 
     The wrapper is what the transport calls; pointing its C{_channel} at
     another protocol is the in-tree way to switch (as ALPN C{h2} does).
     """
-    wrapper = _HTTP2Wrapper(channel)
+    wrapper = (wrapperClass or ChannelWrapper)(channel)
     channel._txupgradeWrapper = wrapper  # type: ignore[attr-defined]
     return wrapper
 
 
-def channelWrapper(channel: HTTPChannel) -> _GenericHTTPChannelProtocol:
+def channelWrapper(channel: HTTPChannel) -> ChannelWrapper:
     """The wrapper L{wrapChannel} put around C{channel} (until L{swapProtocol})."""
     return channel._txupgradeWrapper  # type: ignore[attr-defined]
 
@@ -153,7 +155,7 @@ def http2Available() -> bool:
     return True
 
 
-class _HTTP2Wrapper(ForwardingProtocol, _GenericHTTPChannelProtocol):
+class ChannelWrapper(ForwardingProtocol, _GenericHTTPChannelProtocol):
     """
     Twisted's channel wrapper, serving HTTP/2 with txupgrade's connection,
     and passing the optional protocol interfaces (a finished TLS handshake,
@@ -171,6 +173,13 @@ class _HTTP2Wrapper(ForwardingProtocol, _GenericHTTPChannelProtocol):
 
     def forwardTo(self) -> Any:
         return self._channel
+
+    def protocolSwitched(self, name: str, trailing: int) -> None:
+        """
+        The channel switched the connection to the protocol C{name} (its
+        C{101} written; C{trailing} bytes read behind the request are the new
+        protocol's): nothing here, the daemon's tracking counts from it.
+        """
 
     def dataReceived(self, data: bytes) -> None:
         if self._negotiatedProtocol is None:

@@ -147,7 +147,7 @@ class UpgradeAwareRequest(server.Request):
 
     def _switch(self, outcome: Switch) -> None:
         self.upgrade = None
-        cast(UpgradeChannel, self.channel).switchProtocol(self, outcome.protocol, outcome.head)
+        cast(UpgradeChannel, self.channel).switchProtocol(self, outcome.protocol, outcome.head, outcome.name)
 
     def _renderPlain(self, resrc: IResource, candidates: Sequence[IUpgradeProtocol]) -> None:
         """Render C{resrc} without switching, listing what we could switch to."""
@@ -323,24 +323,32 @@ class UpgradeChannel(HTTPChannel):
         self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign, assignment]
         self.loseConnection()
 
-    def switchProtocol(self, req: UpgradeAwareRequest, protocol: Any, head: bytes) -> None:
+    def switchProtocol(
+        self, req: UpgradeAwareRequest, protocol: Any, head: bytes, name: str | None = None
+    ) -> None:
         """
-        Write the C{101} C{head}, and give the connection to C{protocol}.
+        Write the C{101} C{head}, and give the connection to C{protocol}
+        (C{name}, as the head names it first).
 
         Every byte after the request goes to C{protocol}, in order, exactly
         once (R12); the HTTP channel and C{req} are released. A protocol that
         serves HTTP/1.1 on the connection again later (the TLS upgrade) has a
         C{holdChannel(channel, request)} method: it gets this channel and
         C{req} before the swap, to resume them rather than build another
-        channel.
+        channel. The channel's wrapper hears of the switch
+        (C{protocolSwitched}) once the head is written.
         """
+        if name is None:
+            name = negotiation.upgradedName(head)
         trailing = _compat.takeTrailingData(self)
         _compat.releaseChannel(self)
         hold = getattr(protocol, "holdChannel", None)
         if hold is not None:
             hold(self, req)
+        wrapper = _compat.channelWrapper(self)
         transport = _compat.swapProtocol(self, protocol)
         transport.write(head)
+        wrapper.protocolSwitched(name, len(trailing))
         req.code = 101
         req.code_message = b"Switching Protocols"
         req.sentLength = 0
@@ -354,7 +362,7 @@ class UpgradeChannel(HTTPChannel):
             pluginFailed(
                 self.factory,
                 self._log,
-                negotiation.upgradedName(head),
+                name,
                 "start",
                 Failure(),
                 "Upgraded protocol {protocol} failed to start ({protocolObject!r}); closing",
@@ -408,10 +416,17 @@ class UpgradeSite(server.Site):
     """
 
     requestFactory = UpgradeAwareRequest
+    #: What wraps each channel: the connection the transport calls.
+    connectionClass: type[_compat.ChannelWrapper] = _compat.ChannelWrapper
+    #: The daemon's L{txupgrade.tracking.ConnectionTracker}, once it tracks
+    #: this site: it admits each connection (limits) and counts it.
+    tracker: Any = None
     #: Whether every accepted switch is also a C{txupgrade.upgrade} log
     #: event (debug level), besides its access-log line; refusals and
     #: malformed offers always are.
     logSwitches = False
+    #: Whether the access log is off (C{--no-access-log}).
+    quietAccessLog = False
     limitLog: LimitLog | None = None
 
     def __init__(
@@ -464,4 +479,10 @@ class UpgradeSite(server.Site):
         """Build the wrapped channel, as L{twisted.web.server.Site} does."""
         channel = UpgradeChannel()
         channel.maxUpgradeBodySize = self.maxUpgradeBodySize
-        return _compat.wrapChannel(channel)
+        return _compat.wrapChannel(channel, self.connectionClass)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A connection; through the L{tracker}, when there is one."""
+        if self.tracker is None:
+            return super().buildProtocol(addr)
+        return self.tracker.admit(addr, super().buildProtocol)

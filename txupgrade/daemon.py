@@ -233,9 +233,16 @@ class DaemonService(MultiService):
     The site on its listeners: bound by L{listen} (before the reactor runs),
     logged at start, drained at stop.
 
-    @ivar tracker: The site, wrapped to track its connections.
+    @ivar tracker: Tracks the site's connections.
     @ivar ports: The listening ports, once L{listen} succeeded.
+    @ivar lineLog: The text log's L{txupgrade.logs.LineLog} (set by
+        L{txupgrade.logs.fileLogging}): at start, the access lines and the
+        connection lines go there preformatted.
     """
+
+    lineLog: Any = None
+    #: The log's L{txupgrade.logs.BatchedOutput}, if it writes one.
+    logOutput: Any = None
 
     def __init__(
         self,
@@ -281,12 +288,12 @@ class DaemonService(MultiService):
                 raise DaemonError(f"--listen {description}: bad endpoint ({_describe(error)})") from None
         for description, endpoint in zip(self.descriptions, endpoints, strict=True):
             try:
-                prepareEndpoint(endpoint, self.tracker)
+                prepareEndpoint(endpoint, self.site)
             except Exception as error:  # noqa: BLE001 - OpenSSL's errors on a key or certificate
                 raise DaemonError(
                     f"--listen {description}: unusable TLS options ({_describe(error)})"
                 ) from None
-            self.ports.append(self._listenNow(description, endpoint, self.tracker))
+            self.ports.append(self._listenNow(description, endpoint, self.site))
 
     def _listenNow(self, description: str, endpoint: Any, factory: Any) -> IListeningPort:
         try:
@@ -313,6 +320,12 @@ class DaemonService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        if self.metrics is not None:
+            self.metrics.logOutput = self.logOutput
+        if self.lineLog is not None:
+            self.tracker.lineLog = self.lineLog
+            if self.site.logPath is None and not self.site.quietAccessLog:
+                self.site.log = self.lineLog.access  # type: ignore[method-assign]
         extra = extraText(self.extraPorts)
         _log.info(
             "txupgrade serving on {listeners}; upgrade protocols: {protocols}{extra}",

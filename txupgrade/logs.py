@@ -9,6 +9,17 @@ C{txupgrade.upgrade}, C{txupgrade.connection}, C{txupgrade.daemon},
 C{txupgrade.drain}, C{txupgrade.limits}, C{txupgrade.plugins}); the text log
 shows their format strings, the JSON log every field.
 
+The two lines a busy daemon writes most, an access line per request and a
+C{txupgrade.connection} line per closed upgraded connection, are written to
+the text log by L{LineLog}: preformatted, byte for byte as the text
+observer would write their events, straight into the batch (formatting a
+C{twisted.logger} event costs about as much as serving the request). With
+JSON they are events like the others.
+
+A log that cannot be written (a full disk, a file gone read-only) does not
+stop the daemon: the lines are dropped and counted (L{BatchedOutput.dropped}),
+and standard error says so once.
+
 Two ways to get JSON: C{twistd txupgrade --log-format json} (written where
 twistd would write its log: C{--logfile}, standard output with C{-n}), or
 twistd's own C{--logger txupgrade.logs.jsonLogObserver} (standard output).
@@ -20,12 +31,14 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any, cast
 
-from twisted.logger import ILogObserver, Logger, jsonFileLogObserver, textFileLogObserver
+from twisted.logger import ILogObserver, Logger, formatTime, jsonFileLogObserver, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
+from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
 __all__ = [
     "BatchedOutput",
+    "LineLog",
     "LogRateLimit",
     "PluginFailures",
     "fileLogging",
@@ -133,13 +146,16 @@ class BatchedOutput:
     delay = 0.05
     limit = 1 << 16
 
-    def __init__(self, out: Any, reactor: Any = None) -> None:
+    def __init__(self, out: Any, reactor: Any = None, stderr: IO[str] | None = None) -> None:
         self._out = out
         self._reactor = reactor
+        self._stderr = stderr
         self._parts: list[str] = []
         self._size = 0
         self._call: Any = None
         self._triggered = False
+        #: Lines that could not be written (a full disk, an unwritable file).
+        self.dropped = 0
 
     def write(self, text: str) -> None:
         """Keep C{text}; write it now, or schedule the batch's write."""
@@ -168,8 +184,60 @@ class BatchedOutput:
         self._call = None
         if self._parts:
             text, self._parts, self._size = "".join(self._parts), [], 0
-            self._out.write(text)
-            self._out.flush()
+            try:
+                self._out.write(text)
+                self._out.flush()
+            except (OSError, ValueError) as error:  # ValueError: a closed file
+                self._lost(text, error)
+
+    def _lost(self, text: str, error: Exception) -> None:
+        """Count the lines of C{text} as dropped; say so on standard error the first time."""
+        if not self.dropped:
+            stderr = self._stderr if self._stderr is not None else sys.__stderr__
+            if stderr is not None:
+                try:
+                    stderr.write(f"txupgrade: cannot write the log ({error}); dropping lines, serving on\n")
+                    stderr.flush()
+                except (OSError, ValueError):
+                    pass
+        self.dropped += text.count("\n") or 1
+
+
+class LineLog:
+    """
+    The daemon's frequent lines, written into the text log's L{BatchedOutput}
+    preformatted: the same bytes the text observer (C{textFileLogObserver})
+    writes for the same event, without building and formatting the event.
+
+    @ivar clock: What tells the time (the reactor).
+    """
+
+    def __init__(self, output: BatchedOutput, clock: Any) -> None:
+        self.output = output
+        self.clock = clock
+        self._second = -1
+        self._stamp = ""
+        self._logDate = ""
+
+    def _stamps(self) -> tuple[str, str]:
+        """This second's log time stamp (RFC 3339, local) and access-log date, made once a second."""
+        now = self.clock.seconds()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = formatTime(now)
+            self._logDate = "[" + datetimeToLogString(now) + "]"
+        return self._stamp, self._logDate
+
+    def line(self, system: str, text: str) -> None:
+        """A line of C{system} (C{namespace#level}) saying C{text}."""
+        stamp, _ = self._stamps()
+        self.output.write(f"{stamp} [{system}] {text}\n")
+
+    def access(self, request: Any) -> None:
+        """The access line of C{request}, as twisted.web writes it into twistd's log."""
+        stamp, logDate = self._stamps()
+        self.output.write(f"{stamp} [twisted.python.log#info] {combinedLogFormatter(logDate, request)}\n")
 
 
 def logOutput(options: Any) -> IO[str] | LogFile | None:
@@ -189,18 +257,23 @@ def logOutput(options: Any) -> IO[str] | LogFile | None:
     return LogFile.fromFullPath(logfile or "twistd.log")
 
 
-def fileLogging(service: Any, options: Any, logFormat: str) -> None:
+def fileLogging(service: Any, options: Any, logFormat: str, lineLog: bool = True) -> None:
     """
     Make C{service}, once twistd puts it in its application, give the
     application an observer writing where twistd would have logged, in
     C{logFormat} (C{text}, as twistd's own, or C{json}), in batches
-    (L{BatchedOutput}); nothing with C{--syslog}.
+    (L{BatchedOutput}, its C{logOutput}); nothing with C{--syslog}. In text,
+    and with C{lineLog}, the service also gets the L{LineLog} of that output.
     """
     out = logOutput(options)
     if out is None:
         return
-    batched = cast(IO[str], BatchedOutput(out))
+    output = BatchedOutput(out)
+    service.logOutput = output
+    batched = cast(IO[str], output)
     if logFormat == "json":
         service.logObserver = jsonFileLogObserver(batched, recordSeparator="")
     else:
         service.logObserver = textFileLogObserver(batched)
+        if lineLog:
+            service.lineLog = LineLog(output, service.reactor)

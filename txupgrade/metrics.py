@@ -58,10 +58,11 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class _TrackerCollector:
-    """Reads the tracker at scrape time: open connections, bytes, limit hits."""
+    """Reads the tracker at scrape time: open connections, bytes, limit hits, TLS and log failures."""
 
-    def __init__(self, tracker: ConnectionTracker) -> None:
+    def __init__(self, tracker: ConnectionTracker, metrics: DaemonMetrics) -> None:
         self.tracker = tracker
+        self.metrics = metrics
 
     def collect(self) -> Iterator[Any]:
         tracker = self.tracker
@@ -97,6 +98,11 @@ class _TrackerCollector:
         for name, count in sorted(tracker.tlsFailures.items()):
             failures.add_metric([name], count)
         yield failures
+        output = self.metrics.logOutput
+        if output is not None:
+            yield CounterMetricFamily(
+                "txupgrade_log_lines_dropped", "Log lines that could not be written", value=output.dropped
+            )
 
 
 @implementer(ILogObserver)
@@ -118,6 +124,10 @@ class DaemonMetrics:
     The metrics of one daemon site: fed by its tracker and by the upgrade
     log events, served by L{resource}.
     """
+
+    #: The log's L{txupgrade.logs.BatchedOutput} (from the daemon, at start):
+    #: its dropped lines are counted.
+    logOutput: Any = None
 
     def __init__(self, tracker: ConnectionTracker) -> None:
         self.registry = CollectorRegistry()
@@ -147,8 +157,8 @@ class DaemonMetrics:
             ["protocol", "stage"],
             registry=self.registry,
         )
-        self.registry.register(_TrackerCollector(tracker))
-        self._failures = getattr(tracker.wrappedFactory, "pluginFailures", None)
+        self.registry.register(_TrackerCollector(tracker, self))
+        self._failures = getattr(tracker.site, "pluginFailures", None)
         if self._failures is not None:
             self._failures.onFailure.append(self._failed)
         tracker.onUpgrade.append(self._upgraded)

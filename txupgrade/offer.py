@@ -67,6 +67,8 @@ class Switch:
     protocol: Any
     head: bytes
     upgrade: IUpgradeProtocol
+    #: The protocol as the C{101} names it first (C{echo}, C{TLS/1.2}).
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +273,8 @@ class OfferNegotiation:
                 return Refused(decision, protocol)
             if not isinstance(decision, Accept):
                 raise UpgradeError(f"negotiate returned {decision!r}", 500)
-            head = negotiation.switchingResponse(
-                decision.upgrade or (protocolName(protocol),), decision.headers
-            )
+            named = decision.upgrade or (protocolName(protocol),)
+            head = negotiation.switchingResponse(named, decision.headers)
             newProtocol = decision.protocol
             if newProtocol is None:
                 newProtocol = protocol.buildProtocol(self._upgradeRequest, request.channel.site)
@@ -283,7 +284,7 @@ class OfferNegotiation:
             return self._failed(Failure(), protocol)
         if request.channel.site.logSwitches:
             _logDecision(request, "accepted", protocol, 101, "")
-        return Switch(newProtocol, head, protocol)
+        return Switch(newProtocol, head, protocol, named[0])
 
     def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> Failed:
         pluginFailed(

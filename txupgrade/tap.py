@@ -177,6 +177,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         alpnH2=not settings.get("no-alpn-h2", False),
     )
     if settings.get("no-access-log"):
+        site.quietAccessLog = True
         site.log = _noAccessLog  # type: ignore[method-assign]
     return site
 
@@ -256,6 +257,8 @@ def makeService(options: Options) -> IService:
         service.logTo(logOutput(options), settings["log-format"])
     else:
         from txupgrade.logs import fileLogging
+        from txupgrade.workers import WorkerService
 
-        fileLogging(service, options, settings["log-format"])
+        # A worker's lines go to its supervisor through its own observer.
+        fileLogging(service, options, settings["log-format"], lineLog=not isinstance(service, WorkerService))
     return service

@@ -2,13 +2,18 @@
 Every connection of the daemon's site, tracked: bytes, upgrades, close events
 and the graceful drain at shutdown.
 
-L{ConnectionTracker} wraps the site (a L{txupgrade.wrappers.TransparentFactory});
-each connection is a L{TrackedConnection} between the transport and the site's
-channel, passing on every optional interface (L{txupgrade.wrappers}). It sees
-the wire, so it notes a switch when the C{101} head goes out (the protocol
-named in its C{Upgrade} line), and counts bytes and time from then on. When an
-upgraded connection closes it logs one C{txupgrade.connection} event with the
-protocol, peer, duration and bytes in and out.
+A L{ConnectionTracker} is given the site (C{site.tracker}); the site then
+builds each connection as a L{TrackedConnection}: the site's own
+per-connection wrapper (L{txupgrade._twistedcompat.wrapChannel}), which the
+transport calls, with the counting added, so tracking adds no layer of its
+own. It counts the bytes read in C{dataReceived}, and the bytes written
+through the one transport it gives the channel and any protocol after it
+(L{CountingTransport}); the channel tells it of a switch
+(L{TrackedConnection.protocolSwitched}) with the protocol's name and the
+bytes that came behind the request, which are the new protocol's. When an
+upgraded connection closes it logs one C{txupgrade.connection} line with the
+protocol, peer, duration and bytes in and out (preformatted by the
+daemon's L{txupgrade.logs.LineLog} when the log is text).
 
 L{ConnectionTracker.drain} winds every connection down: an idle HTTP
 connection is closed, one with a request in flight closes once its response
@@ -25,24 +30,27 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from zope.interface import directlyProvides, providedBy
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IDrainable
 from txupgrade.limits import LimitLog, Limits, refusal
-from txupgrade.logs import LogRateLimit
-from txupgrade.negotiation import upgradedName
-from txupgrade.wrappers import TransparentFactory, TransparentWrapper
+from txupgrade.logs import LineLog, LogRateLimit
 
-__all__ = ["ConnectionTracker", "TrackedConnection", "peerText"]
+__all__ = ["ConnectionTracker", "CountingTransport", "TrackedConnection", "peerText"]
 
 _log = Logger(namespace="txupgrade.connection")
 _drainLog = Logger(namespace="txupgrade.drain")
 
-_SWITCHING = b"HTTP/1.1 101 "
+#: The text of a closed upgraded connection's line (and its event's format).
+_CLOSED = (
+    "{protocol} connection from {peer} closed after {duration:.3f} s, "
+    "{bytesIn} bytes in, {bytesOut} bytes out"
+)
 
 
 def peerText(address: IAddress | None) -> str:
@@ -57,23 +65,70 @@ def peerText(address: IAddress | None) -> str:
     return f"unix:{name}" if name else str(address)
 
 
-class TrackedConnection(TransparentWrapper):
+class CountingTransport:
     """
-    One connection of the site, seen from the wire.
+    A connection's transport as its channel and every protocol after a
+    switch see it: the transport itself (every attribute and interface),
+    counting the bytes written into the connection's L{TrackedConnection}.
+    """
+
+    #: Not an adapter: C{IPushProducer(transport)} finds the transport's interfaces.
+    __conform__ = None
+
+    def __init__(self, transport: Any, connection: TrackedConnection) -> None:
+        self._transport = transport
+        self._connection = connection
+        directlyProvides(self, providedBy(transport))
+        # What the channel calls on every request, bound once (else __getattr__).
+        self.getPeer = transport.getPeer
+        self.getHost = transport.getHost
+        self.registerProducer = transport.registerProducer
+        self.unregisterProducer = transport.unregisterProducer
+        self.loseConnection = transport.loseConnection
+
+    @property
+    def disconnecting(self) -> bool:
+        return bool(self._transport.disconnecting)
+
+    def write(self, data: bytes) -> None:
+        connection = self._connection
+        connection.bytesOut += len(data)
+        if connection._idleTimer is not None:
+            connection._lastActive = connection.tracker.clock.seconds()
+        self._transport.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        data = list(data)
+        connection = self._connection
+        connection.bytesOut += sum(map(len, data))
+        if connection._idleTimer is not None:
+            connection._lastActive = connection.tracker.clock.seconds()
+        self._transport.writeSequence(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class TrackedConnection(_compat.ChannelWrapper):
+    """
+    One connection of the site, tracked: the site's channel wrapper, counting.
 
     @ivar protocol: C{"http"} until a switch, then the upgraded protocol's
         name (as in the C{101}'s C{Upgrade}).
     @ivar bytesIn: Bytes received since the switch (or the start).
     @ivar bytesOut: Bytes sent since the switch (or the start).
+    @ivar transport: The transport that calls this connection.
     """
 
-    factory: ConnectionTracker
+    tracker: ConnectionTracker
+    transport: Any = None
     protocol = "http"
     peer = ""
     started = 0.0
     bytesIn = 0
     bytesOut = 0
     clientHost: str | None = None
+    disconnecting = False
     _requestStarted: float | None = None
     _draining = False
     _headTimer: IDelayedCall | None = None
@@ -84,44 +139,28 @@ class TrackedConnection(TransparentWrapper):
     _handshaken = False
 
     def makeConnection(self, transport: Any) -> None:
-        self.started = self.factory.clock.seconds()
-        super().makeConnection(transport)
-        if self.factory.limits.requestHeadTimeout and self.protocol == "http":
-            self._headTimer = self.factory.clock.callLater(
-                self.factory.limits.requestHeadTimeout, self._headTimedOut
-            )
+        tracker = self.tracker
+        self.transport = transport
+        self.started = tracker.clock.seconds()
+        tracker.registerProtocol(self)
+        if tracker.limits.requestHeadTimeout:
+            self._headTimer = tracker.clock.callLater(tracker.limits.requestHeadTimeout, self._headTimedOut)
+        super().makeConnection(CountingTransport(transport, self))
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
-        if self.protocol == "http":
-            if self._requestStarted is None:
-                self._requestStarted = self.factory.clock.seconds()
-            if self.factory.limits.requestHeadTimeout:
-                self._watchHead(data)
-        elif self._idleTimer is not None:
-            self._lastActive = self.factory.clock.seconds()
-        self.wrappedProtocol.dataReceived(data)
-
-    def write(self, data: bytes) -> None:
-        if self.protocol == "http" and data.startswith(_SWITCHING):
-            self._switched(data)
-        else:
-            self.bytesOut += len(data)
-            if self._requestStarted is not None and data.startswith(b"HTTP/1."):
-                self._requestStarted = None
+        if self.protocol != "http":
             if self._idleTimer is not None:
-                self._lastActive = self.factory.clock.seconds()
-        self.transport.write(data)  # type: ignore[union-attr]
-
-    def writeSequence(self, data: Any) -> None:
-        data = list(data)
-        if data and self.protocol == "http" and data[0].startswith(_SWITCHING):
-            self.write(b"".join(data))
+                self._lastActive = self.tracker.clock.seconds()
+            self._channel.dataReceived(data)
             return
-        self.bytesOut += sum(map(len, data))
-        if self._idleTimer is not None:
-            self._lastActive = self.factory.clock.seconds()
-        self.transport.writeSequence(data)  # type: ignore[union-attr]
+        channel = self._channel
+        if self._requestStarted is None or (isinstance(channel, HTTPChannel) and not channel.requests):
+            # The first byte of a request: a switch's latency counts from it.
+            self._requestStarted = self.tracker.clock.seconds()
+        if self.tracker.limits.requestHeadTimeout:
+            self._watchHead(data)
+        super().dataReceived(data)
 
     def _watchHead(self, data: bytes) -> None:
         """
@@ -130,7 +169,7 @@ class TrackedConnection(TransparentWrapper):
         while the channel is between requests, to its blank line.
         """
         if self._headTimer is None:
-            current = self.current()
+            current = self._channel
             if not isinstance(current, HTTPChannel) or current.requests:
                 return
             search = data
@@ -144,8 +183,8 @@ class TrackedConnection(TransparentWrapper):
             return
         self._headTail = search[-3:]
         if self._headTimer is None:
-            self._headTimer = self.factory.clock.callLater(
-                self.factory.limits.requestHeadTimeout, self._headTimedOut
+            self._headTimer = self.tracker.clock.callLater(
+                self.tracker.limits.requestHeadTimeout, self._headTimedOut
             )
 
     def _headTimedOut(self) -> None:
@@ -154,20 +193,21 @@ class TrackedConnection(TransparentWrapper):
         still unfinished (the deadline runs from accept) is aborted.
         """
         self._headTimer = None
-        if self.protocol != "http" or self.disconnecting or self.transport is None:
+        transport = self.transport
+        if self.protocol != "http" or transport is None or transport.disconnecting:
             return
-        inHandshake = ISSLTransport.providedBy(self.transport) and not self._handshaken
-        self.factory.limitLog.hit(
+        inHandshake = ISSLTransport.providedBy(transport) and not self._handshaken
+        self.tracker.limitLog.hit(
             "request-head-timeout",
             peerText(self.getPeer()),
-            seconds=self.factory.limits.requestHeadTimeout,
+            seconds=self.tracker.limits.requestHeadTimeout,
             **({"during": "the TLS handshake"} if inHandshake else {}),
         )
         if inHandshake:
-            self.abortConnection()
+            transport.abortConnection()
             return
-        self.transport.write(refusal("request-head-timeout"))
-        self.transport.loseConnection()
+        transport.write(refusal("request-head-timeout"))
+        transport.loseConnection()
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake (of an C{ssl:} listener or an RFC 2817 upgrade) is done."""
@@ -177,38 +217,53 @@ class TrackedConnection(TransparentWrapper):
     def _idleCheck(self) -> None:
         """Close an upgraded connection silent for its protocol's idle timeout."""
         self._idleTimer = None
-        idle = self.factory.clock.seconds() - self._lastActive
+        idle = self.tracker.clock.seconds() - self._lastActive
         if idle < self._idleTimeout:
-            self._idleTimer = self.factory.clock.callLater(self._idleTimeout - idle, self._idleCheck)
+            self._idleTimer = self.tracker.clock.callLater(self._idleTimeout - idle, self._idleCheck)
             return
-        if self.transport is not None and not self.disconnecting:
-            self.factory.limitLog.hit(
+        if self.transport is not None and not self.transport.disconnecting:
+            self.tracker.limitLog.hit(
                 "idle-timeout", self.peer, protocol=self.protocol, seconds=self._idleTimeout
             )
-            self.loseConnection()
+            self.transport.loseConnection()
 
-    def _switched(self, head: bytes) -> None:
-        """The C{101} goes out: from now on, the bytes are the new protocol's."""
-        now = self.factory.clock.seconds()
-        self.protocol = upgradedName(head)
+    def protocolSwitched(self, name: str, trailing: int) -> None:
+        """
+        The channel switched to the protocol C{name}, its C{101} written:
+        from now on, the bytes are the new protocol's, from the C{trailing}
+        bytes that came behind the request on.
+        """
+        tracker = self.tracker
+        now = tracker.clock.seconds()
+        self.protocol = name
         self.peer = peerText(self.getPeer())
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
-        self.factory.addBytes("http", self.bytesIn, self.bytesOut + len(head))
-        self.started, self.bytesIn, self.bytesOut = now, 0, 0
+        tracker.addBytes("http", self.bytesIn - trailing, self.bytesOut)
+        self.started, self.bytesIn, self.bytesOut = now, trailing, 0
         if self._headTimer is not None:
             self._headTimer.cancel()
             self._headTimer = None
-        self._idleTimeout = self.factory.limits.idleTimeoutFor(self.protocol)
+        self._idleTimeout = tracker.limits.idleTimeoutFor(name)
         if self._idleTimeout:
             self._lastActive = now
-            self._idleTimer = self.factory.clock.callLater(self._idleTimeout, self._idleCheck)
-        self.factory.upgraded(self, latency)
+            self._idleTimer = tracker.clock.callLater(self._idleTimeout, self._idleCheck)
+        tracker.upgraded(self, latency)
+
+    def getPeer(self) -> IAddress:
+        """The client's address (after the PROXY protocol, the proxied one)."""
+        return self.transport.getPeer()
 
     def current(self) -> Any:
         """The protocol now speaking on this connection (the HTTP channel, or the upgraded one)."""
-        if self.wrappedProtocol is None:
-            return None
-        return _compat.currentProtocol(self.wrappedProtocol)
+        return self._channel
+
+    def loseConnection(self) -> None:
+        """Close the connection once what is written is sent."""
+        self.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        """Close the connection now."""
+        self.transport.abortConnection()
 
     def drain(self) -> bool:
         """
@@ -220,7 +275,7 @@ class TrackedConnection(TransparentWrapper):
         if self._draining:
             return True
         self._draining = True
-        current = self.current()
+        current = self._channel
         if isinstance(current, HTTPChannel):
             requests = current.requests
             if not requests:
@@ -248,22 +303,15 @@ class TrackedConnection(TransparentWrapper):
             if timer is not None and timer.active():
                 timer.cancel()
         self._headTimer = self._idleTimer = None
-        self.factory.addBytes(self.protocol, self.bytesIn, self.bytesOut)
+        tracker = self.tracker
+        tracker.addBytes(self.protocol, self.bytesIn, self.bytesOut)
         if not self._handshaken and _isTLSError(reason):
-            self.factory.tlsFailed(self, reason)
+            tracker.tlsFailed(self, reason)
         if self.protocol != "http":
-            duration = self.factory.clock.seconds() - self.started
-            _log.info(
-                "{protocol} connection from {peer} closed after {duration:.3f} s, "
-                "{bytesIn} bytes in, {bytesOut} bytes out",
-                connectionEvent="closed",
-                protocol=self.protocol,
-                peer=self.peer,
-                duration=duration,
-                bytesIn=self.bytesIn,
-                bytesOut=self.bytesOut,
-            )
-            self.factory.closed(self, duration)
+            duration = tracker.clock.seconds() - self.started
+            tracker.logClosed(self, duration)
+            tracker.closed(self, duration)
+        tracker.unregisterProtocol(self)
         super().connectionLost(reason)
 
 
@@ -314,30 +362,32 @@ class _Refusal(Protocol):
             self._abort.cancel()
 
 
-class ConnectionTracker(TransparentFactory):
+class ConnectionTracker:
     """
-    The daemon's site, wrapped so that each connection is a L{TrackedConnection}.
+    The daemon's site, tracked: given a site, it has it build each
+    connection as a L{TrackedConnection} (C{site.tracker}), and keeps them.
 
+    @ivar site: The tracked site.
     @ivar connections: The open connections.
     @ivar onUpgrade: Called with C{(connection, handshakeSeconds)} on each switch.
     @ivar onClose: Called with C{(connection, seconds)} when an upgraded connection closes.
+    @ivar lineLog: Where the connection lines go preformatted (text logs);
+        L{None}: as C{twisted.logger} events.
     """
 
-    protocol = TrackedConnection
-    noisy = False
+    lineLog: LineLog | None = None
 
-    def __init__(
-        self, site: Factory[Any], clock: IReactorTime | None = None, limits: Limits | None = None
-    ) -> None:
-        super().__init__(site)
+    def __init__(self, site: Any, clock: IReactorTime | None = None, limits: Limits | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
+        self.site = site
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.limits = limits if limits is not None else Limits(requestHeadTimeout=0)
         self.limitLog = LimitLog(self.clock.seconds)
-        if hasattr(site, "limitLog"):
-            # The site's own limits (the Upgrade list) count and log here too.
-            site.limitLog = self.limitLog
+        # The site's own limits (the Upgrade list) count and log here too.
+        site.limitLog = self.limitLog
+        site.tracker = self
+        site.connectionClass = TrackedConnection
         self._perClient: dict[str, int] = {}
         self.connections: set[TrackedConnection] = set()
         self.onUpgrade: list[Callable[[TrackedConnection, float], None]] = []
@@ -351,12 +401,15 @@ class ConnectionTracker(TransparentFactory):
         self._tlsRate = LogRateLimit(self.clock.seconds)
         self._emptied: list[Deferred[None]] = []
 
-    def logPrefix(self) -> str:
-        """The site's name, as the listening port logs it."""
-        return type(self.wrappedFactory).__name__
-
     def buildProtocol(self, addr: Any) -> Any:
-        """A tracked connection; or, over a connection limit, one that answers C{503} and closes."""
+        """What the site builds for a connection from C{addr} (see L{admit})."""
+        return self.site.buildProtocol(addr)
+
+    def admit(self, addr: Any, build: Callable[[Any], Any]) -> Any:
+        """
+        A tracked connection from C{addr}, by the site's C{build}; or, over a
+        connection limit, a protocol that answers C{503} and closes.
+        """
         limits = self.limits
         if limits.maxConnections and len(self.connections) >= limits.maxConnections:
             return self._refuse("max-connections", addr, limits.maxConnections)
@@ -367,7 +420,8 @@ class ConnectionTracker(TransparentFactory):
             and self._perClient.get(host, 0) >= limits.maxConnectionsPerClient
         ):
             return self._refuse("max-connections-per-client", addr, limits.maxConnectionsPerClient)
-        connection: Any = super().buildProtocol(addr)
+        connection = build(addr)
+        connection.tracker = self
         connection.clientHost = host
         return connection
 
@@ -375,12 +429,12 @@ class ConnectionTracker(TransparentFactory):
         self.limitLog.hit(limit, peerText(addr), limitValue=value)
         return _Refusal(refusal(limit), self.clock)
 
-    def registerProtocol(self, p: Any) -> None:
+    def registerProtocol(self, p: TrackedConnection) -> None:
         self.connections.add(p)
         if p.clientHost is not None:
             self._perClient[p.clientHost] = self._perClient.get(p.clientHost, 0) + 1
 
-    def unregisterProtocol(self, p: Any) -> None:
+    def unregisterProtocol(self, p: TrackedConnection) -> None:
         self.connections.discard(p)
         if p.clientHost is not None:
             left = self._perClient.get(p.clientHost, 1) - 1
@@ -392,6 +446,20 @@ class ConnectionTracker(TransparentFactory):
             waiting, self._emptied = self._emptied, []
             for d in waiting:
                 d.callback(None)
+
+    def logClosed(self, connection: TrackedConnection, duration: float) -> None:
+        """The line of an upgraded connection that closed."""
+        fields = {
+            "protocol": connection.protocol,
+            "peer": connection.peer,
+            "duration": duration,
+            "bytesIn": connection.bytesIn,
+            "bytesOut": connection.bytesOut,
+        }
+        if self.lineLog is not None:
+            self.lineLog.line("txupgrade.connection#info", _CLOSED.format(**fields))
+        else:
+            _log.info(_CLOSED, connectionEvent="closed", **fields)
 
     def addBytes(self, protocol: str, received: int, sent: int) -> None:
         """Count the bytes of a connection's part that is over."""

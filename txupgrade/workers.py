@@ -690,7 +690,7 @@ class WorkerService(DaemonService):
         """Adopt the inherited sockets (with their wrappers and TLS)."""
         for listener in self.spec.listeners:
             endpoint = workerEndpoint(self.reactor, listener)
-            self.ports.append(self._listenNow(listener.description, endpoint, self.tracker))
+            self.ports.append(self._listenNow(listener.description, endpoint, self.site))
 
     def startService(self) -> None:
         answers = {}
