@@ -1,6 +1,7 @@
 """
-The dependency matrix: the fast in-memory unit and compat tests, on the oldest
-supported versions and on the newest releases.
+The dependency matrix: the fast in-memory unit and compat tests and the TLS
+rows of the composition matrix (L{TLS_TESTS}), on the oldest supported
+versions and on the newest releases.
 
   - C{oldest}: every runtime dependency at the floor that setup.cfg declares
     (the C{>=} of C{install_requires} and of the extras), so that a floor is
@@ -33,6 +34,7 @@ FLOORED = (
     "hyperframe",
     "priority",
     "pyOpenSSL",
+    "cryptography",
     "service_identity",
     "h11",
 )
@@ -53,6 +55,19 @@ FAST_TESTS = [
     "tests/test_h2compat.py",
     "tests/test_benchmarks_core_memory_smoke.py",
     "tests/test_benchmarks_websocket_memory_smoke.py",
+]
+
+#: The TLS rows, through real C{twistd txupgrade} processes and real clients
+#: (curl, h2load, Node ws, Chromium, Python ssl): a TLS library or Twisted
+#: release that breaks ALPN, wss or HTTP/2 over TLS fails on either session.
+TLS_TESTS = [
+    "tests/test_wrappers.py",
+    "tests/test_tls_tap.py",
+    "tests/test_e2e_matrix.py::SSLRow",
+    "tests/test_e2e_matrix.py::SSLOwnKeyRow",
+    "tests/test_e2e_matrix.py::WorkersSSLRow",
+    "tests/test_e2e_matrix.py::NoALPNH2Tests",
+    "tests/test_e2e_matrix.py::TCPRow::test_tlsUpgrade",
 ]
 
 _FLOOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)")
@@ -96,18 +111,19 @@ def _install(session: nox.Session, *extra: str) -> None:
 
 
 def _fastTests(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *FAST_TESTS, *session.posargs)
+    tests = [*FAST_TESTS, *TLS_TESTS, *session.posargs]
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests)
 
 
 @nox.session
 def oldest(session: nox.Session) -> None:
-    """The fast tests on every floor setup.cfg declares."""
+    """The fast tests and the TLS rows on every floor setup.cfg declares."""
     _install(session, *floors())
     _fastTests(session)
 
 
 @nox.session
 def newest(session: nox.Session) -> None:
-    """The fast tests on the latest releases."""
+    """The fast tests and the TLS rows on the latest releases."""
     _install(session, "--upgrade", "--upgrade-strategy", "eager")
     _fastTests(session)

@@ -35,6 +35,7 @@ from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, buildService
 from txupgrade.workerplan import SharedListener
 from txupgrade.workers import workerEndpoint
+from txupgrade.wrappers import innermostTransport
 
 #: Every optional interface Twisted asks of the protocol it holds.
 PROTOCOL_INTERFACES = (IHandshakeListener, IHalfCloseableProtocol)
@@ -132,6 +133,8 @@ class StackTests(TestCase):
         outer.makeConnection(transport)
         # The channel registered itself as the producer, through every layer.
         channel = layers[-1]._channel
+        # Code that checks a transport's class (autobahn's TLS details) finds the real one.
+        self.assertIs(innermostTransport(channel.transport), transport, kinds)
         self.assertIsNotNone(transport.producer, kinds)
         channel.transport.unregisterProducer()
         self.assertIsNone(transport.producer, kinds)

@@ -22,6 +22,12 @@ L{bringUpPath} says which, and logs it once. C{tests/test_websocket_compat.py}
 fails loudly when a fingerprint changes, and compares both paths' state with
 autobahn's own handshake.
 
+Autobahn reads a TLS connection's C{tls-unique} channel binding and peer
+certificate only from Twisted's own TLS transport class;
+L{_seeThroughWrappers} makes the two functions it reads them with look
+under txupgrade's transport wrappers (the daemon's byte counting, the PROXY
+protocol reader), on both paths; the peer address is still the wrappers'.
+
 Everything here also frees a closed protocol by reference counting
 (L{breakCycles}): autobahn's protocol keeps cycles (a resolved C{is_closed}
 whose result is the protocol, timer handles holding bound methods) that only
@@ -41,6 +47,8 @@ from typing import Any
 
 import autobahn
 import txaio
+from autobahn.twisted import util as _twistedutil
+from autobahn.twisted import websocket as _twistedwebsocket
 from autobahn.twisted.util import create_transport_details
 from autobahn.twisted.websocket import WebSocketAdapterProtocol
 from autobahn.util import _is_tls_error, _maybe_tls_reason
@@ -56,6 +64,7 @@ from zope.interface import implementer
 
 from txupgrade._wshandshake import Handshake
 from txupgrade.interfaces import IDrainable
+from txupgrade.wrappers import innermostTransport
 
 __all__ = [
     "FINGERPRINTS",
@@ -195,6 +204,29 @@ def inflationBounded() -> bool:
     except (TypeError, ValueError):
         return False
     return "max_output_len" in parameters
+
+
+def _seeThroughWrappers(module: Any) -> None:
+    """
+    Make C{module}'s TLS-detail functions take the transport under
+    txupgrade's wrappers (L{innermostTransport}); done once, at import.
+    """
+    for name in ("transport_channel_id", "extract_peer_certificate"):
+        original = getattr(module, name)
+        if getattr(original, "_txupgradeUnwraps", False):
+            continue
+
+        def unwrapping(transport: Any, *args: Any, _original: Any = original) -> Any:
+            return _original(innermostTransport(transport), *args)
+
+        unwrapping._txupgradeUnwraps = True  # type: ignore[attr-defined]
+        unwrapping.__doc__ = original.__doc__
+        setattr(module, name, unwrapping)
+
+
+# util's own create_transport_details calls util's; websocket's _onOpen its imported copies.
+_seeThroughWrappers(_twistedutil)
+_seeThroughWrappers(_twistedwebsocket)
 
 
 def prepareProtocol(proto: Any, handshake: Handshake, peer: str) -> None:
@@ -345,17 +377,17 @@ class _DropHandshakeResponse:
 
     def __init__(self, proto: Any, transport: Any) -> None:
         self._proto = proto
-        self._transport = transport
+        self.wrappedTransport = transport
 
     def write(self, data: bytes) -> None:
         if self._proto.state == _WebSocketProtocol.STATE_OPEN:
-            self._transport.write(data)
+            self.wrappedTransport.write(data)
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+        return getattr(self.wrappedTransport, name)
 
 
 def _connectionMadePortable(original: Callable[[Any], None]) -> Callable[[Any], None]:

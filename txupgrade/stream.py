@@ -147,7 +147,7 @@ class _StreamTransport:
     """
 
     def __init__(self, transport: Any) -> None:
-        self._transport = transport
+        self.wrappedTransport = transport
         self.write = transport.write
         self.writeSequence = transport.writeSequence
         self._throttle: _ReadThrottle | None = None
@@ -158,18 +158,18 @@ class _StreamTransport:
             transport.registerProducer(self._throttle, True)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+        return getattr(self.wrappedTransport, name)
 
     def __repr__(self) -> str:
-        return f"<_StreamTransport {self._transport!r}>"
+        return f"<_StreamTransport {self.wrappedTransport!r}>"
 
     def _dropThrottle(self) -> None:
         """Unregister the default producer, reading again if it had paused."""
         throttle, self._throttle = self._throttle, None
         if throttle is not None:
-            self._transport.unregisterProducer()
-            if throttle.paused and not self._transport.disconnecting:
-                self._transport.resumeProducing()
+            self.wrappedTransport.unregisterProducer()
+            if throttle.paused and not self.wrappedTransport.disconnecting:
+                self.wrappedTransport.resumeProducing()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """Register the protocol's own producer in place of the default one."""
@@ -177,28 +177,28 @@ class _StreamTransport:
             raise RuntimeError(f"Cannot register producer {producer!r}: one is already registered")
         self._dropThrottle()
         self._own = True
-        self._transport.registerProducer(producer, streaming)
+        self.wrappedTransport.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
         """Unregister the protocol's producer; the default one is not restored."""
         if self._own:
             self._own = False
-            self._transport.unregisterProducer()
+            self.wrappedTransport.unregisterProducer()
 
     def loseConnection(self) -> None:
         """Close after the buffer is written (the default producer must go first)."""
         self._dropThrottle()
-        self._transport.loseConnection()
+        self.wrappedTransport.loseConnection()
 
     def loseWriteConnection(self) -> None:
         """Half-close our side; nothing more is written, so no more throttling."""
         self._dropThrottle()
-        self._transport.loseWriteConnection()
+        self.wrappedTransport.loseWriteConnection()
 
     def abortConnection(self) -> None:
         """Close at once."""
         self._dropThrottle()
-        self._transport.abortConnection()
+        self.wrappedTransport.abortConnection()
 
 
 @implementer(IProtocol)

@@ -76,7 +76,7 @@ class CountingTransport:
     __conform__ = None
 
     def __init__(self, transport: Any, connection: TrackedConnection) -> None:
-        self._transport = transport
+        self.wrappedTransport = transport
         self._connection = connection
         directlyProvides(self, providedBy(transport))
         # What the channel calls on every request, bound once (else __getattr__).
@@ -88,14 +88,14 @@ class CountingTransport:
 
     @property
     def disconnecting(self) -> bool:
-        return bool(self._transport.disconnecting)
+        return bool(self.wrappedTransport.disconnecting)
 
     def write(self, data: bytes) -> None:
         connection = self._connection
         connection.bytesOut += len(data)
         if connection._idleTimer is not None:
             connection._lastActive = connection.tracker.clock.seconds()
-        self._transport.write(data)
+        self.wrappedTransport.write(data)
 
     def writeSequence(self, data: Any) -> None:
         data = list(data)
@@ -103,10 +103,10 @@ class CountingTransport:
         connection.bytesOut += sum(map(len, data))
         if connection._idleTimer is not None:
             connection._lastActive = connection.tracker.clock.seconds()
-        self._transport.writeSequence(data)
+        self.wrappedTransport.writeSequence(data)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+        return getattr(self.wrappedTransport, name)
 
 
 class TrackedConnection(_compat.ChannelWrapper):

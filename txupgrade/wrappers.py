@@ -31,6 +31,7 @@ __all__ = [
     "ForwardingProtocol",
     "TransparentFactory",
     "TransparentWrapper",
+    "innermostTransport",
 ]
 
 
@@ -64,10 +65,18 @@ class ForwardingProtocol:
 
 
 class TransparentWrapper(ForwardingProtocol, ProtocolWrapper):
-    """A L{ProtocolWrapper} that passes on the optional protocol interfaces."""
+    """
+    A L{ProtocolWrapper} that passes on the optional protocol interfaces; as
+    the transport of the protocol it wraps, it names its own transport
+    C{wrappedTransport} (L{innermostTransport}).
+    """
 
     def forwardTo(self) -> Any:
         return self.wrappedProtocol
+
+    @property
+    def wrappedTransport(self) -> Any:
+        return self.transport
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -77,3 +86,16 @@ class TransparentFactory(WrappingFactory):
     def acceptableProtocols(self) -> list[bytes]:
         negotiating = IProtocolNegotiationFactory(self.wrappedFactory, None)
         return list(negotiating.acceptableProtocols()) if negotiating is not None else []
+
+
+def innermostTransport(transport: Any) -> Any:
+    """
+    The transport under every txupgrade transport wrapper (each names what it
+    wraps C{wrappedTransport}): Twisted's TLS or TCP transport, for code that
+    checks a transport's class, as autobahn does to read a TLS connection's
+    channel binding. Wrappers above it may answer differently (the PROXY
+    protocol's C{getPeer}), so ask it only what they do not change.
+    """
+    while (inner := getattr(transport, "wrappedTransport", None)) is not None:
+        transport = inner
+    return transport
