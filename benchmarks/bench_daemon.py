@@ -199,10 +199,17 @@ def generatePython(kind: str, port: int, seconds: float, concurrency: int) -> di
 class Daemon:
     """One C{twistd txupgrade} under test, its log in a file."""
 
-    def __init__(self, name: str, extra: list[str], directory: str, common: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        extra: list[str],
+        directory: str,
+        common: Sequence[str] = (),
+        command: Sequence[str] | None = None,
+    ) -> None:
         self.name = name
         self.log = os.path.join(directory, re.sub(r"[^\w.-]+", "-", name) + ".log")
-        args = [*TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
+        args = [*(command or TWISTD), "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
         args += ["--listen", "tcp:0:interface=127.0.0.1", *extra, *common]
         self.workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 0
         self.process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)

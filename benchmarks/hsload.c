@@ -4,13 +4,13 @@
  * measured on (the Python generator costs about a fifth of the server's
  * CPU per handshake).
  *
- *   hsload PORT SECONDS CONCURRENCY REQUEST EXPECT
+ *   hsload PORT SECONDS CONCURRENCY REQUEST EXPECT [STATUS]
  *
  * CONCURRENCY connections to 127.0.0.1:PORT at a time, each: connect, send
  * REQUEST (a file holding the handshake's bytes), read the response head
  * (up to CRLF CRLF), close with a reset (SO_LINGER 0: no TIME_WAIT), start
- * another; for SECONDS. The first head must start with "HTTP/1.1 101 " and
- * contain EXPECT (a broken server must not look fast), else exit status 2.
+ * another; for SECONDS. The first head must start with STATUS (by default
+ * "HTTP/1.1 101 "; "HTTP/1.1 200 " to time plain requests) and contain EXPECT (a broken server must not look fast), else exit status 2.
  * Prints "handshakes N errors M" (a connection that ended without a head
  * is an error).
  */
@@ -38,6 +38,7 @@ static struct sockaddr_in address;
 static char request[8192];
 static size_t requestLength;
 static const char *expect;
+static const char *status = "HTTP/1.1 101 ";
 static int epfd;
 static long handshakes, errors;
 static int checked;
@@ -91,8 +92,8 @@ static void readable(struct conn *c) {
         return;
     }
     if (!checked) {
-        if (strncmp(c->head, "HTTP/1.1 101 ", 13) != 0 || !strstr(c->head, expect)) {
-            fprintf(stderr, "not the expected 101: %.400s\n", c->head);
+        if (strncmp(c->head, status, strlen(status)) != 0 || !strstr(c->head, expect)) {
+            fprintf(stderr, "not the expected %s: %.400s\n", status, c->head);
             exit(2);
         }
         checked = 1;
@@ -119,10 +120,12 @@ int main(int argc, char **argv) {
     int concurrency, i, n;
     FILE *f;
 
-    if (argc != 6) {
-        fprintf(stderr, "usage: hsload PORT SECONDS CONCURRENCY REQUEST EXPECT\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: hsload PORT SECONDS CONCURRENCY REQUEST EXPECT [STATUS]\n");
         return 1;
     }
+    if (argc == 7)
+        status = argv[6];
     memset(&address, 0, sizeof address);
     address.sin_family = AF_INET;
     address.sin_port = htons((unsigned short)atoi(argv[1]));

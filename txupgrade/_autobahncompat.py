@@ -212,9 +212,9 @@ def _seeThroughWrappers(module: Any) -> None:
     txupgrade's wrappers (L{innermostTransport}); done once, at import.
     """
     for name in ("transport_channel_id", "extract_peer_certificate"):
-        original = getattr(module, name)
-        if getattr(original, "_txupgradeUnwraps", False):
-            continue
+        original = getattr(module, name, None)
+        if original is None or getattr(original, "_txupgradeUnwraps", False):
+            continue  # not in this autobahn release (24.x has no extract_peer_certificate)
 
         def unwrapping(transport: Any, *args: Any, _original: Any = original) -> Any:
             return _original(innermostTransport(transport), *args)

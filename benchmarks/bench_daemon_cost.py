@@ -1,0 +1,486 @@
+"""
+What C{twistd txupgrade} costs per request beyond the bare channel, feature by
+feature, against the peers an operator would compare it with.
+
+Theory of operation
+-------------------
+Every server runs at once, each in its own process, on 127.0.0.1:
+
+  - C{plain Site}: a plain C{twisted.web.server.Site} on the demo's
+    resources (its access log formatted and published, as twisted.web does);
+  - C{in-code}: an C{UpgradeSite} built in code on the same resources and
+    protocols, no daemon (no tracking, no limits, log events discarded);
+  - C{daemon}: a real C{twistd -n txupgrade} as shipped (its text log in a
+    file), and the same daemon with one feature off in turn: C{--no-access-log},
+    C{--request-head-timeout 0}, C{--allowed-host '*'} (no Host check), the
+    connection lines off and the tracking off (both by a launcher that
+    patches the tap before twistd runs: there is no option to turn them
+    off), and with C{--metrics} on (it is off by default);
+  - the peers: autobahn's own C{WebSocketServerFactory} (standalone), and a
+    raw Twisted TCP echo server.
+
+The load, per kind, for C{--seconds} each, the kinds and servers alternating
+round by round (C{--rounds}) so that a machine whose speed drifts treats
+them alike:
+
+  - C{get}: connect, C{GET /echo}, read the C{200} head, reset;
+  - C{echo}: connect, C{GET /echo} with C{Upgrade: echo} and one byte behind
+    it (echoed), read the C{101} head, reset;
+  - C{ws}: a WebSocket handshake to C{/ws}, C{Sec-WebSocket-Accept} checked;
+  - C{h2}: HTTP/2 by prior knowledge, C{h2load -c 10 -m 10} on C{/echo};
+  - C{stream}: upgraded C{echo} connections (raw ones on the TCP echo
+    server), 32-byte messages pipelined, echoed bytes counted.
+
+C{get}, C{echo} and C{ws} are driven by C{hsload.c} (compiled at start:
+about a tenth of the server's CPU per handshake), C{h2} by h2load, C{stream}
+by a Python loop with deep pipelines. The figure is work per server
+CPU-second (psutil), which the load generator sharing the two CPUs does not
+distort the way a wall-clock rate would. Each feature's cost is the server
+CPU microseconds per request it adds to the shipped daemon.
+
+Paired with the socket figures, in memory: the Python function calls per
+request through the in-code site and the daemon's stack
+(L{callsPerRequest}; C{tests/test_call_budget.py} holds them to a budget).
+
+Run: C{python benchmarks/bench_daemon_cost.py} (about 6 minutes),
+C{--quick} (a smoke run: the figures are noise), C{--json PATH} to keep the
+results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import hashlib
+import io
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_daemon as _daemon
+from _harness import ServerProcess, announce, discardLogs, machineLine, runMeasured
+
+KINDS = ("get", "echo", "ws", "h2", "stream")
+_KEY = base64.b64encode(b"0123456789abcdef").decode()
+_ACCEPT = base64.b64encode(
+    hashlib.sha1((_KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+).decode()
+_MESSAGE = 32
+
+#: The daemon's configurations: (name, txupgrade options, what the launcher turns off).
+DAEMONS: list[tuple[str, list[str], str]] = [
+    ("daemon as shipped", [], ""),
+    ("- access log", ["--no-access-log"], ""),
+    ("- connection lines", [], "connection-lines"),
+    ("- head timeout", ["--request-head-timeout", "0"], ""),
+    ("- Host check", ["--allowed-host", "*"], ""),
+    ("- tracking", [], "tracking"),
+    ("+ metrics", ["--metrics", "tcp:0:interface=127.0.0.1"], ""),
+]
+
+#: What each peer server serves.
+PEERS = {
+    "plain Site": ("plain", ("get",)),
+    "in-code": ("incode", ("get", "echo", "ws", "h2", "stream")),
+    "autobahn": ("autobahn", ("ws",)),
+    "raw TCP echo": ("rawecho", ("stream",)),
+}
+
+
+# -- servers --------------------------------------------------------------------------
+
+
+def serve(kind: str) -> None:
+    """Run the peer server C{kind} until SIGTERM."""
+    from twisted.internet import reactor
+
+    _harness_die()
+    discardLogs()
+    if kind == "autobahn":
+        from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+        class Echo(WebSocketServerProtocol):
+            def onMessage(self, payload: bytes, isBinary: bool) -> None:
+                self.sendMessage(payload, isBinary)
+
+        factory: Any = WebSocketServerFactory("ws://127.0.0.1")
+        factory.protocol = Echo
+    elif kind == "rawecho":
+        from twisted.internet.protocol import Factory, Protocol
+
+        class RawEcho(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(data)  # type: ignore[union-attr]
+
+        factory = Factory.forProtocol(RawEcho)
+    else:
+        from twisted.web import server
+
+        from txupgrade.channel import UpgradeSite
+        from txupgrade.demo import demoRoot
+        from txupgrade.registry import ProtocolRegistry
+
+        protocols = ProtocolRegistry.fromPlugins()
+        root = demoRoot(protocols, webSocket=True)
+        factory = server.Site(root) if kind == "plain" else UpgradeSite(root, protocols)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)  # type: ignore[attr-defined]
+    announce(port.getHost().port, reactor)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+def _harness_die() -> None:
+    from _harness import dieWithParent
+
+    dieWithParent()
+
+
+def launch(without: str, argv: list[str]) -> None:
+    """C{twistd} with one of the daemon's features patched off (for the C{- X} rows)."""
+    from twisted.scripts.twistd import run
+
+    from txupgrade import _twistedcompat
+    from txupgrade.tracking import ConnectionTracker
+
+    if without == "connection-lines":
+        ConnectionTracker.logClosed = lambda self, connection, duration: None  # type: ignore[method-assign]
+    elif without == "tracking":
+        track = ConnectionTracker.__init__
+
+        def untracked(self: Any, site: Any, *args: Any, **kwargs: Any) -> None:
+            track(self, site, *args, **kwargs)
+            site.tracker = None
+            site.connectionClass = _twistedcompat.ChannelWrapper
+
+        ConnectionTracker.__init__ = untracked  # type: ignore[method-assign]
+    sys.argv = ["twistd", *argv]
+    run()
+
+
+class Server:
+    """One server under load: its port and CPU seconds."""
+
+    def __init__(self, name: str, port: int, cpu: Any, stop: Any) -> None:
+        self.name, self.port, self.cpu, self.stop = name, port, cpu, stop
+
+
+def startServers(directory: str) -> dict[str, Server]:
+    """Every peer and daemon configuration, serving."""
+    servers: dict[str, Server] = {}
+    script = os.path.abspath(__file__)
+    for name, (kind, _kinds) in PEERS.items():
+        process = ServerProcess(script, kind)
+        servers[name] = Server(name, process.port, process.cpu, process.stop)
+    for name, extra, without in DAEMONS:
+        command = [sys.executable, script, "--launch", without] if without else None
+        daemon = _daemon.Daemon(name, extra, directory, command=command)
+        servers[name] = Server(name, daemon.port, lambda d=daemon: sum(d.cpu().values()), daemon.stop)
+    return servers
+
+
+def kindsOf(name: str) -> tuple[str, ...]:
+    """The kinds a server is measured on."""
+    return PEERS[name][1] if name in PEERS else KINDS
+
+
+# -- load -----------------------------------------------------------------------------
+
+
+def requestFor(kind: str, port: int) -> tuple[bytes, str, str]:
+    """The bytes, the text the first answer must hold, and its status line's start."""
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    if kind == "get":
+        return f"GET /echo HTTP/1.1\r\n{host}\r\n".encode(), "Content-Length", "HTTP/1.1 200 "
+    if kind == "echo":
+        upgrade = "Connection: Upgrade\r\nUpgrade: echo\r\n\r\nx"
+        return f"GET /echo HTTP/1.1\r\n{host}{upgrade}".encode(), "Upgrade: echo", "HTTP/1.1 101 "
+    ws = (
+        f"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {_KEY}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    return f"GET /ws HTTP/1.1\r\n{host}{ws}".encode(), f"Sec-WebSocket-Accept: {_ACCEPT}", "HTTP/1.1 101 "
+
+
+def handshakes(binary: str, kind: str, port: int, seconds: float, concurrency: int) -> int:
+    """C{hsload}: how many C{kind} requests were answered in C{seconds}."""
+    request, expect, status = requestFor(kind, port)
+    with tempfile.NamedTemporaryFile(prefix="hsload-", suffix=".request") as f:
+        f.write(request)
+        f.flush()
+        done, _cpu = runMeasured(
+            [binary, str(port), str(seconds), str(concurrency), f.name, expect, status], seconds + 60
+        )
+    match = re.fullmatch(r"handshakes (\d+) errors (\d+)\s*", done.stdout)
+    if done.returncode != 0 or match is None:
+        raise SystemExit(f"{kind} on {port}: hsload failed: {done.stdout!r} {done.stderr[:400]!r}")
+    return int(match.group(1))
+
+
+def h2requests(port: int, seconds: float) -> int:
+    """h2load by prior knowledge, C{-c 10 -m 10}, for about C{seconds}: requests answered."""
+    total, deadline = 0, time.monotonic() + seconds
+    count = 2000
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        done, _ = runMeasured(
+            ["h2load", "-n", str(count), "-c", "10", "-m", "10", f"http://127.0.0.1:{port}/echo"], 120
+        )
+        match = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", done.stdout)
+        if match is None or int(match.group(2)) == 0:
+            raise SystemExit(f"h2load on {port} failed: {done.stdout[-600:]!r}")
+        total += int(match.group(2))
+        elapsed = max(time.monotonic() - started, 1e-3)
+        count = max(200, min(int(count / elapsed * 0.5), 200_000))
+    return total
+
+
+def streamMessages(port: int, seconds: float, upgrade: bool, connections: int = 4, depth: int = 256) -> int:
+    """32-byte messages echoed in C{seconds} on C{connections} pipelines C{depth} deep."""
+    socks = []
+    for _ in range(connections):
+        sock = socket.create_connection(("127.0.0.1", port))
+        if upgrade:
+            sock.sendall(requestFor("echo", port)[0][:-1])
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            if not head.startswith(b"HTTP/1.1 101 "):
+                raise SystemExit(f"stream on {port}: not a 101: {head[:200]!r}")
+        sock.setblocking(False)
+        socks.append(sock)
+    burst = b"m" * (_MESSAGE * depth)
+    received = dict.fromkeys(range(len(socks)), 0)
+    poller = select.epoll()
+    byFd = {}
+    for index, sock in enumerate(socks):
+        byFd[sock.fileno()] = index
+        poller.register(sock.fileno(), select.EPOLLIN)
+        sock.send(burst)
+    owed = dict.fromkeys(range(len(socks)), 0)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for fd, _events in poller.poll(0.2):
+            index = byFd[fd]
+            try:
+                data = socks[index].recv(1 << 18)
+            except BlockingIOError:
+                continue
+            received[index] += len(data)
+            owed[index] += len(data)
+            if owed[index] >= len(burst) // 2:
+                try:
+                    sent = socks[index].send(b"m" * owed[index])
+                except BlockingIOError:
+                    sent = 0
+                owed[index] -= sent
+    for sock in socks:
+        sock.close()
+    return sum(received.values()) // _MESSAGE
+
+
+def measure(server: Server, kind: str, seconds: float, binary: str) -> dict[str, float]:
+    """One window of C{kind} on C{server}: work done, server CPU, work per server CPU-second."""
+    before, wall = server.cpu(), time.monotonic()
+    if kind in ("get", "echo", "ws"):
+        work = handshakes(binary, kind, server.port, seconds, 50)
+    elif kind == "h2":
+        work = h2requests(server.port, seconds)
+    else:
+        work = streamMessages(server.port, seconds, upgrade=server.name != "raw TCP echo")
+    cpu = server.cpu() - before
+    return {"work": work, "cpu": cpu, "wall": time.monotonic() - wall, "perCpu": work / cpu if cpu else 0.0}
+
+
+# -- in memory ------------------------------------------------------------------------
+
+
+GET_BYTES = b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+ECHO_BYTES = b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nx"
+WS_BYTES = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + _KEY.encode() + b"\r\n\r\n"
+)
+
+
+def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
+    """
+    The factory a listener of C{twistd txupgrade} (defaults) holds, as the tap
+    builds it, with its text log into memory, and what stops it; or
+    (C{daemon} false) the in-code C{UpgradeSite} on the same resources.
+    """
+    from twisted.logger import globalLogPublisher, textFileLogObserver
+
+    from txupgrade.logs import BatchedOutput, LineLog
+    from txupgrade.tap import Options, buildService, makeSite
+
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1"])
+    if not daemon:
+        site = makeSite(options.settings, options.protocols)
+        site.startFactory()
+        return site, site.stopFactory
+    service = buildService(options.settings, options.protocols, reactor)
+    output = BatchedOutput(io.StringIO(), reactor)
+    observer = textFileLogObserver(output)
+    globalLogPublisher.addObserver(observer)
+    service.lineLog = LineLog(output, reactor)
+    service.startService()
+
+    def stop() -> None:
+        globalLogPublisher.removeObserver(observer)
+        for port in service.ports:
+            port.stopListening()
+
+    return service.site, stop
+
+
+def callsPerRequest(factory: Any, data: bytes) -> tuple[int, bytes]:
+    """Python function calls to serve C{data} on one connection of C{factory}, open to close."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    def once() -> bytes:
+        peer = IPv4Address("TCP", "127.0.0.1", 40000)
+        protocol = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        return bytes(transport.value())
+
+    for _ in range(3):  # caches, lazy imports
+        once()
+    calls = collections.Counter[str]()
+
+    def count(frame: Any, event: str, arg: object) -> None:
+        if event == "call":
+            calls["python"] += 1
+
+    sys.setprofile(count)
+    try:
+        answer = once()
+    finally:
+        sys.setprofile(None)
+    return calls["python"], answer
+
+
+def inMemory() -> dict[str, dict[str, int]]:
+    """Calls per request, in-code site and daemon stack, for a GET, an echo switch, a WebSocket handshake."""
+    from twisted.internet import reactor
+
+    result: dict[str, dict[str, int]] = {}
+    for name, daemon in (("in-code", False), ("daemon", True)):
+        factory, stop = stackFactory(daemon, reactor)
+        try:
+            result[name] = {
+                kind: callsPerRequest(factory, data)[0]
+                for kind, data in (("get", GET_BYTES), ("echo", ECHO_BYTES), ("ws", WS_BYTES))
+            }
+        finally:
+            stop()
+    return result
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="What each part of twistd txupgrade costs per request.")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each window")
+    parser.add_argument("--rounds", type=int, default=2, help="windows per server and kind")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--quick", action="store_true", help="smoke run: short, figures are noise")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.rounds = 0.3, 1
+    kinds = [k for k in args.kinds.split(",") if k]
+    if shutil.which("h2load") is None and "h2" in kinds:
+        raise SystemExit("h2load is needed (Debian nghttp2-client; bash .ci/install installs it)")
+    directory = tempfile.mkdtemp(prefix="txupgrade-bench-cost-")
+    binary = _daemon.compileGenerator(directory)
+    if binary is None:
+        raise SystemExit("a C compiler is needed to build benchmarks/hsload.c")
+    print(f"=== twistd txupgrade, feature by feature: work per server CPU-second; {machineLine()}")
+    memory = inMemory()
+    for kind in ("get", "echo", "ws"):
+        print(
+            f"in memory, Python calls per {kind}: in-code {memory['in-code'][kind]}, "
+            f"daemon {memory['daemon'][kind]} ({memory['daemon'][kind] / memory['in-code'][kind]:.2f}x)"
+        )
+    servers = startServers(directory)
+    samples: dict[str, dict[str, list[dict[str, float]]]] = {}
+    try:
+        for _round in range(args.rounds):
+            for kind in kinds:
+                for name, server in servers.items():
+                    if kind in kindsOf(name):
+                        sample = measure(server, kind, args.seconds, binary)
+                        samples.setdefault(name, {}).setdefault(kind, []).append(sample)
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    rates = {
+        name: {
+            kind: sum(s["work"] for s in got) / max(sum(s["cpu"] for s in got), 1e-9)
+            for kind, got in byKind.items()
+        }
+        for name, byKind in samples.items()
+    }
+    print(f"{'server':<22}" + "".join(f"{kind:>12}" for kind in kinds))
+    for name in servers:
+        print(
+            f"{name:<22}"
+            + "".join(f"{rates[name][k]:>12,.0f}" if k in rates[name] else f"{'-':>12}" for k in kinds)
+        )
+    shipped = rates["daemon as shipped"]
+    print("feature costs, server CPU microseconds per request added to the shipped daemon:")
+    for name, _extra, _without in DAEMONS[1:]:
+        parts = []
+        for kind in kinds:
+            if kind in shipped and rates[name].get(kind):
+                cost = 1e6 / shipped[kind] - 1e6 / rates[name][kind]
+                parts.append(f"{kind} {cost if name[0] == '-' else -cost:+.1f}")
+        print(f"  {name[2:]:<18} " + ", ".join(parts))
+    ratios = {f"daemon/in-code {k}": shipped[k] / rates["in-code"][k] for k in kinds if k in shipped}
+    if "echo" in kinds and "get" in kinds:
+        ratios["daemon echo / plain Site GET"] = shipped["echo"] / rates["plain Site"]["get"]
+    if "ws" in kinds:
+        ratios["daemon ws / autobahn ws"] = shipped["ws"] / rates["autobahn"]["ws"]
+    if "stream" in kinds:
+        ratios["daemon stream / raw TCP echo"] = shipped["stream"] / rates["raw TCP echo"]["stream"]
+        ratios["in-code stream / raw TCP echo"] = rates["in-code"]["stream"] / rates["raw TCP echo"]["stream"]
+    goals = {
+        "daemon echo / plain Site GET": ">= 0.9",
+        "daemon ws / autobahn ws": ">= 2.0",
+        "daemon stream / raw TCP echo": ">= 0.95",
+    }
+    for label, value in ratios.items():
+        goal = goals.get(label, ">= 0.9" if label.startswith("daemon/in-code") else "")
+        print(f"ratio {label}: {value:.2f}x" + (f" (goal {goal})" if goal else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rates": rates, "ratios": ratios, "memory": memory, "samples": samples}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+    elif len(sys.argv) > 2 and sys.argv[1] == "--launch":
+        launch(sys.argv[2], sys.argv[3:])
+    else:
+        raise SystemExit(main())
