@@ -811,7 +811,8 @@ class TLSGuideTests(TestCase):
         def local(command: str) -> str:
             for shown, port in ports.items():
                 command = command.replace(f":{shown}", f":{port}")
-            return command.replace("server.pem", os.path.join(directory, "server.pem"))
+            # The files the first command made, wherever a command names them.
+            return re.sub(r"(?<![\w/])((?:server|c)\.pem)", lambda m: os.path.join(directory, m[1]), command)
 
         argv = shlex.split(local(steps[1][0]))[1:]
         daemon = _spawn(self, [*_TWISTD, *argv], rb"txupgrade serving on tcp:127\.0\.0\.1:(\d+)")

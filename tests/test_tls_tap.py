@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.net import reactor, stopAtCleanup, trackConnections, withTimeout
 from txupgrade.client import HTTPClientProtocol, upgradeToTLS
+from txupgrade.daemon import prepareEndpoint
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, makeSite
 from txupgrade.tls import sslListenDescription
@@ -94,7 +95,9 @@ class ServeTests(TestCase):
         connections = trackConnections(site)
         ports = []
         for description in options["listen"]:
-            port = yield serverFromString(reactor, description).listen(site)
+            endpoint = serverFromString(reactor, description)
+            prepareEndpoint(endpoint, site)  # as the daemon readies each listener
+            port = yield endpoint.listen(site)
             stopAtCleanup(self, port, connections)
             ports.append(port.getHost().port)
         root = ssl.Certificate.loadPEM(ca.cert_pem.bytes())

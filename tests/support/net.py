@@ -261,14 +261,16 @@ class TLSPair:
 
         self.ca = trustme.CA()
         self.cert = self.ca.issue_cert("127.0.0.1")
-        self._private = ssl.PrivateCertificate.loadPEM(self.cert.private_key_and_cert_chain_pem.bytes())
         self._root = ssl.Certificate.loadPEM(self.ca.cert_pem.bytes())
 
     def serverOptions(self, acceptableProtocols: list[bytes] | None = None) -> Any:
-        """Server options with our certificate, offering C{acceptableProtocols} via ALPN."""
+        """Server options: our certificate (cryptography objects), ALPN C{acceptableProtocols}."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
         return ssl.CertificateOptions(
-            privateKey=self._private.privateKey.original,
-            certificate=self._private.original,
+            privateKey=load_pem_private_key(self.cert.private_key_pem.bytes(), password=None),
+            certificate=x509.load_pem_x509_certificate(self.cert.cert_chain_pems[0].bytes()),
             acceptableProtocols=acceptableProtocols,
         )
 
