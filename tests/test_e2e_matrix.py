@@ -118,6 +118,9 @@ class _Row:
     #: The HAProxy C{server} option that feeds the listener, if any.
     sendProxy = ""
 
+    #: How the start-up line names each listener: a prefix per listener.
+    named: tuple[str, ...] = ("tcp:127.0.0.1:",)
+
     directory: Path
     certificate: Certificate
     daemon: Daemon
@@ -143,6 +146,9 @@ class _Row:
         self.certificate = makeCertificate(self.directory)
         args = (["--workers", "2"] if self.workers else []) + self.daemonArgs()
         self.daemon = yield startDaemon(test, args, cwd=str(self.directory))
+        test.assertEqual(len(self.daemon.listeners), len(self.named), self.daemon.listeners)
+        for listener, prefix in zip(self.daemon.listeners, self.named, strict=True):
+            test.assertTrue(listener.startswith(prefix), (self.daemon.listeners, self.named))
         if self.workers:
             yield wait(lambda: len(set(_WORKER_SERVING.findall(self.daemon.output))) == 2, WORKER_START)
         target = self.listenerTarget(self.daemon)
@@ -271,6 +277,7 @@ class _Secure(_Row):
     """The columns of a TLS row: HTTP/2 by ALPN, ALPN failures, no TLS-in-TLS, Chromium."""
 
     secure = True
+    named = ("ssl:127.0.0.1:",)
 
     def daemonArgs(self) -> list[str]:
         return ["--tls-certificate", "server.pem", "--listen", SSL_LOCAL]
@@ -384,6 +391,8 @@ class SSLOwnKeyRow(_Secure, TestCase):
 class UnixRow(_Cleartext, TestCase):
     """C{--listen unix:PATH}."""
 
+    named = ("unix:/",)
+
     def daemonArgs(self) -> list[str]:
         return ["--tls-certificate", "server.pem", "--listen", f"unix:{self.directory / 'txupgrade.sock'}"]
 
@@ -393,6 +402,8 @@ class UnixRow(_Cleartext, TestCase):
 
 class _HAProxyRow(_H2loadCleartext):
     """C{--listen haproxy:tcp:0:interface=127.0.0.1}, fed by HAProxy in C{mode tcp}."""
+
+    named = ("haproxy:tcp:127.0.0.1:",)
 
     def daemonArgs(self) -> list[str]:
         return ["--tls-certificate", "server.pem", "--listen", f"haproxy:{LOCAL}"]
@@ -434,6 +445,7 @@ class WorkersTCPRow(_H2loadCleartext, TestCase):
     """C{--workers 2} with a C{tcp:} and an C{ssl:} listener: the C{tcp:} one."""
 
     workers = True
+    named = ("tcp:127.0.0.1:", "ssl:127.0.0.1:")
 
     def daemonArgs(self) -> list[str]:
         return ["--tls-certificate", "server.pem", "--listen", LOCAL, "--listen", SSL_LOCAL]
@@ -443,6 +455,7 @@ class WorkersSSLRow(_Secure, TestCase):
     """C{--workers 2} with a C{tcp:} and an C{ssl:} listener: the C{ssl:} one."""
 
     workers = True
+    named = ("tcp:127.0.0.1:", "ssl:127.0.0.1:")
 
     def daemonArgs(self) -> list[str]:
         return ["--tls-certificate", "server.pem", "--listen", LOCAL, "--listen", SSL_LOCAL]

@@ -222,7 +222,8 @@ class SupervisorTests(SynchronousTestCase):
             self.assertTrue(call["protocol"].transport.stdinClosed)
         started = [e for e in events if e.get("daemonEvent") == "started"]
         self.assertEqual(len(started), 1)
-        self.assertIn("tcp:127.0.0.1:8080, unix:/tmp/txupgrade.sock", started[0]["listeners"])
+        # Named as clients reach them: through the PROXY protocol, on a UNIX socket.
+        self.assertIn("haproxy:tcp:127.0.0.1:8080, unix:/tmp/txupgrade.sock", started[0]["listeners"])
         self.assertEqual([e["workerIndex"] for e in events if e.get("workerEvent") == "started"], [1, 2])
 
     def test_restart(self) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "answerStar",
     "channelWrapper",
     "currentProtocol",
+    "endpointArguments",
     "endpointLayers",
     "feedTLS",
     "headBytesReceived",
@@ -260,6 +261,13 @@ def sslContextFactory(endpoint: Any) -> Any:
     the socket it inherits instead of binding); L{None} for another endpoint.
     """
     return endpoint._sslContextFactory if isinstance(endpoint, SSL4ServerEndpoint) else None
+
+
+def endpointArguments(description: str) -> dict[str, str]:
+    """The C{name=value} arguments of an endpoint description, unescaped as Twisted reads them."""
+    from twisted.internet.endpoints import _parse
+
+    return dict(_parse(description)[1])
 
 
 def endpointLayers(endpoint: Any) -> list[Any]:

@@ -10,7 +10,7 @@ reactor runs, so that a mistake is one line and a non-zero exit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from twisted.application.service import MultiService
@@ -28,6 +28,7 @@ from txupgrade.config import ConfigError, parseMount
 from txupgrade.limits import Limits
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tracking import ConnectionTracker, peerText
+from txupgrade.workerplan import endpointKind, splitWrappers
 
 __all__ = ["DaemonError", "DaemonService", "buildRoot", "loadTLSOptions", "tlsDescriptions"]
 
@@ -41,6 +42,28 @@ class DaemonError(ConfigError):
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def badEndpoint(description: str, error: BaseException) -> str:
+    """
+    Why C{serverFromString} refused C{description}, in one line: for an
+    C{ssl:} listener, the key or certificate file's problem in words where
+    OpenSSL's own reason names none (C{DECODER routines: unsupported}).
+    """
+    _wrappers, inner = splitWrappers(description)
+    if endpointKind(inner) == "ssl":
+        arguments = _compat.endpointArguments(inner)
+        key = arguments.get("privateKey")
+        if key is not None:
+            try:
+                from txupgrade.tls import pemProblem
+            except ImportError:
+                pass
+            else:
+                problem = pemProblem(key, arguments.get("certKey", key))
+                if problem is not None:
+                    return f"--listen {description}: {problem}"
+    return f"--listen {description}: bad endpoint ({_describe(error)})"
 
 
 def _load(name: str, what: str) -> Any:
@@ -170,30 +193,65 @@ def tlsDescriptions(descriptions: Sequence[str], certificate: str | None) -> lis
     return result
 
 
-def prepareTLS(contextFactory: Any, factory: Any) -> None:
+def listenerText(description: str, address: Any) -> str:
+    """
+    A listener as the start-up line names it: how clients reach it and where,
+    C{tcp:127.0.0.1:8080}, C{ssl:127.0.0.1:8443},
+    C{haproxy:tcp:127.0.0.1:8081}, C{unix:/run/txupgrade.sock}.
+    """
+    wrappers, inner = splitWrappers(description)
+    base = peerText(address)  # unix:/path for a UNIX socket
+    if getattr(address, "host", None) is not None:
+        base = f"{'ssl' if endpointKind(inner) == 'ssl' else 'tcp'}:{base}"
+    return ":".join([*wrappers, base])
+
+
+def prepareTLS(contextFactory: Any, factory: Any) -> list[str]:
     """
     Ready a TLS listener's options for C{factory}: ALPN from its acceptable
-    protocols (L{txupgrade.tls.offerALPN}); a certificate out of its
-    validity is served, with a warning.
+    protocols (L{txupgrade.tls.offerALPN}). A certificate out of its
+    validity is served: the warnings to log (L{warnCertificates}).
     """
     from txupgrade.tls import certificateWarnings, offerALPN
 
     offerALPN(contextFactory, IProtocolNegotiationFactory(factory).acceptableProtocols)
-    for warning in certificateWarnings(contextFactory):
+    return certificateWarnings(contextFactory)
+
+
+def warnCertificates(warnings: Iterable[str]) -> None:
+    """Log each certificate warning once (one file may serve several listeners and the TLS upgrade)."""
+    for warning in dict.fromkeys(warnings):
         _log.warn("TLS: {warning}; serving it anyway", warning=warning, tlsWarning=warning)
 
 
-def prepareEndpoint(endpoint: Any, factory: Any) -> None:
+def upgradeCertificateWarnings(site: UpgradeSite) -> list[str]:
+    """The certificate warnings of the site's RFC 2817 TLS upgrade, if it offers one."""
+    if "TLS" not in site.protocols.names():
+        return []
+    from txupgrade.tls import certificateWarnings
+
+    return [
+        w
+        for p in site.protocols
+        if hasattr(p, "contextFactory")
+        for w in certificateWarnings(p.contextFactory)
+    ]
+
+
+def prepareEndpoint(endpoint: Any, factory: Any) -> list[str]:
     """
     Make an endpoint from C{serverFromString} hide nothing of C{factory}
     (L{txupgrade.wrappers}): its C{haproxy:} layers pass everything on and
-    its TLS layer offers the site's ALPN protocols (L{prepareTLS}).
+    its TLS layer offers the site's ALPN protocols (L{prepareTLS}, whose
+    warnings it returns).
     """
     _compat.hideNothing(endpoint)
+    warnings = []
     for layer in _compat.endpointLayers(endpoint):
         contextFactory = _compat.sslContextFactory(layer)
         if contextFactory is not None:
-            prepareTLS(contextFactory, factory)
+            warnings += prepareTLS(contextFactory, factory)
+    return warnings
 
 
 def listenNow(endpoint: Any, factory: Any, description: str) -> IListeningPort:
@@ -285,15 +343,17 @@ class DaemonService(MultiService):
             try:
                 endpoints.append(serverFromString(self.reactor, description))
             except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
-                raise DaemonError(f"--listen {description}: bad endpoint ({_describe(error)})") from None
+                raise DaemonError(badEndpoint(description, error)) from None
+        warnings = upgradeCertificateWarnings(self.site)
         for description, endpoint in zip(self.descriptions, endpoints, strict=True):
             try:
-                prepareEndpoint(endpoint, self.site)
+                warnings += prepareEndpoint(endpoint, self.site)
             except Exception as error:  # noqa: BLE001 - OpenSSL's errors on a key or certificate
                 raise DaemonError(
                     f"--listen {description}: unusable TLS options ({_describe(error)})"
                 ) from None
             self.ports.append(self._listenNow(description, endpoint, self.site))
+        warnCertificates(warnings)
 
     def _listenNow(self, description: str, endpoint: Any, factory: Any) -> IListeningPort:
         try:
@@ -310,13 +370,8 @@ class DaemonService(MultiService):
         self.extraPorts.append((what, self._listenNow(description, endpoint, factory)))
 
     def addresses(self) -> list[str]:
-        """Where each listener listens, as C{tcp:127.0.0.1:8080}-like text."""
-        result = []
-        for port in self.ports:
-            host = port.getHost()
-            kind = getattr(host, "type", "unix").lower()
-            result.append(f"{kind}:{peerText(host)}" if kind != "unix" else peerText(host))
-        return result
+        """Where each listener listens (L{listenerText})."""
+        return [listenerText(d, p.getHost()) for d, p in zip(self.descriptions, self.ports, strict=True)]
 
     def startService(self) -> None:
         super().startService()

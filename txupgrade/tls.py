@@ -52,6 +52,7 @@ from txupgrade import _twistedcompat as _compat
 from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
 from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest
+from txupgrade.offer import peerText
 
 __all__ = [
     "NoApplicationProtocol",
@@ -60,6 +61,7 @@ __all__ = [
     "certificateOptionsFromPEM",
     "certificateWarnings",
     "offerALPN",
+    "pemProblem",
     "sslListenDescription",
 ]
 
@@ -91,18 +93,10 @@ def certificateOptionsFromPEM(path: str | Path, **options: Any) -> Any:
     from OpenSSL import SSL
     from twisted.internet import ssl
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise CertificateError(f"{path}: cannot read the TLS certificate: {error.strerror}") from None
-    if not _PEM_KEY.search(data):
-        raise CertificateError(
-            f"{path}: no private key in the PEM file (put the key and certificate in one file)"
-        )
-    if not _PEM_CERTIFICATE.search(data):
-        raise CertificateError(
-            f"{path}: no certificate in the PEM file (put the key and certificate in one file)"
-        )
+    problem = pemProblem(path, path)
+    if problem is not None:
+        raise CertificateError(f"{problem} (put the key and certificate in one file)")
+    data = Path(path).read_bytes()
     try:
         key = load_pem_private_key(data, password=None)
         certificates = x509.load_pem_x509_certificates(data)
@@ -115,6 +109,26 @@ def certificateOptionsFromPEM(path: str | Path, **options: Any) -> Any:
     except (SSL.Error, ValueError, TypeError) as error:
         raise CertificateError(f"{path}: unusable key or certificate: {_errorText(error)}") from None
     return result
+
+
+def pemProblem(keyPath: str | Path, certificatePath: str | Path) -> str | None:
+    """
+    What makes these PEM files unusable before any parsing (one line naming
+    the file: unreadable, no private key, no certificate), or L{None}.
+    """
+    for path, pattern, what in (
+        (keyPath, _PEM_KEY, "private key"),
+        (certificatePath, _PEM_CERTIFICATE, "certificate"),
+    ):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            # One file holding both is "the TLS certificate" (--tls-certificate).
+            file = what if keyPath != certificatePath else "certificate"
+            return f"{path}: cannot read the TLS {file}: {error.strerror}"
+        if not pattern.search(data):
+            return f"{path}: no {what} in the PEM file"
+    return None
 
 
 def _errorText(error: Exception) -> str:
@@ -291,7 +305,8 @@ class _TLSSwitch:
         self.transport = transport
         if not ITLSTransport.providedBy(transport) or self._channel is None:
             _log.error(
-                "TLS upgrade from {peer}: the transport cannot start TLS; closing", peer=self.request.peer
+                "TLS upgrade from {peer}: the transport cannot start TLS; closing",
+                peer=peerText(self.request.peer),
             )
             self._release()
             transport.abortConnection()
@@ -341,7 +356,9 @@ class _TLSSwitch:
                     request.body,
                 )
         except Exception:  # noqa: BLE001 - the site's failure closes only this connection
-            _log.failure("TLS upgrade from {peer}: serving the original request failed", peer=request.peer)
+            _log.failure(
+                "TLS upgrade from {peer}: serving the original request failed", peer=peerText(request.peer)
+            )
             self.transport.abortConnection()
 
     def _release(self) -> None:
@@ -352,7 +369,7 @@ class _TLSSwitch:
         self._timer = None
         _log.info(
             "TLS upgrade from {peer}: no handshake within {timeout} s; closing",
-            peer=self.request.peer,
+            peer=peerText(self.request.peer),
             timeout=self.upgrade.handshakeTimeout,
         )
         self.transport.abortConnection()
@@ -368,10 +385,12 @@ class _TLSSwitch:
             http.connectionLost(reason)
         elif not self._done:
             self._done = True
+            if isinstance(reason.value, SSLError) and getattr(self.site, "tracker", None) is not None:
+                return  # the daemon's tracker logs (rate-limited) and counts a failed handshake
             _log.info(
                 "TLS upgrade from {peer} ended before the handshake completed: {reason}",
-                peer=self.request.peer,
-                reason=reason.getErrorMessage(),
+                peer=peerText(self.request.peer),
+                reason=_errorText(cast(Exception, reason.value)),
             )
 
 

@@ -62,7 +62,16 @@ from twisted.protocols.basic import NetstringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txupgrade.daemon import DaemonError, DaemonService, extraText, listenExtra
+from txupgrade.daemon import (
+    DaemonError,
+    DaemonService,
+    badEndpoint,
+    extraText,
+    listenerText,
+    listenExtra,
+    upgradeCertificateWarnings,
+    warnCertificates,
+)
 from txupgrade.limits import Limits
 from txupgrade.logs import BatchedOutput
 from txupgrade.workerplan import (
@@ -128,15 +137,6 @@ def _family(address: Any) -> str:
     raise ListenError(f"cannot share a listener on {address!r} with workers")
 
 
-def _addressText(address: Any) -> str:
-    name = getattr(address, "name", None)
-    if type(address).__name__ == "UNIXAddress":
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
-    host = address.host
-    host = f"[{host}]" if ":" in host else host
-    return f"tcp:{host}:{address.port}"
-
-
 class _NeverAccepts(Factory):
     """The supervisor's listening ports never read: their workers accept."""
 
@@ -157,7 +157,7 @@ def _bindNow(reactor: Any, description: str) -> IListeningPort:
     try:
         endpoint = serverFromString(reactor, description)
     except Exception as error:  # noqa: BLE001 - Twisted's parsers raise various errors
-        raise ListenError(f"--listen {description}: bad endpoint ({error})") from None
+        raise ListenError(badEndpoint(description, error)) from None
     outcome: list[Any] = []
     endpoint.listen(_NeverAccepts()).addBoth(outcome.append)
     if not outcome:
@@ -336,8 +336,8 @@ class Supervisor(Service):
             raise
 
     def addresses(self) -> list[str]:
-        """Where each listener listens (C{tcp:127.0.0.1:8080}, C{unix:/path})."""
-        return [_addressText(port.getHost()) for port in self.ports]
+        """Where each listener listens (L{listenerText})."""
+        return [listenerText(d, p.getHost()) for d, p in zip(self.descriptions, self.ports, strict=True)]
 
     def listeners(self) -> tuple[SharedListener, ...]:
         """The sockets as a worker sees them."""
@@ -542,13 +542,15 @@ class _TLSServerEndpoint:
     def __init__(self, wrapped: IStreamServerEndpoint, contextFactory: Any) -> None:
         self._wrapped = wrapped
         self._contextFactory = contextFactory
+        #: The certificate's warnings, once listening (the worker logs them).
+        self.warnings: list[str] = []
 
     def listen(self, factory: Any) -> Deferred[IListeningPort]:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
         from txupgrade.daemon import prepareTLS
 
-        prepareTLS(self._contextFactory, factory)
+        self.warnings = prepareTLS(self._contextFactory, factory)
         return self._wrapped.listen(TLSMemoryBIOFactory(self._contextFactory, False, factory))
 
 
@@ -688,9 +690,15 @@ class WorkerService(DaemonService):
 
     def listen(self) -> None:
         """Adopt the inherited sockets (with their wrappers and TLS)."""
+        from txupgrade._twistedcompat import endpointLayers
+
+        warnings = upgradeCertificateWarnings(self.site)
         for listener in self.spec.listeners:
             endpoint = workerEndpoint(self.reactor, listener)
             self.ports.append(self._listenNow(listener.description, endpoint, self.site))
+            for layer in endpointLayers(endpoint):
+                warnings += getattr(layer, "warnings", [])
+        warnCertificates(warnings)
 
     def startService(self) -> None:
         answers = {}

@@ -27,7 +27,7 @@ from tests.support.net import reactor, withTimeout
 START_TIMEOUT = 45.0
 
 _STARTED = re.compile(rb"txupgrade serving on ([^;\n]*);")
-_PORT = re.compile(r"tcp:(?:\[[^\]]*\]|[^:,\s]+):(\d+)")
+_PORT = re.compile(r"(?:tcp|ssl):(?:\[[^\]]*\]|[^:,\s]+):(\d+)")
 
 TWISTD = ["-c", "from twisted.scripts.twistd import run; run()"]
 
