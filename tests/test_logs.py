@@ -13,6 +13,9 @@ import os
 import signal
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
@@ -23,7 +26,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from tests.support.daemon import LOCAL, spawnDaemon
 from tests.support.net import inThread, withTimeout
-from txupgrade.logs import BatchedOutput, LineLog
+from txupgrade.logs import BatchedOutput, LineLog, accessLine
 from txupgrade.tracking import _CLOSED
 
 
@@ -95,6 +98,49 @@ class LineLogTests(SynchronousTestCase):
         expected, when = _slowPath(slow)
         self.assertIn('"GET /echo?x=\\"1\\" HTTP/1.1" 101', expected)
         self.assertEqual(_fastPath(when, lambda lines: lines.access(request)), expected)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        method=st.binary(max_size=12),
+        uri=st.binary(max_size=40),
+        version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b'HTTP/"1', b"\xff"]),
+        agents=st.lists(st.binary(max_size=30), max_size=2),
+        referrers=st.lists(st.binary(max_size=30), max_size=2),
+        client=st.sampled_from(
+            [
+                IPv4Address("TCP", "127.0.0.1", 1),
+                IPv6Address("TCP", "::1", 1),
+                UNIXAddress(b"/run/s.sock"),
+                None,
+            ]
+        ),
+        code=st.integers(100, 599),
+        length=st.sampled_from([0, None, 17]),
+    )
+    def test_accessLineFormat(
+        self,
+        method: bytes,
+        uri: bytes,
+        version: bytes,
+        agents: list[bytes],
+        referrers: list[bytes],
+        client: Any,
+        code: int,
+        length: int | None,
+    ) -> None:
+        """L{accessLine} writes what twisted.web's C{combinedLogFormatter} does, for any bytes."""
+        from twisted.web.http import combinedLogFormatter
+
+        request = Request(DummyChannel())
+        request.method, request.uri, request.clientproto = method, uri, version
+        request.code, request.sentLength = code, length
+        request.client = client
+        if agents:
+            request.requestHeaders.setRawHeaders(b"user-agent", agents)
+        if referrers:
+            request.requestHeaders.setRawHeaders(b"referer", referrers)
+        stamp = "[07/Dec/2026:01:02:03 +0000]"
+        self.assertEqual(accessLine(stamp, request), combinedLogFormatter(stamp, request))
 
     def test_connectionLine(self) -> None:
         """A closed upgraded connection's line: as its C{txupgrade.connection} event writes."""

@@ -51,6 +51,9 @@ PRIVATE_NAMES = {
     "_disconnected": "Request",
     "_command": "HTTPChannel",
     "_path": "HTTPChannel",
+    "_escape": "twisted.web.http",
+    "_XForwardedForAddress": "twisted.web.http",
+    "_parse": "twisted.internet.endpoints",
 }
 
 #: txupgrade's own attribute, set by L{_twistedcompat.wrapChannel}.

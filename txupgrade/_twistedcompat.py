@@ -15,17 +15,20 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.internet.interfaces import IProtocol, ISSLTransport
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 
 from txupgrade.h2c import PREFACE
 from txupgrade.wrappers import ForwardingProtocol, TransparentFactory, TransparentWrapper
 
 __all__ = [
+    "ACCESS_LOG_HOST_ADDRESSES",
     "ChannelWrapper",
+    "accessLogEscape",
     "answerStar",
     "channelWrapper",
     "currentProtocol",
@@ -48,6 +51,14 @@ __all__ = [
     "takeTrailingData",
     "wrapChannel",
 ]
+
+
+#: The client addresses whose host twisted.web's access line names
+#: (C{combinedLogFormatter}); any other is C{-}.
+ACCESS_LOG_HOST_ADDRESSES = (IPv4Address, IPv6Address, http._XForwardedForAddress)
+
+#: twisted.web's access-log escaping (a C{repr} as if in double quotes).
+accessLogEscape = http._escape
 
 
 def wrapChannel(channel: HTTPChannel, wrapperClass: type[ChannelWrapper] | None = None) -> ChannelWrapper:

@@ -27,6 +27,7 @@ twistd's own C{--logger txupgrade.logs.jsonLogObserver} (standard output).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any, cast
@@ -34,7 +35,10 @@ from typing import IO, Any, cast
 from twisted.logger import ILogObserver, Logger, formatTime, jsonFileLogObserver, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
-from twisted.web.http import combinedLogFormatter, datetimeToLogString
+from twisted.web.http import datetimeToLogString
+
+from txupgrade._twistedcompat import ACCESS_LOG_HOST_ADDRESSES as _HOST_ADDRESSES
+from txupgrade._twistedcompat import accessLogEscape as _twistedEscape
 
 __all__ = [
     "BatchedOutput",
@@ -237,7 +241,38 @@ class LineLog:
     def access(self, request: Any) -> None:
         """The access line of C{request}, as twisted.web writes it into twistd's log."""
         stamp, logDate = self._stamps()
-        self.output.write(f"{stamp} [twisted.python.log#info] {combinedLogFormatter(logDate, request)}\n")
+        self.output.write(f"{stamp} [twisted.python.log#info] {accessLine(logDate, request)}\n")
+
+
+#: Bytes that twisted.web's access-log escaping leaves as they are: printable
+#: ASCII but for the quote characters and the backslash.
+_PLAIN = re.compile(rb"[ !#-&(-\[\]-~]*")
+
+
+def _escape(value: bytes | str) -> str:
+    """C{twisted.web.http._escape}, without its C{repr} for the common plain value."""
+    raw = value if isinstance(value, bytes) else value.encode("ascii")
+    if _PLAIN.fullmatch(raw):
+        return raw.decode("ascii")
+    return cast(str, _twistedEscape(raw))
+
+
+def accessLine(timestamp: str, request: Any) -> str:
+    """
+    C{twisted.web.http.combinedLogFormatter}'s line, byte for byte (the
+    daemon's access log format stays twisted.web's), with the cheap escape.
+    """
+    client = request.getClientAddress()
+    ip = client.host if isinstance(client, _HOST_ADDRESSES) else b"-"
+    headers = request.requestHeaders
+    referrer = headers.getRawHeaders(b"referer")  # the last value, as Request.getHeader
+    agent = headers.getRawHeaders(b"user-agent")
+    return (
+        f'"{_escape(ip)}" - - {timestamp} '
+        f'"{_escape(request.method)} {_escape(request.uri)} {_escape(request.clientproto)}" '
+        f"{request.code:d} {request.sentLength or '-'} "
+        f'"{_escape((referrer and referrer[-1]) or b"-")}" "{_escape((agent and agent[-1]) or b"-")}"'
+    )
 
 
 def logOutput(options: Any) -> IO[str] | LogFile | None:

@@ -34,7 +34,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from zope.interface import directlyProvides, providedBy
+from zope.interface import directlyProvides, implementedBy, implementer, providedBy
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IDrainable
@@ -65,6 +65,10 @@ def peerText(address: IAddress | None) -> str:
     return f"unix:{name}" if name else str(address)
 
 
+#: The L{CountingTransport} subclass of each transport class.
+_COUNTING: dict[type, type[CountingTransport]] = {}
+
+
 class CountingTransport:
     """
     A connection's transport as its channel and every protocol after a
@@ -75,10 +79,24 @@ class CountingTransport:
     #: Not an adapter: C{IPushProducer(transport)} finds the transport's interfaces.
     __conform__ = None
 
+    def __new__(cls, transport: Any, connection: TrackedConnection) -> CountingTransport:
+        # The transport's interfaces: a subclass per transport class declares
+        # them once (declaring them on each instance costs a few µs a connection).
+        provided = providedBy(transport)
+        if provided is not implementedBy(type(transport)):
+            self = super().__new__(cls)
+            directlyProvides(self, provided)
+            return self
+        counting = _COUNTING.get(type(transport))
+        if counting is None:
+            counting = _COUNTING[type(transport)] = implementer(provided)(
+                type(f"Counting{type(transport).__name__}", (cls,), {"__module__": __name__})
+            )
+        return super().__new__(counting)
+
     def __init__(self, transport: Any, connection: TrackedConnection) -> None:
         self.wrappedTransport = transport
         self._connection = connection
-        directlyProvides(self, providedBy(transport))
         # What the channel calls on every request, bound once (else __getattr__).
         self.getPeer = transport.getPeer
         self.getHost = transport.getHost
