@@ -109,19 +109,28 @@ class CountingTransport:
         return bool(self.wrappedTransport.disconnecting)
 
     def write(self, data: bytes) -> None:
-        connection = self._connection
-        connection.bytesOut += len(data)
-        if connection._idleTimer is not None:
-            connection._lastActive = connection.tracker.clock.seconds()
+        self._connection.bytesOut += len(data)
         self.wrappedTransport.write(data)
 
     def writeSequence(self, data: Any) -> None:
         data = list(data)
-        connection = self._connection
-        connection.bytesOut += sum(map(len, data))
-        if connection._idleTimer is not None:
-            connection._lastActive = connection.tracker.clock.seconds()
+        self._connection.bytesOut += sum(map(len, data))
         self.wrappedTransport.writeSequence(data)
+
+    def watchActivity(self) -> None:
+        """From now on, each write also marks the connection active (its protocol has an idle timeout)."""
+        self.write = self._writeActive  # type: ignore[method-assign]
+        self.writeSequence = self._writeSequenceActive  # type: ignore[method-assign]
+
+    def _writeActive(self, data: bytes) -> None:
+        connection = self._connection
+        connection._lastActive = connection.tracker.clock.seconds()
+        CountingTransport.write(self, data)
+
+    def _writeSequenceActive(self, data: Any) -> None:
+        connection = self._connection
+        connection._lastActive = connection.tracker.clock.seconds()
+        CountingTransport.writeSequence(self, data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.wrappedTransport, name)
@@ -155,6 +164,7 @@ class TrackedConnection(_compat.ChannelWrapper):
     _idleTimeout = 0.0
     _lastActive = 0.0
     _handshaken = False
+    _counting: CountingTransport
 
     def makeConnection(self, transport: Any) -> None:
         tracker = self.tracker
@@ -163,15 +173,22 @@ class TrackedConnection(_compat.ChannelWrapper):
         tracker.registerProtocol(self)
         if tracker.limits.requestHeadTimeout:
             self._headTimer = tracker.clock.callLater(tracker.limits.requestHeadTimeout, self._headTimedOut)
-        super().makeConnection(CountingTransport(transport, self))
+        self._counting = CountingTransport(transport, self)
+        super().makeConnection(self._counting)
+
+    def _switchedDataReceived(self, data: bytes) -> None:
+        """After a switch (L{protocolSwitched}): count, and hand the bytes on."""
+        self.bytesIn += len(data)
+        self._channel.dataReceived(data)
+
+    def _switchedActiveDataReceived(self, data: bytes) -> None:
+        """After a switch to a protocol with an idle timeout: count, mark active, hand on."""
+        self.bytesIn += len(data)
+        self._lastActive = self.tracker.clock.seconds()
+        self._channel.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
-        if self.protocol != "http":
-            if self._idleTimer is not None:
-                self._lastActive = self.tracker.clock.seconds()
-            self._channel.dataReceived(data)
-            return
         channel = self._channel
         if self._requestStarted is None or (isinstance(channel, HTTPChannel) and not channel.requests):
             # The first byte of a request: a switch's latency counts from it.
@@ -262,9 +279,13 @@ class TrackedConnection(_compat.ChannelWrapper):
             self._headTimer.cancel()
             self._headTimer = None
         self._idleTimeout = tracker.limits.idleTimeoutFor(name)
+        # The switched protocol's bytes take the lean paths (no HTTP checks).
+        self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
         if self._idleTimeout:
             self._lastActive = now
             self._idleTimer = tracker.clock.callLater(self._idleTimeout, self._idleCheck)
+            self.dataReceived = self._switchedActiveDataReceived  # type: ignore[method-assign]
+            self._counting.watchActivity()
         tracker.upgraded(self, latency)
 
     def getPeer(self) -> IAddress:
