@@ -92,11 +92,13 @@ class LineLogTests(SynchronousTestCase):
         from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
         def slow() -> None:
-            line = combinedLogFormatter("[" + datetimeToLogString() + "]", request) + "\n"
+            # What HTTPFactory.log writes: its _logDateTime is datetimeToLogString()'s.
+            line = combinedLogFormatter(datetimeToLogString(), request) + "\n"
             legacyLog.logfile.write(line)
 
         expected, when = _slowPath(slow)
         self.assertIn('"GET /echo?x=\\"1\\" HTTP/1.1" 101', expected)
+        self.assertRegex(expected, r' - - \[\d\d/\w{3}/\d{4}:[\d:]{8} [+-]\d{4}\] "GET ')
         self.assertEqual(_fastPath(when, lambda lines: lines.access(request)), expected)
 
     @settings(max_examples=300, deadline=None)

@@ -230,7 +230,7 @@ class LineLog:
         if second != self._second:
             self._second = second
             self._stamp = formatTime(now)
-            self._logDate = "[" + datetimeToLogString(now) + "]"
+            self._logDate = datetimeToLogString(now)  # bracketed, as HTTPFactory._updateLogDateTime
         return self._stamp, self._logDate
 
     def line(self, system: str, text: str) -> None:
