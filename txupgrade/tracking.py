@@ -34,7 +34,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from zope.interface import directlyProvides, implementedBy, implementer, providedBy
+from zope.interface import implementer, providedBy
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.interfaces import IDrainable
@@ -65,8 +65,8 @@ def peerText(address: IAddress | None) -> str:
     return f"unix:{name}" if name else str(address)
 
 
-#: The L{CountingTransport} subclass of each transport class.
-_COUNTING: dict[type, type[CountingTransport]] = {}
+#: The L{CountingTransport} subclass for each set of transport interfaces.
+_COUNTING: dict[Any, type[CountingTransport]] = {}
 
 
 class CountingTransport:
@@ -80,16 +80,14 @@ class CountingTransport:
     __conform__ = None
 
     def __new__(cls, transport: Any, connection: TrackedConnection) -> CountingTransport:
-        # The transport's interfaces: a subclass per transport class declares
-        # them once (declaring them on each instance costs a few µs a connection).
+        # The transport's interfaces: a subclass per set of them declares them
+        # once (declaring them on each instance costs a few µs a connection).
+        # zope shares one specification among the transports that provide
+        # the same (a class's, or Provides for a TLS or PROXY wrapper's).
         provided = providedBy(transport)
-        if provided is not implementedBy(type(transport)):
-            self = super().__new__(cls)
-            directlyProvides(self, provided)
-            return self
-        counting = _COUNTING.get(type(transport))
+        counting = _COUNTING.get(provided)
         if counting is None:
-            counting = _COUNTING[type(transport)] = implementer(provided)(
+            counting = _COUNTING[provided] = implementer(provided)(
                 type(f"Counting{type(transport).__name__}", (cls,), {"__module__": __name__})
             )
         return super().__new__(counting)
