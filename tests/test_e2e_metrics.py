@@ -5,7 +5,6 @@ listener counts exactly what the test did.
 
 from __future__ import annotations
 
-import http.client
 import re
 from typing import Any
 
@@ -14,34 +13,15 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.support.daemon import LOCAL, startDaemon
-from tests.support.http import request, upgrade
+from tests.support.http import request, scrapeMetrics, upgrade
 from tests.support.net import RawClient, connectClient, inThread, reactor, withTimeout
 from tests.support.websocket import handshake
-
-
-def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of C{/metrics}, by name and labels."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        assert response.status == 200, response.status
-        text = response.read().decode()
-    finally:
-        connection.close()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 @inlineCallbacks
 def _rescrape(samples: dict[Any, float], port: int) -> Any:
     """Replace C{samples} with a new scrape of C{port}'s C{/metrics}."""
-    fresh = yield inThread(_scrape, port)
+    fresh = yield inThread(scrapeMetrics, port)
     samples.clear()
     samples.update(fresh)
 

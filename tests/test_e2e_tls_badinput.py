@@ -52,7 +52,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.trial.unittest import TestCase
 
 from tests.support.daemon import LOCAL, Daemon, runToEnd, startDaemon
-from tests.support.http import Response, parseResponses, request, upgrade
+from tests.support.http import Response, parseResponses, request, scrapeMetrics, upgrade
 from tests.support.matrix import (
     CLIENT_TIMEOUT,
     ECHO_GET_BODY,
@@ -104,27 +104,6 @@ def _pemFiles(directory: Path) -> dict[str, Path]:
         paths[name] = path
     (directory / "adirectory.pem").mkdir()
     return paths
-
-
-def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of the daemon's C{/metrics} page, by name and labels."""
-    import http.client
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        assert response.status == 200, response.status
-        text = response.read().decode()
-    finally:
-        connection.close()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def _byLabel(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> dict[str, float]:
@@ -607,7 +586,7 @@ class RunTimeTests(_Directory, TestCase):
         response = yield inThread(_getEcho, self.tlsTarget, AFTER_PATH)
         self.assertEqual((response.code, response.body), (200, ECHO_GET_BODY))
         yield wait(lambda: _AFTER_LINE in self.daemon.output)
-        samples = yield inThread(_scrape, self.metricsPort)
+        samples = yield inThread(scrapeMetrics, self.metricsPort)
         return samples
 
     def assertLoggedOnce(self, port: int, text: str) -> None:

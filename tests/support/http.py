@@ -261,3 +261,28 @@ class TaggedEcho(Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+
+#: A sample of a C{/metrics} page: its name and its labels.
+MetricKey = tuple[str, frozenset[tuple[str, str]]]
+
+
+def scrapeMetrics(port: int, timeout: float = 10.0) -> dict[MetricKey, float]:
+    """Every sample of the C{/metrics} page on C{127.0.0.1:port}, by name and labels (blocking)."""
+    import http.client
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        text = response.read().decode()
+    finally:
+        connection.close()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
