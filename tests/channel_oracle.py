@@ -38,7 +38,7 @@ from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoProtocol, EchoResource, EchoUpgrade
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest
-from txupgrade.resource import UpgradeRequiredResource
+from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
 from txupgrade.testing import MemoryConnection, RecordingProtocol
 
 CRLF = b"\r\n"
@@ -421,7 +421,7 @@ class _WsLike:
         return EchoProtocol()
 
 
-class _DynamicRoot(Resource):
+class _DynamicRoot(DirectoryResource):
     """A root that finds children in code: the decision is made at render time."""
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:
@@ -430,7 +430,7 @@ class _DynamicRoot(Resource):
 
 def makeSite(clock: Clock, dynamic: bool = False, maxUpgradeBodySize: int | None = None) -> UpgradeSite:
     """The test site: C{/show}, C{/echo}, C{/ws} (C{ws} only), C{echo} everywhere."""
-    root = _DynamicRoot() if dynamic else Resource()
+    root = _DynamicRoot() if dynamic else DirectoryResource()
     root.putChild(b"show", _Show())
     root.putChild(b"echo", EchoResource())
     root.putChild(b"ws", UpgradeRequiredResource([_WsLike()]))

@@ -20,7 +20,7 @@ from tests.support.http import SimpleUpgrade, request, switching
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoResource
 from txupgrade.h2c import H2cUpgrade
-from txupgrade.resource import UpgradeRequiredResource
+from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
 from txupgrade.testing import MemoryConnection
 
 #: The page served at C{/} by L{h2Site}.
@@ -62,7 +62,7 @@ class Later(Resource):
 def h2Site(clock: Any = None, **kwargs: Any) -> UpgradeSite:
     """A site with static and dynamic paths, a 426 path, C{h2c} and C{echo}."""
     clock = clock if clock is not None else Clock()
-    root = Resource()
+    root = DirectoryResource()
     root.putChild(b"", Data(PAGE, "text/html"))
     root.putChild(b"echo", EchoResource())
     root.putChild(b"dyn", Dynamic())

@@ -10,10 +10,10 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from txupgrade import Accept, IUpgradeProtocol, UpgradeRequest, UpgradeSite
+from txupgrade.resource import DirectoryResource
 from txupgrade.testing import MemoryConnection, upgradeRequest
 
 _SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\n"
@@ -71,7 +71,7 @@ class CallOrderTests(SynchronousTestCase):
     """The channel calls an upgrade protocol in the documented order."""
 
     def connect(self, plugin: _RecordingUpgrade, chunkSize: int | None) -> MemoryConnection:
-        site = UpgradeSite(Resource(), [plugin], reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), [plugin], reactor=Clock())
         conn = MemoryConnection(site, chunkSize=chunkSize)
         plugin.conn = conn
         return conn

@@ -44,7 +44,7 @@ from txupgrade.negotiation import (
     UpgradeError,
     UpgradeRequest,
 )
-from txupgrade.resource import UpgradeRequiredResource
+from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
 from txupgrade.testing import MemoryConnection, RecordingProtocol, upgradeRequest
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -232,7 +232,7 @@ class ChannelMixin:
 
     def makeSite(self, protocols: Iterable[IUpgradeProtocol] = (), **kwargs: Any) -> UpgradeSite:
         """A site over the test tree, timing out on L{clock}."""
-        root = DynamicRoot() if self.dynamic else Resource()
+        root = DynamicRoot() if self.dynamic else DirectoryResource()
         root.putChild(b"show", Show())
         root.putChild(b"chat", Show())
         root.putChild(b"echo", EchoResource())

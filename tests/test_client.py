@@ -18,7 +18,6 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
 from twisted.trial.unittest import SkipTest, TestCase
-from twisted.web.resource import Resource
 
 from tests.support.http import Hello, SimpleUpgrade
 from tests.support.net import TIMEOUT, RawClient, listen, reactor, withTimeout
@@ -26,6 +25,7 @@ from tests.test_stream import loadExample
 from txupgrade import Refuse, UpgradeRequiredResource, UpgradeSite
 from txupgrade.client import UpgradeFailed, UpgradeResponse, upgrade
 from txupgrade.echo import EchoUpgrade
+from txupgrade.resource import DirectoryResource
 
 NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
 
@@ -64,7 +64,7 @@ class ClientTests(TestCase):
     """The client against txupgrade's own server."""
 
     def site(self) -> UpgradeSite:
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"hello", Hello())
         root.putChild(b"only", UpgradeRequiredResource([SimpleUpgrade("special")]))
         protocols = [

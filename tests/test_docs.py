@@ -35,6 +35,7 @@ from twisted.web.resource import Resource
 import txupgrade.plugins
 from tests.support.http import normalize, request
 from tests.support.net import TIMEOUT, connectClient, listen, reactor, withTimeout
+from txupgrade.resource import DirectoryResource
 from txupgrade.tap import Options
 from txupgrade.testing import MemoryConnection, upgradeRequest
 
@@ -508,7 +509,7 @@ class BoundedEchoExampleTests(SynchronousTestCase):
         from txupgrade.demo import PauseReadingWhileFull
 
         module = _loadModule(EXAMPLES / "bounded_echo.py", "txupgrade_docs_bounded_echo")
-        site = UpgradeSite(Resource(), [module.boundedEcho], reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), [module.boundedEcho], reactor=Clock())
         peer = IPv4Address("TCP", "127.0.0.1", 40000)
         protocol = site.buildProtocol(peer)
         transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
@@ -533,7 +534,7 @@ class DrainableExampleTests(SynchronousTestCase):
 
         module = _loadModule(EXAMPLES / "drainable.py", "txupgrade_docs_drainable")
         clock = Clock()
-        tracker = ConnectionTracker(UpgradeSite(Resource(), [module.chat], reactor=clock), clock)
+        tracker = ConnectionTracker(UpgradeSite(DirectoryResource(), [module.chat], reactor=clock), clock)
         conn = MemoryConnection(tracker, chunkSize=1)  # type: ignore[arg-type]
         conn.send(upgradeRequest(["chat"]) + b"hi")
         self.assertTrue(conn.received.endswith(b"\r\n\r\nhi"), conn.received)
@@ -608,7 +609,7 @@ class ClientExampleTests(TestCase):
 
         _withExamplesOnPath(self, "amp_service", "amp_client")
         service = importlib.import_module("amp_service")
-        return listen(self, UpgradeSite(Resource(), [service.amp_]))
+        return listen(self, UpgradeSite(DirectoryResource(), [service.amp_]))
 
     @inlineCallbacks
     def test_ampClient(self) -> Any:
@@ -644,7 +645,7 @@ class ClientExampleTests(TestCase):
         from txupgrade.client import UpgradeFailed
 
         _withExamplesOnPath(self, "amp_service", "amp_client")
-        port = listen(self, UpgradeSite(Resource()))
+        port = listen(self, UpgradeSite(DirectoryResource()))
         client = importlib.import_module("amp_client")
         with self.assertRaises(UpgradeFailed) as caught:
             yield withTimeout(client.callService(reactor, port))

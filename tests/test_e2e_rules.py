@@ -21,7 +21,7 @@ from tests.support.http import Hello, SimpleUpgrade, normalize, plainResponse, r
 from tests.support.net import RawClient, TLSPair, TrackingSite, connectClient, listen, withTimeout
 from txupgrade.echo import EchoUpgrade
 from txupgrade.negotiation import Accept, Decline, Refuse, UpgradeError, UpgradeRequest
-from txupgrade.resource import UpgradeRequiredResource
+from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
 
 ADVERTISE_ECHO = b"Upgrade: echo\r\nConnection: Upgrade\r\n"
 
@@ -322,7 +322,7 @@ class UpgradeRequiredTests(_Server, TestCase):
     """R9: a path served only through a protocol answers C{426}."""
 
     def serveBound(self) -> None:
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"", Hello())
         bound = UpgradeRequiredResource([SimpleUpgrade("chat"), SimpleUpgrade("chat-old")])
         root.putChild(b"ws", bound)
@@ -648,7 +648,7 @@ class SlowPipelineTests(_Server, TestCase):
     @inlineCallbacks
     def pipelineBehindHeld(self, tail: bytes) -> Any:
         held = Held()
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"held", held)
         self.serve(resource=root)
         client = yield self.connect()
@@ -683,7 +683,7 @@ class BackpressurePipelineTests(_Server, TestCase):
     def test_largeAnswerThenUpgrade(self) -> Any:
         """A 4 MiB answer, then the C{101}; the switched connection still reads."""
         big = bytes(range(256)) * (16 * 1024)
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"big", Data(big, "application/octet-stream"))
         self.serve(resource=root)
         client = yield self.connect()

@@ -19,12 +19,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.resource import Resource
 
 from tests.channel_oracle import PEER, checkStream, decodeInput, runStream
 from tests.support.net import TLSPair, TrackingSite, inThread, listen, wait
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoUpgrade
+from txupgrade.resource import DirectoryResource
 
 FUZZ = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz")
 
@@ -46,7 +46,7 @@ class AfterBadRequestTests(SynchronousTestCase):
     def test_laterBytesIgnored(self) -> None:
         """Each input, then more bytes in a later read: a 400, no exception, nothing more."""
         for first, later in AFTER_400:
-            site = UpgradeSite(Resource(), [EchoUpgrade()], reactor=Clock())
+            site = UpgradeSite(DirectoryResource(), [EchoUpgrade()], reactor=Clock())
             protocol = site.buildProtocol(PEER)
             transport = StringTransport()
             protocol.makeConnection(transport)
@@ -143,7 +143,7 @@ class AfterBadRequestTLSTests(TestCase):
     def test_tlsLaterRecords(self) -> Any:
         """Each input, then more bytes in a later TLS record: a 400 and no logged error."""
         pair = TLSPair()
-        site = TrackingSite(Resource(), [EchoUpgrade()])
+        site = TrackingSite(DirectoryResource(), [EchoUpgrade()])
         port = listen(self, site, pair.serverOptions())
         for first, later in AFTER_400:
             received = yield inThread(_sendTwice, pair.ca, port, first, later)

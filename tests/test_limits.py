@@ -13,7 +13,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.resource import Resource
 from twisted.web.static import Data
 
 from tests.support.daemon import LOCAL, startDaemon
@@ -21,6 +20,7 @@ from tests.support.net import connectClient, reactor, wait, withTimeout
 from txupgrade.channel import UpgradeSite
 from txupgrade.echo import EchoUpgrade
 from txupgrade.limits import LimitLog, Limits, parseIdleTimeout
+from txupgrade.resource import DirectoryResource
 from txupgrade.tracking import ConnectionTracker
 
 UPGRADE = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
@@ -29,7 +29,7 @@ GET = b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n"
 
 def _tracker(limits: Limits, **siteOptions: Any) -> tuple[ConnectionTracker, Clock]:
     clock = Clock()
-    root = Resource()
+    root = DirectoryResource()
     root.putChild(b"page", Data(b"page", "text/plain"))
     site = UpgradeSite(root, [EchoUpgrade()], reactor=clock, timeout=None, **siteOptions)
     return ConnectionTracker(site, clock, limits), clock

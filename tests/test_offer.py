@@ -9,7 +9,6 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from txupgrade.channel import UpgradeSite
@@ -24,6 +23,7 @@ from txupgrade.offer import (
     Unswitched,
     peerText,
 )
+from txupgrade.resource import DirectoryResource
 from txupgrade.testing import MemoryConnection, upgradeRequest
 
 
@@ -98,7 +98,7 @@ class DecisionEventTests(SynchronousTestCase):
     def exchange(
         self, protocols: list[Any], offered: list[str], target: bytes = b"/p?q=1", logSwitches: bool = True
     ) -> bytes:
-        site = UpgradeSite(Resource(), protocols, reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), protocols, reactor=Clock())
         site.logSwitches = logSwitches
         conn = MemoryConnection(site)
         conn.send(upgradeRequest(offered, target))
@@ -143,14 +143,14 @@ class DecisionEventTests(SynchronousTestCase):
 
     def test_outcomeTypes(self) -> None:
         """L{OfferNegotiation.decide} answers with the documented outcome classes."""
-        site = UpgradeSite(Resource(), reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), reactor=Clock())
         conn = MemoryConnection(site)
         self.assertIsNotNone(conn)
         for decision, kind in ((Accept(), Switch), (Refuse(403), Refused), (Decline(), Unswitched)):
             offer = OfferNegotiation.fromHeaders(b"HTTP/1.1", [b"a"], [b"upgrade"])
             assert offer is not None
             request = _FakeRequest(site)
-            outcome = offer.decide(request, Resource(), [Fixed("a", decision)], "client")
+            outcome = offer.decide(request, DirectoryResource(), [Fixed("a", decision)], "client")
             self.assertIsInstance(outcome, kind)
 
 

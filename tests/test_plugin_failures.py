@@ -13,11 +13,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 
 from tests.support.http import SimpleUpgrade, upgrade
 from txupgrade.channel import UpgradeSite
 from txupgrade.logs import LogRateLimit
+from txupgrade.resource import DirectoryResource
 from txupgrade.stream import StreamUpgrade
 from txupgrade.testing import MemoryConnection
 from txupgrade.tracking import ConnectionTracker
@@ -54,7 +54,7 @@ class PluginFailureTests(SynchronousTestCase):
         self.clock = Clock()
 
     def site(self, *protocols: Any) -> UpgradeSite:
-        site = UpgradeSite(Resource(), protocols, reactor=self.clock)
+        site = UpgradeSite(DirectoryResource(), protocols, reactor=self.clock)
         site.log = lambda request: None  # type: ignore[method-assign]
         return site
 

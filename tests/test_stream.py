@@ -16,13 +16,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.resource import Resource
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.support.http import upgrade
 from tests.support.net import RawClient, TLSPair, connectClient, listen, reactor, wait, withTimeout
 from txupgrade import Decline, IUpgradeProtocol, Refuse, UpgradeSite
+from txupgrade.resource import DirectoryResource
 from txupgrade.stream import StreamUpgrade
 from txupgrade.testing import MemoryConnection, upgradeRequest
 
@@ -70,7 +70,7 @@ class ReverseExampleTests(SynchronousTestCase):
     def test_pathThenReversedLines(self) -> None:
         """It answers the request's path, then reverses lines, one byte at a time too."""
         for chunk in (None, 1):
-            site = UpgradeSite(Resource(), [loadExample("reverse").reverse], reactor=Clock())
+            site = UpgradeSite(DirectoryResource(), [loadExample("reverse").reverse], reactor=Clock())
             conn = MemoryConnection(site, chunkSize=chunk)
             conn.send(upgradeRequest(["reverse/1"], b"/some/path?q=1") + b"abc\r\n")
             conn.send(b"hello\r\n")
@@ -81,7 +81,7 @@ class ReverseExampleTests(SynchronousTestCase):
 
     def test_otherVersion(self) -> None:
         """C{reverse/2} is not served."""
-        site = UpgradeSite(Resource(), [loadExample("reverse").reverse], reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), [loadExample("reverse").reverse], reactor=Clock())
         conn = MemoryConnection(site)
         conn.send(upgradeRequest(["reverse/2"]))
         self.assertTrue(conn.received.startswith(b"HTTP/1.1 404 "))
@@ -92,7 +92,7 @@ class StreamUpgradeTests(SynchronousTestCase):
     """L{StreamUpgrade} through the real channel, in memory."""
 
     def connect(self, upgrade: StreamUpgrade, chunkSize: int | None = None) -> MemoryConnection:
-        site = UpgradeSite(Resource(), [upgrade], reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), [upgrade], reactor=Clock())
         return MemoryConnection(site, chunkSize=chunkSize)
 
     def test_provides(self) -> None:
@@ -179,7 +179,7 @@ class ProducerTests(SynchronousTestCase):
         made: list[Protocol] = []
         factory = Factory()
         factory.buildProtocol = lambda addr: made.append(protocol()) or made[-1]  # type: ignore[method-assign]
-        site = UpgradeSite(Resource(), [StreamUpgrade("s", factory)], reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), [StreamUpgrade("s", factory)], reactor=Clock())
         server = site.buildProtocol(None)
         transport = StringTransport()
         server.makeConnection(transport)
@@ -286,7 +286,7 @@ class StreamSocketTests(TestCase):
     def test_halfCloseReachesProtocol(self) -> None:
         """The Docker-style example: end of input reaches readConnectionLost; it answers and closes."""
         tcp = loadExample("tcp_stream").tcp
-        port = listen(self, UpgradeSite(Resource(), [tcp]))
+        port = listen(self, UpgradeSite(DirectoryResource(), [tcp]))
 
         @implementer(IHalfCloseableProtocol)
         class HalfClient(RawClient):
@@ -338,7 +338,9 @@ class StreamSocketTests(TestCase):
                 # Both halves are shut: only now does Twisted end the connection.
                 self.transport.loseConnection()  # type: ignore[union-attr]
 
-        port = listen(self, UpgradeSite(Resource(), [StreamUpgrade("send", Factory.forProtocol(Sender))]))
+        port = listen(
+            self, UpgradeSite(DirectoryResource(), [StreamUpgrade("send", Factory.forProtocol(Sender))])
+        )
         client = yield connectClient(self, port, client=Reader())
         client.send(upgrade(b"send"))
         data = yield client.waitForClose()
@@ -357,7 +359,7 @@ class StreamSocketTests(TestCase):
                 self.transport.loseConnection()  # type: ignore[union-attr]
 
         pair = TLSPair()
-        site = UpgradeSite(Resource(), [StreamUpgrade("once", Factory.forProtocol(Once))])
+        site = UpgradeSite(DirectoryResource(), [StreamUpgrade("once", Factory.forProtocol(Once))])
         port = listen(self, site, pair.serverOptions())
         client = yield connectClient(self, port, endpoint=pair.clientEndpoint(port))
         client.send(upgrade(b"once") + b"shout")
@@ -368,7 +370,7 @@ class StreamSocketTests(TestCase):
     @inlineCallbacks
     def test_refusedPath(self) -> None:
         """The example refuses a path that is not an attach endpoint with 404; GET is declined."""
-        port = listen(self, UpgradeSite(Resource(), [loadExample("tcp_stream").tcp]))
+        port = listen(self, UpgradeSite(DirectoryResource(), [loadExample("tcp_stream").tcp]))
         client = yield connectClient(self, port)
         client.send(upgrade(b"tcp", b"/nope").replace(b"GET", b"POST", 1)[:-2] + b"Content-Length: 0\r\n\r\n")
         data = yield client.waitFor(lambda d: b"no such container endpoint\n" in d)
@@ -379,7 +381,9 @@ class StreamSocketTests(TestCase):
         """A client that never reads stops the server reading; resuming delivers every byte."""
         Collect.instances = []
         total = 32 * 1024 * 1024
-        port = listen(self, UpgradeSite(Resource(), [StreamUpgrade("echo-s", Factory.forProtocol(Collect))]))
+        port = listen(
+            self, UpgradeSite(DirectoryResource(), [StreamUpgrade("echo-s", Factory.forProtocol(Collect))])
+        )
         client = yield connectClient(self, port, client=NonReading(total))
         client.send(upgrade(b"echo-s"))
         yield client.waitFor(lambda d: b"\r\n\r\n" in d)

@@ -24,6 +24,7 @@ from zope.interface import alsoProvides, implementer
 from tests.support.http import Response, parseResponses, request, switching, upgrade
 from txupgrade import UpgradeSite
 from txupgrade.echo import EchoUpgrade
+from txupgrade.resource import DirectoryResource
 from txupgrade.tls import TLSUpgrade
 
 HELLO = b"\x16\x03\x01\x00\x05HELLO"
@@ -105,7 +106,7 @@ class ResumeTests(SynchronousTestCase):
     def connect(self) -> _TLSCapableTransport:
         """A new connection to a new site (on its own clock, L{clock}), closed at cleanup."""
         self.clock = Clock()
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"seen", SeenHeaders())
         root.putChild(b"dynamic", Dynamic())
         site = UpgradeSite(

@@ -26,6 +26,7 @@ from tests.support.net import TLSPair, connectClient, listen, reactor, wait, wit
 from txupgrade import IUpgradeProtocol, UpgradeRequest, UpgradeSite
 from txupgrade.client import upgradeToTLS
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName
+from txupgrade.resource import DirectoryResource
 from txupgrade.tls import CertificateError, TLSRequiredResource, TLSUpgrade, certificateOptionsFromPEM
 
 
@@ -214,7 +215,7 @@ class TLSUpgradeSocketTests(TestCase):
         self.upgrade = TLSUpgrade(self.pair.serverOptions(), handshakeTimeout=5)
 
     def site(self, **kwargs: Any) -> UpgradeSite:
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"secure", Secure())
         root.putChild(b"hello", Hello())
         root.putChild(b"private", TLSRequiredResource(Secure(), self.upgrade))

@@ -23,6 +23,7 @@ from txupgrade.demo import webSocketEchoFactory
 from txupgrade.echo import EchoProtocol, EchoUpgrade
 from txupgrade.interfaces import IDrainable
 from txupgrade.negotiation import upgradedName
+from txupgrade.resource import DirectoryResource
 from txupgrade.tracking import ConnectionTracker, TrackedConnection, peerText
 from txupgrade.websocket import WebSocketUpgrade
 
@@ -45,7 +46,7 @@ class _Held(Resource):
 
 def _tracker() -> tuple[ConnectionTracker, Clock, _Held]:
     clock = Clock()
-    root = Resource()
+    root = DirectoryResource()
     held = _Held()
     root.putChild(b"held", held)
     site = UpgradeSite(root, [EchoUpgrade()], reactor=clock)

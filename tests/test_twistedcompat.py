@@ -23,10 +23,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import Resource
 
 from txupgrade import _twistedcompat
 from txupgrade.channel import UpgradeChannel, UpgradeSite
+from txupgrade.resource import DirectoryResource
 
 #: Every private name L{txupgrade._twistedcompat} reads or writes, and where.
 PRIVATE_NAMES = {
@@ -160,7 +160,7 @@ class PrivateNamesTests(SynchronousTestCase):
         """The wrapper keeps the site in C{_site}; C{Request.process} answers C{*} in C{_handleStar}."""
         from twisted.web import server
 
-        site = UpgradeSite(Resource(), reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), reactor=Clock())
         wrapper = site.buildProtocol(None)
         self.assertHas(wrapper, "_site")
         self.assertIs(wrapper._site, site)
@@ -169,7 +169,7 @@ class PrivateNamesTests(SynchronousTestCase):
 
     def test_siteWrapsChannels(self) -> None:
         """L{UpgradeSite} builds the wrapper, around an L{UpgradeChannel}."""
-        wrapper = UpgradeSite(Resource(), reactor=Clock()).buildProtocol(None)
+        wrapper = UpgradeSite(DirectoryResource(), reactor=Clock()).buildProtocol(None)
         self.assertIsInstance(wrapper, http._GenericHTTPChannelProtocol)
         self.assertIsInstance(wrapper._channel, UpgradeChannel)
 

@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 from tests.support.websocket import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
 from txupgrade import _autobahncompat as _compat
 from txupgrade.channel import UpgradeSite
+from txupgrade.resource import DirectoryResource
 from txupgrade.testing import MemoryConnection
 from txupgrade.websocket import WebSocketEndpoint, acceptKey
 
@@ -124,7 +125,7 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
 
     def _switched(self, factory: WebSocketServerFactory, handshakeBytes: bytes) -> Any:
         """The same factory's protocol, after a txupgrade switch in memory."""
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"ws", WebSocketEndpoint(factory))
         conn = MemoryConnection(_site(root), peer=PEER, host=HOST)
         conn.send(handshakeBytes)
@@ -273,7 +274,7 @@ class NegotiateTests(SynchronousTestCase):
         allowedHosts: Any = "auto",
     ) -> tuple[MemoryConnection, _EchoFactory]:
         factory = factory if factory is not None else _factory()
-        root = Resource()
+        root = DirectoryResource()
         root.putChild(b"ws", WebSocketEndpoint(factory, allowedOrigins))
         site = _site(root, allowedHosts=allowedHosts)
         conn = MemoryConnection(site, chunkSize=self.chunkSize, peer=PEER, host=HOST)

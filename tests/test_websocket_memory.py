@@ -18,7 +18,6 @@ from typing import Any
 import psutil
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 from websockets.sync.client import connect as wsConnect
 
 from tests.support.net import inThread, listen, wait
@@ -34,6 +33,7 @@ from tests.support.websocket import (
 from txupgrade import demo
 from txupgrade._autobahncompat import inflationBounded
 from txupgrade.channel import UpgradeSite
+from txupgrade.resource import DirectoryResource
 from txupgrade.websocket import WebSocketEndpoint
 
 CLIENT_TIMEOUT = 5.0
@@ -65,7 +65,7 @@ def serveDemo(testCase: TestCase, factory: Any = None) -> tuple[int, list[weakre
     refs: list[weakref.ref[Any]] = []
     if factory is None:
         factory, refs = _trackedDemoFactory()
-    root = Resource()
+    root = DirectoryResource()
     root.putChild(b"ws", WebSocketEndpoint(factory))
     site = UpgradeSite(root)
     site.noisy = False

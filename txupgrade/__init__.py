@@ -6,12 +6,13 @@ from txupgrade.channel import UpgradeAwareRequest, UpgradeChannel, UpgradeSite
 from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
 from txupgrade.negotiation import Accept, Decline, Refuse, UpgradeError, UpgradeRequest
 from txupgrade.registry import ProtocolRegistry
-from txupgrade.resource import UpgradeRequiredResource
+from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
 from txupgrade.stream import StreamUpgrade
 
 __all__ = [
     "Accept",
     "Decline",
+    "DirectoryResource",
     "IUpgradeProtocol",
     "IUpgradeResource",
     "ProtocolRegistry",

@@ -27,6 +27,7 @@ from txupgrade.channel import UpgradeSite
 from txupgrade.config import ConfigError, parseMount
 from txupgrade.limits import Limits
 from txupgrade.registry import ProtocolRegistry
+from txupgrade.resource import DirectoryResource
 from txupgrade.tracking import ConnectionTracker, peerText
 from txupgrade.workerplan import endpointKind, splitWrappers
 
@@ -117,7 +118,7 @@ def mount(root: Resource, path: str, child: IResource) -> None:
     for segment in segments[:-1]:
         existing = node.children.get(segment)
         if existing is None:
-            existing = Resource()
+            existing = DirectoryResource()
             node.putChild(segment, existing)
         elif not isinstance(existing, Resource):
             raise DaemonError(f"--websocket {path}: {segment.decode()!r} is not a plain Resource")

@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from txupgrade.echo import EchoResource
 from txupgrade.registry import ProtocolRegistry
+from txupgrade.resource import DirectoryResource
 
 __all__ = [
     "MAX_FRAME_PAYLOAD",
@@ -149,7 +150,7 @@ def demoRoot(
         L{txupgrade.websocket.WebSocketUpgrade}); same-origin by default.
     """
     names = ", ".join(protocols.names()) or "(none)"
-    root = Resource()
+    root = DirectoryResource()
     page = Data(_PAGE.format(names=names).encode("utf-8"), "text/html; charset=utf-8")
     root.putChild(b"", page)
     root.putChild(b"echo", EchoResource())

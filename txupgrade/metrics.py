@@ -47,6 +47,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
+from txupgrade.resource import DirectoryResource
 from txupgrade.tracking import ConnectionTracker, TrackedConnection
 
 __all__ = ["DaemonMetrics", "SupervisorMetrics", "mergeWorkerMetrics"]
@@ -200,7 +201,7 @@ class DaemonMetrics:
 
 
 def _root(metrics: IResource) -> Resource:
-    root = Resource()
+    root = DirectoryResource()
     root.putChild(b"metrics", metrics)
     root.putChild(b"", metrics)
     return root

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from twisted.web.resource import Resource
+from twisted.web import pages
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -14,7 +15,18 @@ from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
 from txupgrade.registry import protocolName
 
-__all__ = ["UpgradeRequiredResource"]
+__all__ = ["DirectoryResource", "UpgradeRequiredResource"]
+
+
+class DirectoryResource(Resource):
+    """
+    A plain parent of the resources put in it; any other child is
+    C{pages.notFound()} (escaped HTML), not twisted.web's deprecated
+    C{NoResource}. Its children are found without code (L{txupgrade.offer.staticResource}).
+    """
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return pages.notFound()
 
 
 @implementer(IUpgradeResource)

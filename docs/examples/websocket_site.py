@@ -8,7 +8,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from txupgrade import UpgradeSite
+from txupgrade import DirectoryResource, UpgradeSite
 from txupgrade.websocket import WebSocketEndpoint
 
 
@@ -33,7 +33,7 @@ def makeSite():
     factory.protocol = ChatProtocol
     # Bound what one client can make the server hold; answer with Close frames.
     factory.setProtocolOptions(maxFramePayloadSize=1 << 20, maxMessagePayloadSize=4 << 20, failByDrop=False)
-    root = Resource()
+    root = DirectoryResource()
     root.putChild(b"", Data(b"hello\n", "text/plain"))
     # Browsers may open it only from pages of https://*.example.com (clients
     # that send no Origin, not being browsers, always may).

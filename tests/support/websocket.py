@@ -21,10 +21,10 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 
 from tests.support.http import parseHead
 from tests.support.net import TrackingSite
+from txupgrade.resource import DirectoryResource
 from txupgrade.websocket import WebSocketEndpoint
 
 #: Where the WebSocket endpoint lives in the test sites.
@@ -109,7 +109,7 @@ def webSocketSite(
     **siteArgs: Any,
 ) -> TrackingSite:
     """A site with L{WebSocketEndpoint} for C{factory} at L{WS_PATH}."""
-    root = Resource()
+    root = DirectoryResource()
     root.putChild(WS_PATH.lstrip(b"/"), WebSocketEndpoint(factory, allowedOrigins))
     return TrackingSite(root, **siteArgs)
 

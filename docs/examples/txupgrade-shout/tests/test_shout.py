@@ -4,10 +4,9 @@ Tests of the shout/1 plugin, in memory, through txupgrade's real channel.
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
-from txupgrade import IUpgradeProtocol, UpgradeSite
+from txupgrade import DirectoryResource, IUpgradeProtocol, UpgradeSite
 from txupgrade.plugins.shout import shout
 from txupgrade.testing import MemoryConnection, upgradeRequest
 
@@ -17,7 +16,7 @@ class ShoutTests(SynchronousTestCase):
 
     def connect(self, chunkSize=None):
         """A connection to a site offering shout/1, timeouts on a fake clock."""
-        site = UpgradeSite(Resource(), [shout], reactor=Clock())
+        site = UpgradeSite(DirectoryResource(), [shout], reactor=Clock())
         conn = MemoryConnection(site, chunkSize=chunkSize)
         self.addCleanup(conn.close)
         return conn
