@@ -60,7 +60,7 @@ from twisted.python.failure import Failure
 from twisted.web import _http2
 from zope.interface import implementer
 
-from txupgrade.h2c import PREFACE, stream1Headers
+from txupgrade._h2rules import PREFACE, stream1Headers
 from txupgrade.interfaces import IDrainable
 from txupgrade.negotiation import UpgradeRequest, hostAllowed
 
@@ -210,7 +210,7 @@ class H2Connection(_http2.H2Connection):
             return
         from base64 import urlsafe_b64encode
 
-        from txupgrade.h2c import parseSettingsHeader
+        from txupgrade._h2rules import parseSettingsHeader
 
         # Validated before the 101; re-encoded with padding, as h2 decodes it.
         settings = parseSettingsHeader(request.getHeader(b"http2-settings") or b"")

@@ -22,7 +22,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWr
 from twisted.web import http, server
 from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 
-from txupgrade.h2c import PREFACE
+from txupgrade._h2rules import PREFACE
 from txupgrade.wrappers import ForwardingProtocol, TransparentFactory, TransparentWrapper
 
 __all__ = [
