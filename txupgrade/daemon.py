@@ -229,13 +229,10 @@ def upgradeCertificateWarnings(site: UpgradeSite) -> list[str]:
     """The certificate warnings of the site's RFC 2817 TLS upgrade, if it offers one."""
     if "TLS" not in site.protocols.names():
         return []
-    from txupgrade.tls import certificateWarnings
+    from txupgrade.tls import TLSUpgrade, certificateWarnings
 
     return [
-        w
-        for p in site.protocols
-        if hasattr(p, "contextFactory")
-        for w in certificateWarnings(p.contextFactory)
+        w for p in site.protocols if isinstance(p, TLSUpgrade) for w in certificateWarnings(p.contextFactory)
     ]
 
 
