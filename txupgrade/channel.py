@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -454,6 +454,9 @@ class UpgradeSite(server.Site):
         self.maxUpgradeOffers = maxUpgradeOffers
         #: Plugin failures, counted and logged rate-limited (L{PluginFailures}).
         self.pluginFailures = PluginFailures(self.reactor.seconds)
+        #: Called with the protocol's name on each accepted switch (the
+        #: daemon's metrics count them so, without a log event per switch).
+        self.onAccept: list[Callable[[str], None]] = []
         self.maxUpgradeBodySize = (
             UpgradeChannel.maxUpgradeBodySize if maxUpgradeBodySize is None else maxUpgradeBodySize
         )

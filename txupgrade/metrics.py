@@ -108,15 +108,20 @@ class _TrackerCollector:
 
 @implementer(ILogObserver)
 class _UpgradeEvents:
-    """Counts the channel's C{txupgrade.upgrade} decision events."""
+    """Counts the channel's C{txupgrade.upgrade} decision events (but switches and failures)."""
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
 
     def __call__(self, event: dict[str, Any]) -> None:
         outcome = event.get("upgradeOutcome")
-        # Failures are counted from PluginFailures: their lines are rate-limited.
-        if outcome is not None and outcome != "failed" and event.get("log_namespace") == "txupgrade.upgrade":
+        # Failures are counted from PluginFailures (their lines are rate-limited),
+        # accepted switches from the site's onAccept (no event per switch).
+        if (
+            outcome is not None
+            and outcome not in ("failed", "accepted")
+            and event.get("log_namespace") == "txupgrade.upgrade"
+        ):
             self.counter.labels(event.get("protocol") or "", outcome).inc()
 
 
@@ -163,13 +168,17 @@ class DaemonMetrics:
         if self._failures is not None:
             self._failures.onFailure.append(self._failed)
         tracker.onUpgrade.append(self._upgraded)
+        self._site = tracker.site
+        self._site.onAccept.append(self._accepted)
         tracker.onDrained.append(self._drained)
         self._observer = _UpgradeEvents(self.upgrades)
         globalLogPublisher.addObserver(self._observer)
 
     def stop(self) -> None:
-        """Stop listening to the log events and the plugin failures."""
+        """Stop listening to the log events, the switches and the plugin failures."""
         globalLogPublisher.removeObserver(self._observer)
+        if self._accepted in self._site.onAccept:
+            self._site.onAccept.remove(self._accepted)
         if self._failures is not None and self._failed in self._failures.onFailure:
             self._failures.onFailure.remove(self._failed)
 
@@ -177,6 +186,9 @@ class DaemonMetrics:
         self.pluginFailures.labels(protocol, stage).inc()
         if stage == "negotiate":
             self.upgrades.labels(protocol, "failed").inc()
+
+    def _accepted(self, protocol: str) -> None:
+        self.upgrades.labels(protocol, "accepted").inc()
 
     def _upgraded(self, connection: TrackedConnection, latency: float) -> None:
         self.handshakes.labels(connection.protocol).observe(latency)

@@ -21,7 +21,8 @@ C{protocol}, C{peer} (C{host:port}), C{path}, C{status} and C{reason}, so that
 log observers and metrics read fields rather than text. A switch, the hot
 path, is already in the access log (status 101); its event costs about as
 much as a tenth of the switch itself, so it is emitted only for a site whose
-C{logSwitches} is set (metrics set it). A plugin that fails is logged with
+C{logSwitches} is set; the site's C{onAccept} observers (the daemon's
+metrics) hear of each switch without an event. A plugin that fails is logged with
 its traceback, rate-limited per protocol (L{txupgrade.logs.PluginFailures}):
 a plugin failing on every request must not flood the log.
 """
@@ -282,8 +283,14 @@ class OfferNegotiation:
                 raise UpgradeError("buildProtocol returned None", 500)
         except Exception:  # noqa: BLE001 - a plugin may raise anything; answer 500
             return self._failed(Failure(), protocol)
-        if request.channel.site.logSwitches:
+        site = request.channel.site
+        if site.logSwitches:
             _logDecision(request, "accepted", protocol, 101, "")
+        accepted = getattr(site, "onAccept", None)
+        if accepted:
+            name = protocolName(protocol)
+            for observer in accepted:
+                observer(name)
         return Switch(newProtocol, head, protocol, named[0])
 
     def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> Failed:

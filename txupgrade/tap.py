@@ -200,7 +200,7 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
     if settings.get("workers") or workers.isWorker():
         service: Any = workers.buildService(settings, site, reactor)
         if settings.get("metrics"):
-            _addMetrics(service, site, settings["metrics"])
+            _addMetrics(service, settings["metrics"])
         return service
     service = DaemonService(
         site,
@@ -212,11 +212,11 @@ def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor:
     )
     service.listen()
     if settings.get("metrics"):
-        _addMetrics(service, site, settings["metrics"])
+        _addMetrics(service, settings["metrics"])
     return service
 
 
-def _addMetrics(service: Any, site: UpgradeSite, description: str) -> None:
+def _addMetrics(service: Any, description: str) -> None:
     """
     C{--metrics}: a process serving the site counts (a worker answers its
     supervisor); the supervisor or the single process serves the page.
@@ -231,7 +231,6 @@ def _addMetrics(service: Any, site: UpgradeSite, description: str) -> None:
     if isinstance(service, workers.Supervisor):
         service.addListener(description, SupervisorMetrics(service).site(), "metrics")
         return
-    site.logSwitches = True  # the metrics count accepted upgrades from these events
     service.metrics = DaemonMetrics(service.tracker)
     if not isinstance(service, workers.WorkerService):
         service.addListener(description, service.metrics.site(), "metrics")
