@@ -95,7 +95,8 @@ def certificateOptionsFromPEM(path: str | Path, **options: Any) -> Any:
 
     problem = pemProblem(path, path)
     if problem is not None:
-        raise CertificateError(f"{problem} (put the key and certificate in one file)")
+        missing = problem.endswith("in the PEM file")
+        raise CertificateError(f"{problem} (put the key and certificate in one file)" if missing else problem)
     data = Path(path).read_bytes()
     try:
         key = load_pem_private_key(data, password=None)
