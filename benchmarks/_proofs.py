@@ -152,8 +152,8 @@ def serve(
     from twisted.web.resource import Resource
 
     from txupgrade.channel import UpgradeSite
-    from txupgrade.demo import demoRoot
-    from txupgrade.echo import EchoUpgrade
+    from txupgrade.daemon.demo import demoRoot
+    from txupgrade.protocols.echo import EchoUpgrade
     from txupgrade.registry import ProtocolRegistry
 
     tally = ErrorTally(expected)

@@ -91,8 +91,8 @@ def serve(kind: str) -> None:
     factory: Any
     if kind == UPGRADE:
         from txupgrade.channel import UpgradeSite
-        from txupgrade.demo import demoRoot
-        from txupgrade.echo import EchoUpgrade
+        from txupgrade.daemon.demo import demoRoot
+        from txupgrade.protocols.echo import EchoUpgrade
         from txupgrade.registry import ProtocolRegistry
 
         class QuietUpgradeSite(UpgradeSite):

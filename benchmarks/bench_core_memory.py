@@ -40,8 +40,8 @@ from _harness import inMemoryMain, memoryConnection, memoryReport
 from twisted.internet.task import Clock
 
 from txupgrade.channel import UpgradeSite
-from txupgrade.demo import demoRoot
-from txupgrade.echo import EchoUpgrade
+from txupgrade.daemon.demo import demoRoot
+from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.registry import ProtocolRegistry
 
 PROBE = b"txupgrade-probe\n"

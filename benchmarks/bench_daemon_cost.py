@@ -128,7 +128,7 @@ def serve(kind: str) -> None:
         from twisted.web import server
 
         from txupgrade.channel import UpgradeSite
-        from txupgrade.demo import demoRoot
+        from txupgrade.daemon.demo import demoRoot
         from txupgrade.registry import ProtocolRegistry
 
         protocols = ProtocolRegistry.fromPlugins()
@@ -150,7 +150,7 @@ def launch(without: str, argv: list[str]) -> None:
     from twisted.scripts.twistd import run
 
     from txupgrade import _twistedcompat
-    from txupgrade.tracking import ConnectionTracker
+    from txupgrade.daemon.tracking import ConnectionTracker
 
     if without == "connection-lines":
         ConnectionTracker.logClosed = lambda self, connection, duration: None  # type: ignore[method-assign]
@@ -320,7 +320,7 @@ def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
     """
     from twisted.logger import globalLogPublisher, textFileLogObserver
 
-    from txupgrade.logs import BatchedOutput, LineLog
+    from txupgrade.daemon.logs import BatchedOutput, LineLog
     from txupgrade.tap import Options, buildService, makeSite
 
     options = Options()

@@ -66,7 +66,7 @@ def serveTxupgrade() -> None:
     from twisted.web.resource import Resource
 
     from txupgrade import UpgradeSite
-    from txupgrade.h2c import H2cUpgrade
+    from txupgrade.protocols.h2c import H2cUpgrade
 
     class Hello(Resource):
         isLeaf = True

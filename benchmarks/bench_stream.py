@@ -4,7 +4,7 @@ Raw-stream handoff and RFC 2817 TLS upgrade, as ratios against the same
 server without the upgrade, in one run.
 
 1. AMP: calls per second of an AMP service reached with ``Upgrade: amp``
-   (L{txupgrade.stream.StreamUpgrade}) vs the same factory listening alone.
+   (L{txupgrade.protocols.stream.StreamUpgrade}) vs the same factory listening alone.
    Goal >= 0.95 per server CPU-second.
 2. Raw stream: bytes echoed per second through ``Upgrade: tcp`` vs the same
    echo factory listening alone (64 KiB writes). Goal >= 0.95.
@@ -99,11 +99,11 @@ def serve(kind: str, pem: str) -> None:
     from twisted.internet.protocol import Factory, Protocol
     from twisted.internet.task import LoopingCall
     from twisted.web.resource import Resource
-    from twisted.web.static import Data
 
     from txupgrade.channel import UpgradeSite
-    from txupgrade.stream import StreamUpgrade
-    from txupgrade.tls import TLSUpgrade, certificateOptionsFromPEM
+    from txupgrade.protocols.stream import StreamUpgrade
+    from txupgrade.protocols.tls import TLSUpgrade, certificateOptionsFromPEM
+    from txupgrade.resource import BytesResource
 
     discardLogs()
     profileOnSignals()
@@ -118,7 +118,7 @@ def serve(kind: str, pem: str) -> None:
 
     _, EchoAMP = _ampModule()
     root = Resource()
-    root.putChild(b"", Data(b"ok", "text/plain"))
+    root.putChild(b"", BytesResource(b"ok", "text/plain"))
     factory: Any
     description = "tcp:0:interface=127.0.0.1:backlog=1024"
     if kind == "amp-upgrade":
@@ -405,13 +405,13 @@ def memoryFigures(quick: bool) -> list[tuple[str, float, float, str]]:
     from twisted.internet.task import Clock
     from twisted.python.failure import Failure
     from twisted.web.resource import Resource
-    from twisted.web.static import Data
     from zope.interface import implementer
 
     from txupgrade.channel import UpgradeSite
-    from txupgrade.stream import StreamUpgrade
+    from txupgrade.protocols.stream import StreamUpgrade
+    from txupgrade.protocols.tls import TLSUpgrade
+    from txupgrade.resource import BytesResource
     from txupgrade.testing import upgradeRequest
-    from txupgrade.tls import TLSUpgrade
 
     connectionDone = Failure(CONNECTION_DONE)
 
@@ -486,7 +486,7 @@ def memoryFigures(quick: bool) -> list[tuple[str, float, float, str]]:
     )
 
     root = Resource()
-    root.putChild(b"", Data(b"ok", "text/plain"))
+    root.putChild(b"", BytesResource(b"ok", "text/plain"))
     upgradeSite = Quiet(root, [TLSUpgrade(object())], reactor=Clock())
     count = 500 if quick else 20_000
     get = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -536,7 +536,7 @@ def _handshakeFloor(SSL: Any, count: int) -> tuple[str, float, float, str]:
     cert = _certificate()
     from twisted.internet import ssl
 
-    from txupgrade.tls import certificateOptionsFromPEM
+    from txupgrade.protocols.tls import certificateOptionsFromPEM
 
     serverContext = certificateOptionsFromPEM(cert[0]).getContext()
     clientContext = ssl.CertificateOptions().getContext()

@@ -21,7 +21,7 @@ A certificate is made at start (trustme; C{--key-type}, ECDSA P-256 by
 default): the key and chain in one PEM for the daemon and the Twisted
 servers, key and certificate files for hypercorn. Every server runs at once,
 each in its own process, on 127.0.0.1, all answering C{GET /echo} with the
-body of L{txupgrade.echo.EchoResource} (52 bytes):
+body of L{txupgrade.protocols.echo.EchoResource} (52 bytes):
 
   - C{daemon}: C{twistd -n txupgrade --listen ssl:0:interface=127.0.0.1
     --tls-certificate server.pem}, default options (access log on, its text
@@ -33,7 +33,7 @@ body of L{txupgrade.echo.EchoResource} (52 bytes):
   - C{in-code}: an C{UpgradeSite} on the demo's resources and every
     discovered protocol, built in code (no daemon: no tracking, limits or
     log file), on C{ssl:} with the daemon's ALPN set-up
-    (C{txupgrade.daemon.prepareEndpoint});
+    (C{txupgrade.daemon.service.prepareEndpoint});
   - C{autobahn}: autobahn's own C{WebSocketServerFactory}, an echo
     protocol, on C{reactor.listenSSL} with the same certificate;
   - C{hypercorn}: C{bench_h2}'s hypercorn server (one worker, asyncio, a
@@ -139,7 +139,7 @@ def echoBody() -> bytes:
     """What the demo's C{GET /echo} answers (every server here serves it)."""
     from twisted.web.test.requesthelper import DummyRequest
 
-    from txupgrade.echo import EchoResource
+    from txupgrade.protocols.echo import EchoResource
 
     return EchoResource().render_GET(DummyRequest([b"echo"]))  # type: ignore[arg-type]
 
@@ -153,8 +153,8 @@ def listenSSL(factory: Any, pem: str, alpn: bool = False) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from txupgrade.daemon import prepareEndpoint
-    from txupgrade.tls import sslListenDescription
+    from txupgrade.daemon.service import prepareEndpoint
+    from txupgrade.protocols.tls import sslListenDescription
 
     endpoint = serverFromString(reactor, sslListenDescription(f"ssl:0:interface={H.HOST}", pem))
     if alpn:
@@ -171,7 +171,7 @@ def servePlain(args: argparse.Namespace) -> None:
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
-    from txupgrade.echo import EchoResource
+    from txupgrade.protocols.echo import EchoResource
 
     H.discardLogs()
     root = Resource()
@@ -182,7 +182,7 @@ def servePlain(args: argparse.Namespace) -> None:
 def serveInCode(args: argparse.Namespace) -> None:
     """An C{UpgradeSite} on the demo's resources, every discovered protocol, no daemon."""
     from txupgrade.channel import UpgradeSite
-    from txupgrade.demo import demoRoot
+    from txupgrade.daemon.demo import demoRoot
     from txupgrade.registry import ProtocolRegistry
 
     H.discardLogs()
@@ -201,7 +201,7 @@ def listenSSLOptions(factory: Any, pem: str) -> None:
     """
     from twisted.internet import reactor
 
-    from txupgrade.tls import certificateOptionsFromPEM
+    from txupgrade.protocols.tls import certificateOptionsFromPEM
 
     options = certificateOptionsFromPEM(pem, acceptableProtocols=[b"http/1.1"])
     port = reactor.listenSSL(0, factory, options, interface=H.HOST)  # type: ignore[attr-defined]

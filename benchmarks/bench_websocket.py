@@ -178,7 +178,7 @@ def serve(kind: str) -> None:
     root = Resource()
     if kind == "txupgrade":
         from txupgrade import UpgradeSite
-        from txupgrade.websocket import WebSocketEndpoint
+        from txupgrade.protocols.websocket import WebSocketEndpoint
 
         factory = _autobahnFactory()
         root.putChild(b"ws", WebSocketEndpoint(factory))

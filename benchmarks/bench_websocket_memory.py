@@ -49,9 +49,9 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
-from txupgrade._wshandshake import acceptKey
 from txupgrade.channel import UpgradeSite
-from txupgrade.websocket import WebSocketEndpoint
+from txupgrade.protocols.websocket import WebSocketEndpoint
+from txupgrade.protocols.websocket._handshake import acceptKey
 
 KEY = base64.b64encode(b"0123456789abcdef")
 HANDSHAKE = (

@@ -59,7 +59,7 @@ from _proofs import (
     wsReadFrame,
 )
 
-from txupgrade.logs import LogRateLimit
+from txupgrade.daemon.logs import LogRateLimit
 
 HOOKS = ("negotiate", "buildProtocol", "makeConnection", "dataReceived", "connectionLost")
 

@@ -50,7 +50,12 @@ import atheris  # noqa: E402 - after the path is set
 # whole package, at several times the cost per input), the HTTP/1.1 parser
 # and the request, and LineReceiver.
 with atheris.instrument_imports(include=["txupgrade"]):
-    for _module in ("txupgrade.channel", "txupgrade.negotiation", "txupgrade.offer", "txupgrade.echo"):
+    for _module in (
+        "txupgrade.channel",
+        "txupgrade.negotiation",
+        "txupgrade.offer",
+        "txupgrade.protocols.echo",
+    ):
         importlib.import_module(_module)
 
 from twisted.protocols import basic  # noqa: E402

@@ -35,9 +35,9 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from txupgrade.channel import UpgradeSite
-from txupgrade.echo import EchoProtocol, EchoResource, EchoUpgrade
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest
+from txupgrade.protocols.echo import EchoProtocol, EchoResource, EchoUpgrade
 from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
 from txupgrade.testing import MemoryConnection, RecordingProtocol
 

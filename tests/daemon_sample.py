@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.web.resource import Resource
-from twisted.web.static import Data
+
+from txupgrade.resource import BytesResource
 
 HELLO = b"hello from the operator's own site\n"
 
@@ -16,7 +17,7 @@ HELLO = b"hello from the operator's own site\n"
 def root() -> Resource:
     """A root with C{/hello} only."""
     site = Resource()
-    site.putChild(b"hello", Data(HELLO, "text/plain"))
+    site.putChild(b"hello", BytesResource(HELLO, "text/plain"))
     return site
 
 
@@ -70,7 +71,7 @@ class SlowPage(Resource):
 
 def slowDemo() -> Resource:
     """The demo root, plus L{SlowPage} at C{/slow}."""
-    from txupgrade.demo import demoRoot
+    from txupgrade.daemon.demo import demoRoot
     from txupgrade.registry import ProtocolRegistry
 
     root = demoRoot(ProtocolRegistry.fromPlugins())

@@ -14,13 +14,12 @@ import h2.events
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from twisted.web.static import Data
 
 from tests.support.http import SimpleUpgrade, request, switching
 from txupgrade.channel import UpgradeSite
-from txupgrade.echo import EchoResource
-from txupgrade.h2c import H2cUpgrade
-from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
+from txupgrade.protocols.echo import EchoResource
+from txupgrade.protocols.h2c import H2cUpgrade
+from txupgrade.resource import BytesResource, DirectoryResource, UpgradeRequiredResource
 from txupgrade.testing import MemoryConnection
 
 #: The page served at C{/} by L{h2Site}.
@@ -63,7 +62,7 @@ def h2Site(clock: Any = None, **kwargs: Any) -> UpgradeSite:
     """A site with static and dynamic paths, a 426 path, C{h2c} and C{echo}."""
     clock = clock if clock is not None else Clock()
     root = DirectoryResource()
-    root.putChild(b"", Data(PAGE, "text/html"))
+    root.putChild(b"", BytesResource(PAGE, "text/html"))
     root.putChild(b"echo", EchoResource())
     root.putChild(b"dyn", Dynamic())
     root.putChild(b"later", Later(clock))

@@ -32,7 +32,6 @@ from tests.support.http import parseResponses
 from tests.support.http import request as rawRequest
 from txupgrade import negotiation
 from txupgrade.channel import UpgradeAwareRequest, UpgradeSite
-from txupgrade.echo import EchoResource, EchoUpgrade
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import (
     Accept,
@@ -44,6 +43,7 @@ from txupgrade.negotiation import (
     UpgradeError,
     UpgradeRequest,
 )
+from txupgrade.protocols.echo import EchoResource, EchoUpgrade
 from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
 from txupgrade.testing import MemoryConnection, RecordingProtocol, upgradeRequest
 

@@ -24,7 +24,7 @@ from tests.support.net import TIMEOUT, RawClient, listen, reactor, withTimeout
 from tests.test_stream import loadExample
 from txupgrade import Refuse, UpgradeRequiredResource, UpgradeSite
 from txupgrade.client import UpgradeFailed, UpgradeResponse, upgrade
-from txupgrade.echo import EchoUpgrade
+from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.resource import DirectoryResource
 
 NODE_DIR = os.path.join(os.path.dirname(__file__), "node")

@@ -1,6 +1,6 @@
 """
-Unit tests for the daemon's settings (L{txupgrade.config}), the options of
-C{twistd txupgrade} (L{txupgrade.tap}) and what they load (L{txupgrade.daemon}),
+Unit tests for the daemon's settings (L{txupgrade.daemon.config}), the options of
+C{twistd txupgrade} (L{txupgrade.tap}) and what they load (L{txupgrade.daemon.service}),
 in memory (a L{MemoryReactor}; no socket is opened).
 """
 
@@ -18,9 +18,9 @@ from twisted.python import log as legacyLog
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from txupgrade import config
-from txupgrade.config import ConfigError
-from txupgrade.daemon import (
+from txupgrade.daemon import config
+from txupgrade.daemon.config import ConfigError
+from txupgrade.daemon.service import (
     DaemonError,
     buildRoot,
     loadResource,
@@ -28,9 +28,9 @@ from txupgrade.daemon import (
     loadWebSocketFactory,
     tlsDescriptions,
 )
+from txupgrade.protocols.websocket import WebSocketEndpoint
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, buildService
-from txupgrade.websocket import WebSocketEndpoint
 
 
 def _write(test: SynchronousTestCase, text: str, name: str = "txupgrade.toml") -> str:

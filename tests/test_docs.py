@@ -506,7 +506,7 @@ class BoundedEchoExampleTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from txupgrade import UpgradeSite
-        from txupgrade.demo import PauseReadingWhileFull
+        from txupgrade.daemon.demo import PauseReadingWhileFull
 
         module = _loadModule(EXAMPLES / "bounded_echo.py", "txupgrade_docs_bounded_echo")
         site = UpgradeSite(DirectoryResource(), [module.boundedEcho], reactor=Clock())
@@ -530,7 +530,7 @@ class DrainableExampleTests(SynchronousTestCase):
     def test_drain(self) -> None:
         """Draining the daemon's connections sends the goodbye, closes, and aborts nothing."""
         from txupgrade import UpgradeSite
-        from txupgrade.tracking import ConnectionTracker
+        from txupgrade.daemon.tracking import ConnectionTracker
 
         module = _loadModule(EXAMPLES / "drainable.py", "txupgrade_docs_drainable")
         clock = Clock()

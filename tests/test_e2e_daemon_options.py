@@ -24,8 +24,8 @@ from tests.daemon_sample import HELLO
 from tests.support.daemon import LOCAL, runToEnd, spawnDaemon, startDaemon
 from tests.support.net import TrackingSite, inThread, listen, wait
 from tests.test_e2e_plugins import GOOD_PLUGIN
-from txupgrade.demo import demoRoot
-from txupgrade.echo import EchoUpgrade
+from txupgrade.daemon.demo import demoRoot
+from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.registry import ProtocolRegistry
 
 CLIENT_TIMEOUT = 10.0
@@ -227,9 +227,9 @@ class JSONLogTests(TestCase):
 
     @inlineCallbacks
     def test_twistdLogger(self) -> Any:
-        """C{twistd --logger txupgrade.logs.jsonLogObserver} logs the same events as JSON."""
+        """C{twistd --logger txupgrade.daemon.logs.jsonLogObserver} logs the same events as JSON."""
         daemon = spawnDaemon(
-            self, ["--listen", LOCAL], twistdArgs=["--logger", "txupgrade.logs.jsonLogObserver"]
+            self, ["--listen", LOCAL], twistdArgs=["--logger", "txupgrade.daemon.logs.jsonLogObserver"]
         )
         yield self._started(daemon)
 

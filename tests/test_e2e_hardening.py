@@ -18,9 +18,9 @@ from zope.interface import implementer
 
 from tests.support.http import Hello, normalize, request, upgrade
 from tests.support.net import TrackingSite, connectClient, listen
-from txupgrade.echo import EchoProtocol, EchoUpgrade
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import UpgradeRequest
+from txupgrade.protocols.echo import EchoProtocol, EchoUpgrade
 
 
 def rejected(status: bytes, body: bytes) -> bytes:

@@ -26,7 +26,7 @@ from twisted.trial.unittest import TestCase
 import txupgrade.plugins
 from tests.support.http import Hello, normalize, request, switching, upgrade
 from tests.support.net import TIMEOUT, RawClient, TrackingSite, connectClient, listen, reactor, withTimeout
-from txupgrade.demo import demoRoot
+from txupgrade.daemon.demo import demoRoot
 from txupgrade.registry import ProtocolRegistry
 
 GOOD_PLUGIN = '''
@@ -292,7 +292,7 @@ class DaemonTests(TestCase):
     @inlineCallbacks
     def checkServes(self, port: int) -> Any:
         """GET /, GET /echo, POST /echo and an C{echo} switch on C{port}."""
-        page = demoRoot(ProtocolRegistry.fromPlugins()).getStaticEntity(b"").data
+        page = demoRoot(ProtocolRegistry.fromPlugins()).getStaticEntity(b"").body
         expected = (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(page), page)

@@ -30,15 +30,15 @@ from tests.support.http import parseHead, parseResponses, request, upgrade
 from tests.support.net import TrackingSite, connectClient, inThread, listen, wait
 from tests.support.proxies import startProxy
 from tests.support.websocket import BlockingClient, RecordingServerFactory, handshake
-from txupgrade.demo import demoRoot
-from txupgrade.echo import EchoUpgrade
+from txupgrade.daemon.demo import demoRoot
+from txupgrade.protocols.echo import EchoUpgrade
+from txupgrade.protocols.websocket import WebSocketEndpoint
 from txupgrade.registry import ProtocolRegistry
-from txupgrade.websocket import WebSocketEndpoint
 
 #: Socket timeout of the blocking clients.
 CLIENT_TIMEOUT = 5.0
 
-#: What L{txupgrade.echo.EchoResource} answers to C{GET /echo}.
+#: What L{txupgrade.protocols.echo.EchoResource} answers to C{GET /echo}.
 ECHO_GET_BODY = b"echo: POST a body and get it back, or Upgrade: echo\n"
 
 #: The size of the binary WebSocket message.

@@ -37,11 +37,11 @@ from tests.support.net import (
 )
 from tests.support.proxies import haproxyPairConfig, nginxPairConfig, startProxy
 from tests.support.websocket import RecordingServerFactory
-from txupgrade.demo import demoRoot
-from txupgrade.echo import EchoUpgrade
+from txupgrade.daemon.demo import demoRoot
+from txupgrade.protocols.echo import EchoUpgrade
+from txupgrade.protocols.websocket import WebSocketEndpoint
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, makeSite
-from txupgrade.websocket import WebSocketEndpoint
 
 CLIENT_TIMEOUT = 5.0
 

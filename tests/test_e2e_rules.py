@@ -15,13 +15,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.static import Data
 
 from tests.support.http import Hello, SimpleUpgrade, normalize, plainResponse, request, switching, upgrade
 from tests.support.net import RawClient, TLSPair, TrackingSite, connectClient, listen, withTimeout
-from txupgrade.echo import EchoUpgrade
 from txupgrade.negotiation import Accept, Decline, Refuse, UpgradeError, UpgradeRequest
-from txupgrade.resource import DirectoryResource, UpgradeRequiredResource
+from txupgrade.protocols.echo import EchoUpgrade
+from txupgrade.resource import BytesResource, DirectoryResource, UpgradeRequiredResource
 
 ADVERTISE_ECHO = b"Upgrade: echo\r\nConnection: Upgrade\r\n"
 
@@ -684,7 +683,7 @@ class BackpressurePipelineTests(_Server, TestCase):
         """A 4 MiB answer, then the C{101}; the switched connection still reads."""
         big = bytes(range(256)) * (16 * 1024)
         root = DirectoryResource()
-        root.putChild(b"big", Data(big, "application/octet-stream"))
+        root.putChild(b"big", BytesResource(big, "application/octet-stream"))
         self.serve(resource=root)
         client = yield self.connect()
         client.send(request(target=b"/big") + upgrade() + b"tail")

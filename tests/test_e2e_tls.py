@@ -16,8 +16,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.http import Hello, SimpleUpgrade, normalize, plainResponse, request, switching, upgrade
 from tests.support.net import TLSPair, TrackingSite, connectClient, listen
-from txupgrade.echo import EchoUpgrade
 from txupgrade.negotiation import UpgradeRequest
+from txupgrade.protocols.echo import EchoUpgrade
 
 #: How long a hang-up may take to reach the client, in seconds.
 CLOSE_BOUND = 5

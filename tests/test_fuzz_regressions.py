@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.channel_oracle import PEER, checkStream, decodeInput, runStream
 from tests.support.net import TLSPair, TrackingSite, inThread, listen, wait
 from txupgrade.channel import UpgradeSite
-from txupgrade.echo import EchoUpgrade
+from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.resource import DirectoryResource
 
 FUZZ = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz")

@@ -29,9 +29,9 @@ from tests.h2_helpers import (
     splitSwitch,
 )
 from txupgrade._twistedcompat import currentProtocol
-from txupgrade.h2c import PREFACE, H2cUpgrade, H2SettingsError, parseSettingsHeader, stream1Headers
 from txupgrade.interfaces import IDrainable, IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName, UpgradeRequest
+from txupgrade.protocols.h2c import PREFACE, H2cUpgrade, H2SettingsError, parseSettingsHeader, stream1Headers
 from txupgrade.testing import MemoryConnection
 
 PROTOCOL_ERROR = 0x1
@@ -184,7 +184,7 @@ class PluginTests(SynchronousTestCase):
         code = (
             "import sys; sys.modules['h2'] = None; sys.modules['h2.connection'] = None\n"
             "sys.modules['twisted.web._http2'] = None\n"
-            "from txupgrade.h2c import H2cUpgrade\n"
+            "from txupgrade.protocols.h2c import H2cUpgrade\n"
             "from txupgrade.negotiation import UpgradeRequest\n"
             "r = UpgradeRequest(b'GET', b'/', b'HTTP/1.1', ((b'connection', b'Upgrade, HTTP2-Settings'),"
             " (b'http2-settings', b'AAMAAABk')))\n"

@@ -1,5 +1,5 @@
 """
-The daemon's limits (L{txupgrade.limits}, enforced by L{txupgrade.tracking}):
+The daemon's limits (L{txupgrade.daemon.limits}, enforced by L{txupgrade.daemon.tracking}):
 in memory on a L{Clock}, then against a real C{twistd txupgrade}.
 """
 
@@ -13,15 +13,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.static import Data
 
 from tests.support.daemon import LOCAL, startDaemon
 from tests.support.net import connectClient, reactor, wait, withTimeout
 from txupgrade.channel import UpgradeSite
-from txupgrade.echo import EchoUpgrade
-from txupgrade.limits import LimitLog, Limits, parseIdleTimeout
-from txupgrade.resource import DirectoryResource
-from txupgrade.tracking import ConnectionTracker
+from txupgrade.daemon.limits import LimitLog, Limits, parseIdleTimeout
+from txupgrade.daemon.tracking import ConnectionTracker
+from txupgrade.protocols.echo import EchoUpgrade
+from txupgrade.resource import BytesResource, DirectoryResource
 
 UPGRADE = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
 GET = b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -30,7 +29,7 @@ GET = b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n"
 def _tracker(limits: Limits, **siteOptions: Any) -> tuple[ConnectionTracker, Clock]:
     clock = Clock()
     root = DirectoryResource()
-    root.putChild(b"page", Data(b"page", "text/plain"))
+    root.putChild(b"page", BytesResource(b"page", "text/plain"))
     site = UpgradeSite(root, [EchoUpgrade()], reactor=clock, timeout=None, **siteOptions)
     return ConnectionTracker(site, clock, limits), clock
 

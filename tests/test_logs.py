@@ -1,5 +1,5 @@
 """
-The daemon's log output (L{txupgrade.logs}): the preformatted lines are the
+The daemon's log output (L{txupgrade.daemon.logs}): the preformatted lines are the
 bytes the text observer writes for the same events, a log that cannot be
 written drops and counts lines without stopping anything, and a daemon
 stopped with lines still batched writes them all.
@@ -26,8 +26,8 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from tests.support.daemon import LOCAL, spawnDaemon
 from tests.support.net import inThread, withTimeout
-from txupgrade.logs import BatchedOutput, LineLog, accessLine
-from txupgrade.tracking import _CLOSED
+from txupgrade.daemon.logs import BatchedOutput, LineLog, accessLine
+from txupgrade.daemon.tracking import _CLOSED
 
 
 class _Clock:

@@ -1,5 +1,5 @@
 """
-L{txupgrade.metrics.mergeWorkerMetrics}: the supervisor's page from its
+L{txupgrade.daemon.metrics.mergeWorkerMetrics}: the supervisor's page from its
 workers' pages, each sample labelled with its worker.
 """
 
@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
-from txupgrade.metrics import mergeWorkerMetrics
+from txupgrade.daemon.metrics import mergeWorkerMetrics
 
 
 def _page(upgrades: int, latency: float) -> bytes:

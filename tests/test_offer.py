@@ -12,7 +12,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from txupgrade.channel import UpgradeSite
-from txupgrade.echo import EchoProtocol
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName, Refuse, UpgradeError, UpgradeRequest
 from txupgrade.offer import (
@@ -23,6 +22,7 @@ from txupgrade.offer import (
     Unswitched,
     peerText,
 )
+from txupgrade.protocols.echo import EchoProtocol
 from txupgrade.resource import DirectoryResource
 from txupgrade.testing import MemoryConnection, upgradeRequest
 

@@ -16,11 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.http import SimpleUpgrade, upgrade
 from txupgrade.channel import UpgradeSite
-from txupgrade.logs import LogRateLimit
+from txupgrade.daemon.logs import LogRateLimit
+from txupgrade.daemon.tracking import ConnectionTracker
+from txupgrade.protocols.stream import StreamUpgrade
 from txupgrade.resource import DirectoryResource
-from txupgrade.stream import StreamUpgrade
 from txupgrade.testing import MemoryConnection
-from txupgrade.tracking import ConnectionTracker
 
 #: How many failing requests each test makes.
 FLOOD = 50
@@ -121,7 +121,7 @@ class PluginFailureTests(SynchronousTestCase):
 
     def test_metricsCountEveryFailure(self) -> None:
         """The metrics count all failures, by stage, and the failed decisions, though one was logged."""
-        from txupgrade.metrics import DaemonMetrics
+        from txupgrade.daemon.metrics import DaemonMetrics
 
         site = self.site(SimpleUpgrade("boom", decision=_boom))
         metrics = DaemonMetrics(ConnectionTracker(site, self.clock))

@@ -1,5 +1,5 @@
 """
-The raw-stream handoff (L{txupgrade.stream}): in memory through the real
+The raw-stream handoff (L{txupgrade.protocols.stream}): in memory through the real
 channel (whole and one byte at a time), and over real sockets for half-close
 and backpressure.
 """
@@ -22,8 +22,8 @@ from zope.interface.verify import verifyObject
 from tests.support.http import upgrade
 from tests.support.net import RawClient, TLSPair, connectClient, listen, reactor, wait, withTimeout
 from txupgrade import Decline, IUpgradeProtocol, Refuse, UpgradeSite
+from txupgrade.protocols.stream import StreamUpgrade
 from txupgrade.resource import DirectoryResource
-from txupgrade.stream import StreamUpgrade
 from txupgrade.testing import MemoryConnection, upgradeRequest
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "docs" / "examples"

@@ -1,7 +1,7 @@
 """
 The TLS upgrade's hand-back to HTTP, in memory: after the handshake the
 channel that read the upgrade request answers it over TLS and goes on
-serving (L{txupgrade.tls}, L{txupgrade._twistedcompat.resumeChannel}).
+serving (L{txupgrade.protocols.tls}, L{txupgrade._twistedcompat.resumeChannel}).
 
 The transport's C{startTLS} puts a stand-in TLS layer in front of the
 protocol, which records what it reads until the test completes its handshake;
@@ -23,9 +23,9 @@ from zope.interface import alsoProvides, implementer
 
 from tests.support.http import Response, parseResponses, request, switching, upgrade
 from txupgrade import UpgradeSite
-from txupgrade.echo import EchoUpgrade
+from txupgrade.protocols.echo import EchoUpgrade
+from txupgrade.protocols.tls import TLSUpgrade
 from txupgrade.resource import DirectoryResource
-from txupgrade.tls import TLSUpgrade
 
 HELLO = b"\x16\x03\x01\x00\x05HELLO"
 

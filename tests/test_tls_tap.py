@@ -16,10 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.net import reactor, stopAtCleanup, trackConnections, withTimeout
 from txupgrade.client import HTTPClientProtocol, upgradeToTLS
-from txupgrade.daemon import prepareEndpoint
+from txupgrade.daemon.service import prepareEndpoint
+from txupgrade.protocols.tls import sslListenDescription
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, makeSite
-from txupgrade.tls import sslListenDescription
 
 
 def certificateFiles() -> tuple[Any, Path, Path]:

@@ -1,5 +1,5 @@
 """
-RFC 2817 TLS upgrade (L{txupgrade.tls}) over real sockets: Python's C{ssl}
+RFC 2817 TLS upgrade (L{txupgrade.protocols.tls}) over real sockets: Python's C{ssl}
 module and L{txupgrade.client} as clients, the certificate from trustme.
 """
 
@@ -26,8 +26,13 @@ from tests.support.net import TLSPair, connectClient, listen, reactor, wait, wit
 from txupgrade import IUpgradeProtocol, UpgradeRequest, UpgradeSite
 from txupgrade.client import upgradeToTLS
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName
+from txupgrade.protocols.tls import (
+    CertificateError,
+    TLSRequiredResource,
+    TLSUpgrade,
+    certificateOptionsFromPEM,
+)
 from txupgrade.resource import DirectoryResource
-from txupgrade.tls import CertificateError, TLSRequiredResource, TLSUpgrade, certificateOptionsFromPEM
 
 
 class Secure(Resource):
@@ -197,7 +202,7 @@ class TLSUpgradeSocketTests(TestCase):
     timeout = 60
 
     def logged(self) -> list[str]:
-        """The txupgrade.tls log messages from now until the end of the test."""
+        """The txupgrade.protocols.tls log messages from now until the end of the test."""
         messages: list[str] = []
 
         def observe(event: dict[str, Any]) -> None:

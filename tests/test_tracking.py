@@ -1,5 +1,5 @@
 """
-Unit tests for L{txupgrade.tracking} and the built-in L{IDrainable}
+Unit tests for L{txupgrade.daemon.tracking} and the built-in L{IDrainable}
 protocols, in memory (string transports, a L{Clock}).
 """
 
@@ -19,13 +19,13 @@ from zope.interface.verify import verifyClass, verifyObject
 
 from txupgrade import _twistedcompat
 from txupgrade.channel import UpgradeSite
-from txupgrade.demo import webSocketEchoFactory
-from txupgrade.echo import EchoProtocol, EchoUpgrade
+from txupgrade.daemon.demo import webSocketEchoFactory
+from txupgrade.daemon.tracking import ConnectionTracker, TrackedConnection, peerText
 from txupgrade.interfaces import IDrainable
 from txupgrade.negotiation import upgradedName
+from txupgrade.protocols.echo import EchoProtocol, EchoUpgrade
+from txupgrade.protocols.websocket import WebSocketUpgrade
 from txupgrade.resource import DirectoryResource
-from txupgrade.tracking import ConnectionTracker, TrackedConnection, peerText
-from txupgrade.websocket import WebSocketUpgrade
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 

@@ -354,7 +354,7 @@ class SSLServerEndpointTests(SynchronousTestCase):
         context = _twistedcompat.sslContextFactory(endpoint)
         self.assertTrue(callable(getattr(context, "getContext", None)), context)
         # Readied as the daemon readies it (its keys as cryptography objects), it builds a context.
-        from txupgrade.tls import offerALPN
+        from txupgrade.protocols.tls import offerALPN
 
         offerALPN(context, lambda: [b"http/1.1"])
         context.getContext()

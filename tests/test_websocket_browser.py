@@ -1,7 +1,7 @@
 """
 End-to-end test of the demo page's WebSocket echo in headless Chromium.
 
-The demo tree (L{txupgrade.demo.demoRoot}) is served by a real
+The demo tree (L{txupgrade.daemon.demo.demoRoot}) is served by a real
 L{UpgradeSite} on 127.0.0.1; C{tests/node/browser_check.js} drives Debian's
 Chromium with npm C{playwright-core}, loads C{/}, and waits for the page's
 JavaScript to set C{document.title} to C{"echo ok: ..."} after its
@@ -27,7 +27,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.net import TrackingSite, listen
 from tests.support.processes import NODE_DIR, nodeOrSkip, runProcess
-from txupgrade.demo import demoRoot
+from txupgrade.daemon.demo import demoRoot
 from txupgrade.registry import ProtocolRegistry
 
 CHROMIUM = "/usr/bin/chromium"

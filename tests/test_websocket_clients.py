@@ -1,5 +1,5 @@
 """
-End-to-end tests of L{txupgrade.websocket} with real clients over real sockets.
+End-to-end tests of L{txupgrade.protocols.websocket} with real clients over real sockets.
 
 A real L{UpgradeSite} listens on 127.0.0.1 with a L{WebSocketEndpoint} at
 C{/ws}, backed by an autobahn factory that echoes and records what it sees.
@@ -45,7 +45,7 @@ from tests.support.websocket import (
     handshake,
     webSocketSite,
 )
-from txupgrade.websocket import acceptKey
+from txupgrade.protocols.websocket import acceptKey
 
 #: Socket timeout of the blocking clients (shorter than L{TIMEOUT}).
 CLIENT_TIMEOUT = 5.0

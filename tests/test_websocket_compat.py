@@ -1,10 +1,10 @@
 """
 Guards on autobahn's private state, and in-memory tests of the handshake
-decisions of L{txupgrade.websocket.WebSocketUpgrade}.
+decisions of L{txupgrade.protocols.websocket.WebSocketUpgrade}.
 
 txupgrade brings an autobahn protocol up directly in the OPEN state, setting
 by hand what autobahn's own C{connectionMade}/C{_connectionMade} and
-handshake would have set (L{txupgrade.websocket._openDirectly}). The guards
+handshake would have set (L{txupgrade.protocols.websocket._openDirectly}). The guards
 here build the same factory's protocol both ways and compare their
 attributes, so that an autobahn upgrade that adds or renames state fails
 loudly here instead of in production.
@@ -26,11 +26,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from tests.support.websocket import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
-from txupgrade import _autobahncompat as _compat
 from txupgrade.channel import UpgradeSite
+from txupgrade.protocols.websocket import WebSocketEndpoint, acceptKey
+from txupgrade.protocols.websocket import _autobahncompat as _compat
 from txupgrade.resource import DirectoryResource
 from txupgrade.testing import MemoryConnection
-from txupgrade.websocket import WebSocketEndpoint, acceptKey
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -139,7 +139,7 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
         if missing:
             self.fail(
                 f"autobahn {autobahn.__version__} sets attributes {when} that txupgrade's "
-                f"OPEN-state bring-up (txupgrade/websocket.py, _openDirectly and "
+                f"OPEN-state bring-up (txupgrade/protocols/websocket/__init__.py, _openDirectly and "
                 f"_connectionMadeInit) does not: {missing}"
             )
 
@@ -221,9 +221,10 @@ class FingerprintTests(SynchronousTestCase):
             self.fail(
                 f"autobahn {autobahn.__version__} changed functions that txupgrade's fast WebSocket "
                 f"bring-up replaces or mirrors (now {mismatches}); txupgrade falls back to the "
-                "slower portable path. Read the changes, adapt txupgrade/_autobahncompat.py "
-                "(_openDirectly, _connectionMadeInit, the _QUIET methods, prepareProtocol, "
-                "breakCycles) and txupgrade/_wshandshake.py, then add the new fingerprints to "
+                "slower portable path. Read the changes, adapt "
+                "txupgrade/protocols/websocket/_autobahncompat.py (_openDirectly, _connectionMadeInit, "
+                "the _QUIET methods, prepareProtocol, breakCycles) and "
+                "txupgrade/protocols/websocket/_handshake.py, then add the new fingerprints to "
                 "FINGERPRINTS and widen the autobahn range in setup.cfg"
             )
         self.assertEqual(_compat.bringUpPath(), "fast")

@@ -1,5 +1,5 @@
 """
-Tests for L{txupgrade._wshandshake}, the sans-IO checks of a WebSocket
+Tests for L{txupgrade.protocols.websocket._handshake}, the sans-IO checks of a WebSocket
 opening handshake (RFC 6455 §4.2).
 
 Each rule W1-W7 has a table of cases, plus Hypothesis properties over
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from txupgrade._wshandshake import (
+from txupgrade.protocols.websocket._handshake import (
     Handshake,
     HandshakeError,
     acceptKey,

@@ -30,11 +30,11 @@ from tests.support.websocket import (
     encodeFrame,
     handshake,
 )
-from txupgrade import demo
-from txupgrade._autobahncompat import inflationBounded
 from txupgrade.channel import UpgradeSite
+from txupgrade.daemon import demo
+from txupgrade.protocols.websocket import WebSocketEndpoint
+from txupgrade.protocols.websocket._autobahncompat import inflationBounded
 from txupgrade.resource import DirectoryResource
-from txupgrade.websocket import WebSocketEndpoint
 
 CLIENT_TIMEOUT = 5.0
 

@@ -1,5 +1,5 @@
 """
-End-to-end test of L{txupgrade.websocket} with Node's C{ws} client.
+End-to-end test of L{txupgrade.protocols.websocket} with Node's C{ws} client.
 
 C{tests/node/ws_client.js} connects to a real L{UpgradeSite} on 127.0.0.1,
 sends text, binary and a 1 MiB message, checks each echo, and closes with

@@ -1,6 +1,6 @@
 """
-Unit tests of C{--workers}: the plan (L{txupgrade.workerplan}) and the
-supervisor's lifecycle (L{txupgrade.workers.Supervisor}) on a fake reactor
+Unit tests of C{--workers}: the plan (L{txupgrade.daemon.workerplan}) and the
+supervisor's lifecycle (L{txupgrade.daemon.workers.Supervisor}) on a fake reactor
 that records the processes it would start; real binding for the one-line
 errors. The real processes are in C{tests/test_e2e_workers.py}.
 """
@@ -22,9 +22,9 @@ from twisted.python.compat import iterbytes
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from txupgrade import workerplan, workers
-from txupgrade.logs import BatchedOutput
-from txupgrade.workerplan import SharedListener, WorkerSpec
+from txupgrade.daemon import workerplan, workers
+from txupgrade.daemon.logs import BatchedOutput
+from txupgrade.daemon.workerplan import SharedListener, WorkerSpec
 
 
 class SplitWrappersTests(SynchronousTestCase):
@@ -205,7 +205,7 @@ class SupervisorTests(SynchronousTestCase):
             self.assertEqual(call["executable"], "/py")
             args = call["args"]
             self.assertEqual(args[0], "/py")
-            self.assertIn("--logger=txupgrade.workers.workerLogObserver", args)
+            self.assertIn("--logger=txupgrade.daemon.workers.workerLogObserver", args)
             self.assertEqual(args[args.index("txupgrade") :], ["txupgrade", "--timeout=5.0"])
             spec = WorkerSpec.fromText(call["env"][workerplan.ENVIRONMENT])
             self.assertEqual(spec.index, index)

@@ -31,10 +31,10 @@ from zope.interface import implementer
 from tests.support.net import reactor
 from tests.test_tls_tap import certificateFiles
 from txupgrade import _twistedcompat
+from txupgrade.daemon.workerplan import SharedListener
+from txupgrade.daemon.workers import workerEndpoint
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, buildService
-from txupgrade.workerplan import SharedListener
-from txupgrade.workers import workerEndpoint
 from txupgrade.wrappers import innermostTransport
 
 #: Every optional interface Twisted asks of the protocol it holds.

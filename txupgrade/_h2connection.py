@@ -8,7 +8,7 @@ Twisted's own ALPN C{h2} server) for four reasons:
 
   1. B{h2c}: after the C{101}, stream 1 is the upgraded request. The
      connection starts with C{initiate_upgrade_connection} and the request,
-     already read by HTTP/1.1, becomes stream 1 (L{txupgrade.h2c.stream1Headers})
+     already read by HTTP/1.1, becomes stream 1 (L{txupgrade.protocols.h2c.stream1Headers})
      answered by the site like any other stream.
   2. B{Malformed requests are stream errors} (RFC 9113 §8.1.1, §8.2.2): h2
      would end the whole connection on a request carrying C{Upgrade},

@@ -1,6 +1,6 @@
 """
 The sans-IO rules of HTTP/2 on the cleartext port, shared by the C{h2c}
-upgrade (L{txupgrade.h2c}) and the HTTP/2 connection
+upgrade (L{txupgrade.protocols.h2c}) and the HTTP/2 connection
 (L{txupgrade._h2connection}): the connection preface, the C{HTTP2-Settings}
 header, and the request as stream 1 carries it. Both import this module, and
 neither the other's (no cycle).

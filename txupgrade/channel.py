@@ -42,8 +42,6 @@ from twisted.web.resource import IResource, Resource
 from txupgrade import _twistedcompat as _compat
 from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol
-from txupgrade.limits import LimitLog
-from txupgrade.logs import PluginFailures, pluginFailed
 from txupgrade.negotiation import UpgradeError
 from txupgrade.offer import (
     Failed,
@@ -58,6 +56,7 @@ from txupgrade.offer import (
     staticResource,
 )
 from txupgrade.registry import ProtocolRegistry, protocolName
+from txupgrade.reporting import LimitLog, PluginFailures, pluginFailed
 
 __all__ = ["UpgradeAwareRequest", "UpgradeChannel", "UpgradeSite"]
 
@@ -411,14 +410,14 @@ class UpgradeSite(server.Site):
     @ivar maxUpgradeOffers: The most protocols one C{Upgrade} field may list
         (and 64 bytes each); a longer one is answered C{400} (R15).
     @ivar limitLog: Where limit hits are counted and logged (rate-limited):
-        the daemon's L{txupgrade.tracking.ConnectionTracker} sets its own;
+        the daemon's L{txupgrade.daemon.tracking.ConnectionTracker} sets its own;
         L{None} (the default) logs each as a malformed offer.
     """
 
     requestFactory = UpgradeAwareRequest
     #: What wraps each channel: the connection the transport calls.
     connectionClass: type[_compat.ChannelWrapper] = _compat.ChannelWrapper
-    #: The daemon's L{txupgrade.tracking.ConnectionTracker}, once it tracks
+    #: The daemon's L{txupgrade.daemon.tracking.ConnectionTracker}, once it tracks
     #: this site: it admits each connection (limits) and counts it.
     tracker: Any = None
     #: Whether every accepted switch is also a C{txupgrade.upgrade} log

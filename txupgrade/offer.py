@@ -23,7 +23,7 @@ path, is already in the access log (status 101); its event costs about as
 much as a tenth of the switch itself, so it is emitted only for a site whose
 C{logSwitches} is set; the site's C{onAccept} observers (the daemon's
 metrics) hear of each switch without an event. A plugin that fails is logged with
-its traceback, rate-limited per protocol (L{txupgrade.logs.PluginFailures}):
+its traceback, rate-limited per protocol (L{txupgrade.reporting.PluginFailures}):
 a plugin failing on every request must not flood the log.
 """
 
@@ -42,9 +42,9 @@ from twisted.web.resource import IResource, Resource
 
 from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
-from txupgrade.logs import pluginFailed
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName, Refuse, UpgradeError
 from txupgrade.registry import protocolName
+from txupgrade.reporting import pluginFailed
 
 __all__ = [
     "Failed",

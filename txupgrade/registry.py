@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from twisted.plugin import getCache
 from twisted.python.modules import getModule
 from zope.interface.verify import verifyObject
 
+from txupgrade import _moved
 from txupgrade.interfaces import IUpgradeProtocol
 
 _log = Logger(namespace="txupgrade.plugins")
@@ -58,14 +60,19 @@ def _skipped(registry: ProtocolRegistry, text: str, **fields: Any) -> None:
 def _importFailures(registry: ProtocolRegistry, package: types.ModuleType) -> dict[str, str]:
     """
     Import every plugin module of C{package} not yet imported; log one line
-    for each that fails, and return them (module name to error).
+    for each that fails, and return them (module name to error). Each one
+    that imports a path that moved gets its line too (L{_movedImports}).
     """
     failures = {}
     for module in getModule(package.__name__).iterModules():
         if module.name in sys.modules:
+            _movedImports(registry, module)
             continue
         try:
-            module.load()
+            with warnings.catch_warnings():
+                # Said once, below, in the plugin's own line.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module.load()
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt):
                 raise
@@ -76,7 +83,21 @@ def _importFailures(registry: ProtocolRegistry, package: types.ModuleType) -> di
                 module=module.name,
                 error=failures[module.name],
             )
+            continue
+        _movedImports(registry, module)
     return failures
+
+
+def _movedImports(registry: ProtocolRegistry, module: Any) -> None:
+    """One line for each old path (L{txupgrade._moved}) that the plugin C{module} imports."""
+    try:
+        source = module.filePath.getContent().decode("utf-8")
+    except (OSError, UnicodeDecodeError, AttributeError):
+        return
+    for old, new in _moved.oldImports(source):
+        line = f"Plugin module {module.name} imports {old}, which moved to {new}; loaded through the old path"
+        _log.warn("{line}", line=line, pluginEvent="moved", module=module.name, old=old, new=new)
+        registry.moved.append(line)
 
 
 def protocolName(protocol: IUpgradeProtocol) -> str:
@@ -98,6 +119,9 @@ class ProtocolRegistry:
         self._modules: dict[int, str] = {}
         #: One line for each plugin skipped by L{fromPlugins}.
         self.skipped: list[str] = []
+        #: One line for each import of a path that moved (L{txupgrade._moved})
+        #: by a plugin module that L{fromPlugins} loaded: it loads, but says so.
+        self.moved: list[str] = []
         for protocol in protocols:
             self.register(protocol)
 

@@ -5,20 +5,72 @@ Resources that bind protocols to a path, answering C{426} without an upgrade.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from twisted.web import pages
+from twisted.web.error import UnsupportedMethod
+from twisted.web.http import NOT_ALLOWED, NOT_IMPLEMENTED
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, supportedMethods
 from zope.interface import implementer
 
 from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
 from txupgrade.registry import protocolName
 
-__all__ = ["DirectoryResource", "UpgradeRequiredResource"]
+__all__ = ["BytesResource", "DirectoryResource", "PlainResource", "UpgradeRequiredResource"]
 
 
-class DirectoryResource(Resource):
+class PlainResource(Resource):
+    """
+    A twisted.web C{Resource} whose answer to a method it has no C{render_}
+    for is twisted.web's (C{405} with C{Allow}, or C{501}), built with
+    C{twisted.web.pages}: twisted.web's own builds its deprecated error page,
+    with a warning on every such request. C{HEAD} where C{GET} is allowed
+    is left to twisted.web, which answers it from C{render_GET}.
+    """
+
+    def render(self, request: Request) -> bytes:
+        try:
+            return cast(bytes, super().render(request))
+        except UnsupportedMethod as error:
+            allowed: list[bytes] = list(error.allowedMethods)
+            if request.method == b"HEAD" and b"GET" in allowed:
+                raise
+            if request.method in supportedMethods:
+                request.setHeader(b"Allow", b", ".join(allowed))
+                text = f"The method {request.method.decode('latin-1')} is not allowed here."
+                page = pages.errorPage(NOT_ALLOWED, "Method Not Allowed", text)
+            else:
+                text = f"I don't know how to treat a {request.method.decode('latin-1')} request."
+                page = pages.errorPage(NOT_IMPLEMENTED, "Not Implemented", text)
+            return cast(bytes, page.render(request))
+
+
+class BytesResource(PlainResource):
+    """
+    Fixed bytes of one media type for C{GET} and C{HEAD}: what
+    C{twisted.web.static.Data} serves, without importing C{twisted.web.static}
+    (which builds twisted.web's deprecated error pages, with their warnings,
+    as it is imported).
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, mediaType: str) -> None:
+        super().__init__()
+        self.body = body
+        self.mediaType = mediaType.encode("ascii")
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", self.mediaType)
+        request.setHeader(b"content-length", b"%d" % len(self.body))
+        return b"" if request.method == b"HEAD" else self.body
+
+    render_HEAD = render_GET
+
+
+class DirectoryResource(PlainResource):
     """
     A plain parent of the resources put in it; any other child is
     C{pages.notFound()} (escaped HTML), not twisted.web's deprecated
@@ -30,7 +82,7 @@ class DirectoryResource(Resource):
 
 
 @implementer(IUpgradeResource)
-class UpgradeRequiredResource(Resource):
+class UpgradeRequiredResource(PlainResource):
     """
     A path that is served only through one of C{protocols} (R9).
 

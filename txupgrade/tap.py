@@ -1,7 +1,7 @@
 """
 C{twistd txupgrade}: options and the service they build.
 
-The settings are listed in L{txupgrade.config.SETTINGS}; each is a long
+The settings are listed in L{txupgrade.daemon.config.SETTINGS}; each is a long
 option here and a key of the C{--config} TOML file (the command line wins).
 A setting that cannot be used stops the start with one line on standard
 error and exit status 1 (twistd itself prints its whole usage text only for
@@ -16,9 +16,9 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from txupgrade import config
 from txupgrade.channel import UpgradeSite
-from txupgrade.config import SETTINGS, ConfigError
+from txupgrade.daemon import config
+from txupgrade.daemon.config import SETTINGS, ConfigError
 from txupgrade.registry import ProtocolRegistry
 
 __all__ = ["Options", "makeService"]
@@ -45,8 +45,8 @@ def protocolChoices(registry: ProtocolRegistry) -> list[tuple[str, str]]:
     """Every protocol name C{--enable}/C{--disable} know, with the module it came from."""
     choices = [(name, registry.moduleOf(p)) for name, p in zip(registry.names(), registry, strict=True)]
     if _webSocketAvailable():
-        choices.append(("websocket", "txupgrade.websocket (path-bound: /ws, --websocket mounts)"))
-    choices.append(("TLS", "txupgrade.tls (RFC 2817; offered with --tls-certificate)"))
+        choices.append(("websocket", "txupgrade.protocols.websocket (path-bound: /ws, --websocket mounts)"))
+    choices.append(("TLS", "txupgrade.protocols.tls (RFC 2817; offered with --tls-certificate)"))
     return choices
 
 
@@ -111,7 +111,7 @@ class Options(usage.Options):
             registry = ProtocolRegistry.fromPlugins()
             for name, module in protocolChoices(registry):
                 print(f"{name:<24} {module}")
-            for line in registry.skipped:
+            for line in registry.skipped + registry.moved:
                 print(line, file=sys.stderr)
             raise SystemExit(0)
         try:
@@ -134,7 +134,7 @@ class Options(usage.Options):
         registry = ProtocolRegistry.fromPlugins()
         names = [name for name, _module in protocolChoices(registry)]
         chosen = config.selectProtocols(names, settings["enable"], settings["disable"])
-        from txupgrade.daemon import loadTLSOptions, tlsDescriptions
+        from txupgrade.daemon.service import loadTLSOptions, tlsDescriptions
 
         self.protocols = ProtocolRegistry(
             p for n, p in zip(registry.names(), registry, strict=True) if n in chosen
@@ -151,14 +151,14 @@ class Options(usage.Options):
 
 def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None) -> UpgradeSite:
     """The site the settings describe, with C{protocols} (every discovered one by default)."""
-    from txupgrade.daemon import buildRoot
+    from txupgrade.daemon.service import buildRoot
 
     if protocols is None:
         protocols = ProtocolRegistry.fromPlugins()
     webSocket = "websocket" in settings.get("protocols", ["websocket"]) and _webSocketAvailable()
     tlsOptions = settings.get("tls-options")
     if tlsOptions is not None and "TLS" in settings.get("protocols", ["TLS"]):
-        from txupgrade.tls import TLSUpgrade, offerALPN
+        from txupgrade.protocols.tls import TLSUpgrade, offerALPN
 
         # After an RFC 2817 upgrade the connection goes on as HTTP/1.1.
         offerALPN(tlsOptions, lambda: [b"http/1.1"])
@@ -188,13 +188,13 @@ def _noAccessLog(request: Any) -> None:
 
 def buildService(settings: dict[str, Any], protocols: ProtocolRegistry, reactor: Any = None) -> Any:
     """
-    The L{txupgrade.daemon.DaemonService} the settings describe, bound.
+    The L{txupgrade.daemon.service.DaemonService} the settings describe, bound.
 
     @raise ConfigError: a setting that cannot be used, or a listener that cannot bind.
     """
-    from txupgrade import workers
-    from txupgrade.daemon import DaemonService
-    from txupgrade.limits import Limits
+    from txupgrade.daemon import workers
+    from txupgrade.daemon.limits import Limits
+    from txupgrade.daemon.service import DaemonService
 
     site = makeSite(settings, protocols)
     if settings.get("workers") or workers.isWorker():
@@ -221,11 +221,11 @@ def _addMetrics(service: Any, description: str) -> None:
     C{--metrics}: a process serving the site counts (a worker answers its
     supervisor); the supervisor or the single process serves the page.
     """
-    from txupgrade import workers
-    from txupgrade.daemon import DaemonError
+    from txupgrade.daemon import workers
+    from txupgrade.daemon.service import DaemonError
 
     try:
-        from txupgrade.metrics import DaemonMetrics, SupervisorMetrics
+        from txupgrade.daemon.metrics import DaemonMetrics, SupervisorMetrics
     except ImportError:
         raise DaemonError("--metrics needs prometheus_client (pip install 'txupgrade[metrics]')") from None
     if isinstance(service, workers.Supervisor):
@@ -247,16 +247,16 @@ def makeService(options: Options) -> IService:
     except ConfigError as error:
         print(f"txupgrade: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    from txupgrade.workers import Supervisor
+    from txupgrade.daemon.workers import Supervisor
 
     if isinstance(service, Supervisor):
-        from txupgrade.logs import logOutput
+        from txupgrade.daemon.logs import logOutput
 
         # The workers format their own lines; the supervisor appends them.
         service.logTo(logOutput(options), settings["log-format"])
     else:
-        from txupgrade.logs import fileLogging
-        from txupgrade.workers import WorkerService
+        from txupgrade.daemon.logs import fileLogging
+        from txupgrade.daemon.workers import WorkerService
 
         # A worker's lines go to its supervisor through its own observer.
         fileLogging(service, options, settings["log-format"], lineLog=not isinstance(service, WorkerService))

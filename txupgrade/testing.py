@@ -4,7 +4,7 @@ channel, with no sockets and no reactor.
 
 Example::
 
-    from txupgrade import UpgradeSite
+    from txupgrade.channel import UpgradeSite
     from txupgrade.testing import MemoryConnection, upgradeRequest
 
     site = UpgradeSite(Resource(), [MyUpgrade()], reactor=Clock())

@@ -6,7 +6,7 @@ own, unchanged; only the last line puts it behind the upgrade.
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
-from txupgrade.stream import StreamUpgrade
+from txupgrade.protocols.stream import StreamUpgrade
 
 
 class Sum(amp.Command):

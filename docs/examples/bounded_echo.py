@@ -7,7 +7,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from txupgrade import Accept, IUpgradeProtocol
-from txupgrade.demo import PauseReadingWhileFull
+from txupgrade.daemon.demo import PauseReadingWhileFull
 
 
 class BoundedEcho(Protocol):

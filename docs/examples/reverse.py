@@ -1,7 +1,7 @@
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 
-from txupgrade.stream import StreamUpgrade
+from txupgrade.protocols.stream import StreamUpgrade
 
 
 class Reverse(LineReceiver):

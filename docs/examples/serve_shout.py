@@ -11,16 +11,15 @@ C{curl -i http://127.0.0.1:8080/} (a page).
 import sys
 
 from twisted.internet import endpoints, reactor
-from twisted.web.static import Data
 
-from txupgrade import DirectoryResource, UpgradeRequiredResource, UpgradeSite
+from txupgrade import BytesResource, DirectoryResource, UpgradeRequiredResource, UpgradeSite
 from txupgrade.plugins.shout import shout
 
 
 def makeSite():
     """A page at /, and /loud reachable only through shout/1."""
     root = DirectoryResource()
-    root.putChild(b"", Data(b"hello\n", "text/plain"))
+    root.putChild(b"", BytesResource(b"hello\n", "text/plain"))
     # Only at /loud; anything else offered there gets 426 Upgrade Required.
     root.putChild(b"loud", UpgradeRequiredResource([shout]))
     # Connection-wide protocols are the site's second argument; none here.

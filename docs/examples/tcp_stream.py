@@ -11,7 +11,7 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from txupgrade import Decline, Refuse
-from txupgrade.stream import StreamUpgrade
+from txupgrade.protocols.stream import StreamUpgrade
 
 
 @implementer(IHalfCloseableProtocol)

@@ -6,10 +6,9 @@ as the site's ordinary resources.
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.web.resource import Resource
-from twisted.web.static import Data
 
-from txupgrade import DirectoryResource, UpgradeSite
-from txupgrade.websocket import WebSocketEndpoint
+from txupgrade import BytesResource, DirectoryResource, UpgradeSite
+from txupgrade.protocols.websocket import WebSocketEndpoint
 
 
 class ChatProtocol(WebSocketServerProtocol):
@@ -34,7 +33,7 @@ def makeSite():
     # Bound what one client can make the server hold; answer with Close frames.
     factory.setProtocolOptions(maxFramePayloadSize=1 << 20, maxMessagePayloadSize=4 << 20, failByDrop=False)
     root = DirectoryResource()
-    root.putChild(b"", Data(b"hello\n", "text/plain"))
+    root.putChild(b"", BytesResource(b"hello\n", "text/plain"))
     # Browsers may open it only from pages of https://*.example.com (clients
     # that send no Origin, not being browsers, always may).
     root.putChild(b"chat", WebSocketEndpoint(factory, allowedOrigins=["https://*.example.com:*"]))

@@ -33,7 +33,7 @@ from tests.support.proxies import startProxy
 #: The socket timeout of every blocking client, in seconds.
 CLIENT_TIMEOUT = 8.0
 
-#: What L{txupgrade.echo.EchoResource} answers to C{GET /echo}.
+#: What L{txupgrade.protocols.echo.EchoResource} answers to C{GET /echo}.
 ECHO_GET_BODY = b"echo: POST a body and get it back, or Upgrade: echo\n"
 
 

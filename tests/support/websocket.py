@@ -24,8 +24,8 @@ from twisted.python.failure import Failure
 
 from tests.support.http import parseHead
 from tests.support.net import TrackingSite
+from txupgrade.protocols.websocket import WebSocketEndpoint
 from txupgrade.resource import DirectoryResource
-from txupgrade.websocket import WebSocketEndpoint
 
 #: Where the WebSocket endpoint lives in the test sites.
 WS_PATH = b"/ws"

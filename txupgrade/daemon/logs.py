@@ -1,8 +1,8 @@
 """
 The daemon's log output: text as twistd writes it or opt-in JSON lines for
 log shippers, written in batches (one system call per batch of lines, not
-per line), and the rate limits that keep a flood of one kind of event from
-flooding the log.
+per line). (The rate limits that keep a flood of one kind of event from
+flooding the log are the core's: L{txupgrade.reporting}.)
 
 Every txupgrade event is a C{twisted.logger} event with fields (namespaces
 C{txupgrade.upgrade}, C{txupgrade.connection}, C{txupgrade.daemon},
@@ -22,23 +22,24 @@ and standard error says so once.
 
 Two ways to get JSON: C{twistd txupgrade --log-format json} (written where
 twistd would write its log: C{--logfile}, standard output with C{-n}), or
-twistd's own C{--logger txupgrade.logs.jsonLogObserver} (standard output).
+twistd's own C{--logger txupgrade.daemon.logs.jsonLogObserver} (standard output).
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
 from typing import IO, Any, cast
 
-from twisted.logger import ILogObserver, Logger, formatTime, jsonFileLogObserver, textFileLogObserver
-from twisted.python.failure import Failure
+from twisted.logger import ILogObserver, formatTime, jsonFileLogObserver, textFileLogObserver
 from twisted.python.logfile import LogFile
 from twisted.web.http import datetimeToLogString
 
 from txupgrade._twistedcompat import ACCESS_LOG_HOST_ADDRESSES as _HOST_ADDRESSES
 from txupgrade._twistedcompat import accessLogEscape as _twistedEscape
+
+# Where they lived before the core took them (txupgrade.reporting).
+from txupgrade.reporting import LogRateLimit, PluginFailures, pluginFailed
 
 __all__ = [
     "BatchedOutput",
@@ -50,87 +51,6 @@ __all__ = [
     "logOutput",
     "pluginFailed",
 ]
-
-
-class LogRateLimit:
-    """
-    When to write a line about a recurring kind of event: the first at once,
-    then at most one per L{interval} seconds per kind; the events in between
-    are counted, and the next line says how many there were.
-    """
-
-    interval = 10.0
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
-        self._lastLogged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
-
-    def due(self, kind: str) -> int | None:
-        """One more event of C{kind}: L{None} if no line is due, else how many went unlogged before it."""
-        now = self._now()
-        last = self._lastLogged.get(kind)
-        if last is not None and now - last < self.interval:
-            self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
-            return None
-        self._lastLogged[kind] = now
-        return self._unlogged.pop(kind, 0)
-
-
-class PluginFailures:
-    """
-    Exceptions of upgrade plugins and of the protocols they build, by
-    protocol: every one counted (and passed to L{onFailure}, for metrics),
-    logged with its traceback at most once per L{LogRateLimit.interval} per
-    protocol, so a plugin failing on every request cannot flood the log.
-
-    @ivar counts: Failures so far, by protocol name.
-    @ivar onFailure: Called with C{(protocol, stage)} on every failure; the
-        stage is C{negotiate} (C{negotiate} or C{buildProtocol} raised or
-        answered nonsense: the request got C{500}), C{start} (the new
-        protocol's C{makeConnection}) or the stream protocol's method.
-    """
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self.counts: dict[str, int] = {}
-        self.onFailure: list[Callable[[str, str], None]] = []
-        self._limit = LogRateLimit(now)
-
-    def failed(
-        self, log: Logger, protocol: str, stage: str, failure: Failure, text: str, **fields: Any
-    ) -> None:
-        """Count one failure of C{protocol}; log it (C{text}: a format) unless one was logged lately."""
-        self.counts[protocol] = self.counts.get(protocol, 0) + 1
-        for observer in self.onFailure:
-            observer(protocol, stage)
-        more = self._limit.due(protocol)
-        if more is not None:
-            _logFailure(log, protocol, stage, failure, text, more, fields)
-
-
-def pluginFailed(
-    site: object, log: Logger, protocol: str, stage: str, failure: Failure, text: str, **fields: Any
-) -> None:
-    """Report a plugin's failure through C{site.pluginFailures} (rate-limited), else log it."""
-    failures = getattr(site, "pluginFailures", None)
-    if failures is not None:
-        failures.failed(log, protocol, stage, failure, text, **fields)
-    else:
-        _logFailure(log, protocol, stage, failure, text, 0, fields)
-
-
-def _logFailure(
-    log: Logger, protocol: str, stage: str, failure: Failure, text: str, more: int, fields: dict[str, Any]
-) -> None:
-    log.failure(
-        text + "{unloggedText}",
-        failure,
-        protocol=protocol,
-        failureStage=stage,
-        unlogged=more,
-        unloggedText=f" (and {more} more failure(s) of {protocol} since the last line)" if more else "",
-        **fields,
-    )
 
 
 def jsonLogObserver() -> ILogObserver:

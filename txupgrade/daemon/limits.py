@@ -2,7 +2,7 @@
 The daemon's connection limits: what they are, how a hit is answered, and
 how hits are logged (once, rate-limited) and counted.
 
-The limits are enforced by L{txupgrade.tracking} on every connection of the
+The limits are enforced by L{txupgrade.daemon.tracking} on every connection of the
 site; the limits on the request itself (body before a switch: 413; request
 line 414; header 431; the C{Upgrade} list, C{max-upgrade-offers}: 16
 elements and 64 bytes each by default, 400) are the channel's (R11, R15);
@@ -23,14 +23,16 @@ logged with the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.logger import Logger
 
 from txupgrade import negotiation
-from txupgrade.logs import LogRateLimit
+
+# LimitLog lived here before the core took it (txupgrade.reporting).
+from txupgrade.reporting import LimitLog
 
 __all__ = ["LimitLog", "Limits", "parseIdleTimeout", "refusal"]
 
@@ -59,7 +61,7 @@ class Limits:
 
     @classmethod
     def fromSettings(cls, settings: Mapping[str, Any]) -> Limits:
-        """The limits the daemon's settings (L{txupgrade.config}) give."""
+        """The limits the daemon's settings (L{txupgrade.daemon.config}) give."""
         return cls(
             maxConnections=settings["max-connections"],
             maxConnectionsPerClient=settings["max-connections-per-client"],
@@ -95,39 +97,3 @@ def refusal(limit: str) -> bytes:
     status, body = _REASONS[limit]
     headers = ((b"Retry-After", b"1"),) if status == 503 else ()
     return negotiation.simpleResponse(status, headers, body.encode("ascii"), close=True)
-
-
-class LimitLog:
-    """
-    Counts every limit hit, and logs them: the first hit of a limit at
-    once, then at most one line per L{LogRateLimit.interval} seconds per limit, saying
-    how many more there were (a flood never floods the log).
-
-    @ivar counts: Hits so far, by limit name.
-    @ivar onHit: Called with the limit name on every hit (metrics).
-    """
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self.counts: dict[str, int] = {}
-        self.onHit: list[Callable[[str], None]] = []
-        self.rate = LogRateLimit(now)
-
-    def hit(self, limit: str, peer: str, **fields: Any) -> None:
-        """Count a hit of C{limit} by C{peer}; log it unless one was logged lately."""
-        self.counts[limit] = self.counts.get(limit, 0) + 1
-        for observer in self.onHit:
-            observer(limit)
-        more = self.rate.due(limit)
-        if more is None:
-            return
-        _log.info(
-            "Limit {limit} hit by {peer}{detail}{more}",
-            limit=limit,
-            peer=peer,
-            detail="".join(f"; {k} {v}" for k, v in fields.items()),
-            more=f" (and {more} more hit(s) since the last line)" if more else "",
-            limitHit=limit,
-            unlogged=more,
-            total=self.counts[limit],
-            **fields,
-        )

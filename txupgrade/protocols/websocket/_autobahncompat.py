@@ -62,8 +62,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txupgrade._wshandshake import Handshake
 from txupgrade.interfaces import IDrainable
+from txupgrade.protocols.websocket._handshake import Handshake
 from txupgrade.wrappers import innermostTransport
 
 __all__ = [

@@ -5,7 +5,7 @@ Theory of operation
 ===================
 twisted.web has already parsed the request, so autobahn must not parse it
 again: L{WebSocketUpgrade.negotiate} checks the RFC 6455 §4.2 handshake with
-the sans-IO L{txupgrade._wshandshake.checkHandshake}, builds the factory's
+the sans-IO L{txupgrade.protocols.websocket._handshake.checkHandshake}, builds the factory's
 protocol, fills in the fields autobahn's own handshake would have set, and
 asks the protocol's C{onConnect} (which may deny, pick a subprotocol, or
 return a Deferred). The C{101} then carries C{Sec-WebSocket-Accept} and the
@@ -14,12 +14,12 @@ OPEN state, with the bytes that followed the handshake (frames sent in the
 same segment) as its first input.
 
 Bringing autobahn up in the OPEN state touches its private state; that is
-all in L{txupgrade._autobahncompat}, which uses a fast path on the autobahn
+all in L{txupgrade.protocols.websocket._autobahncompat}, which uses a fast path on the autobahn
 versions it was checked against (fingerprinted) and autobahn's own
 C{succeedHandshake} on any other.
 
 When the connection closes, the protocol's reference cycles are broken
-(L{txupgrade._autobahncompat.breakCycles}), so reference counting frees it.
+(L{txupgrade.protocols.websocket._autobahncompat.breakCycles}), so reference counting frees it.
 """
 
 from __future__ import annotations
@@ -38,16 +38,16 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txupgrade import _autobahncompat as _compat
-from txupgrade._wshandshake import (
+from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.negotiation import Accept, Decision, Refuse, UpgradeRequest
+from txupgrade.protocols.websocket import _autobahncompat as _compat
+from txupgrade.protocols.websocket._handshake import (
     VERSION_HEADERS,
     HandshakeError,
     acceptKey,
     checkHandshake,
     wildcardPatterns,
 )
-from txupgrade.interfaces import IUpgradeProtocol
-from txupgrade.negotiation import Accept, Decision, Refuse, UpgradeRequest
 from txupgrade.resource import UpgradeRequiredResource
 
 __all__ = ["WebSocketEndpoint", "WebSocketUpgrade", "acceptKey"]
@@ -239,10 +239,10 @@ class WebSocketEndpoint(UpgradeRequiredResource):
     is closed with 1009), and C{failByDrop=False} so that such a close, or a
     protocol error's (1002), is a Close frame the client sees rather than a
     TCP reset that can also lose the C{101}. The demo's
-    L{txupgrade.demo.webSocketEchoFactory} does (1 MiB frames, 4 MiB
+    L{txupgrade.daemon.demo.webSocketEchoFactory} does (1 MiB frames, 4 MiB
     messages). A protocol that writes what it reads should also register a
     producer that pauses reading while the transport's buffer is full
-    (L{txupgrade.demo.PauseReadingWhileFull}). A closed protocol is freed by
+    (L{txupgrade.daemon.demo.PauseReadingWhileFull}). A closed protocol is freed by
     reference counting, without waiting for Python's cycle collector.
     """
 

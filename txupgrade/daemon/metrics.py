@@ -6,7 +6,7 @@ exposed on the public port.
   - C{txupgrade_upgrades_total{protocol,outcome}}: every upgrade decision, from
     the channel's C{txupgrade.upgrade} log events (outcome C{accepted},
     C{declined}, C{refused}, C{malformed}) and, for C{failed}, from the
-    site's L{txupgrade.logs.PluginFailures} (whose log lines are rate-limited).
+    site's L{txupgrade.reporting.PluginFailures} (whose log lines are rate-limited).
   - C{txupgrade_plugin_failures_total{protocol,stage}}: every exception of a
     plugin or of the protocol it built, by where it happened.
   - C{txupgrade_connections_active{protocol}}: open connections, C{http}
@@ -17,7 +17,7 @@ exposed on the public port.
     its upgraded part.
   - C{txupgrade_handshake_seconds{protocol}}: from the first byte of the
     request to the C{101}.
-  - C{txupgrade_limit_hits_total{limit}}: see L{txupgrade.limits}.
+  - C{txupgrade_limit_hits_total{limit}}: see L{txupgrade.daemon.limits}.
   - C{txupgrade_drained_connections_total{outcome}}: at shutdown, how many
     connections closed in time (C{drained}), were aborted at the deadline
     (C{aborted}) or whose protocol failed to drain (C{failed}).
@@ -47,8 +47,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from txupgrade.resource import DirectoryResource
-from txupgrade.tracking import ConnectionTracker, TrackedConnection
+from txupgrade.daemon.tracking import ConnectionTracker, TrackedConnection
+from txupgrade.resource import DirectoryResource, PlainResource
 
 __all__ = ["DaemonMetrics", "SupervisorMetrics", "mergeWorkerMetrics"]
 
@@ -131,7 +131,7 @@ class DaemonMetrics:
     log events, served by L{resource}.
     """
 
-    #: The log's L{txupgrade.logs.BatchedOutput} (from the daemon, at start):
+    #: The log's L{txupgrade.daemon.logs.BatchedOutput} (from the daemon, at start):
     #: its dropped lines are counted.
     logOutput: Any = None
 
@@ -255,7 +255,7 @@ def mergeWorkerMetrics(pages: Mapping[int, bytes], extra: Iterable[Metric] = ())
     return bytes(generate_latest(registry))
 
 
-class _WorkersPage(Resource):
+class _WorkersPage(PlainResource):
     """The supervisor's metrics page: asks the workers at each request."""
 
     isLeaf = True

@@ -10,12 +10,11 @@ from typing import Any
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.static import Data
 from zope.interface import implementer
 
-from txupgrade.echo import EchoResource
+from txupgrade.protocols.echo import EchoResource
 from txupgrade.registry import ProtocolRegistry
-from txupgrade.resource import DirectoryResource
+from txupgrade.resource import BytesResource, DirectoryResource
 
 __all__ = [
     "MAX_FRAME_PAYLOAD",
@@ -95,7 +94,7 @@ def _acceptDeflate(offers: list[Any]) -> Any:
     """
     from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 
-    from txupgrade._autobahncompat import inflationBounded
+    from txupgrade.protocols.websocket._autobahncompat import inflationBounded
 
     if not inflationBounded():
         return None
@@ -147,17 +146,17 @@ def demoRoot(
 
     @param webSocket: Whether to serve C{/ws} (when autobahn is installed).
     @param allowedOrigins: The C{/ws} origin patterns (see
-        L{txupgrade.websocket.WebSocketUpgrade}); same-origin by default.
+        L{txupgrade.protocols.websocket.WebSocketUpgrade}); same-origin by default.
     """
     names = ", ".join(protocols.names()) or "(none)"
     root = DirectoryResource()
-    page = Data(_PAGE.format(names=names).encode("utf-8"), "text/html; charset=utf-8")
+    page = BytesResource(_PAGE.format(names=names).encode("utf-8"), "text/html; charset=utf-8")
     root.putChild(b"", page)
     root.putChild(b"echo", EchoResource())
     if not webSocket:
         return root
     try:
-        from txupgrade.websocket import WebSocketEndpoint
+        from txupgrade.protocols.websocket import WebSocketEndpoint
     except ImportError:
         _log.warn("autobahn is not installed (extra 'websocket'): no WebSocket echo at /ws")
     else:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.protocol import Protocol
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from txupgrade.interfaces import IDrainable, IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decision, UpgradeRequest
+from txupgrade.resource import PlainResource
 
 __all__ = ["EchoProtocol", "EchoResource", "EchoUpgrade"]
 
@@ -65,7 +65,7 @@ class EchoUpgrade:
         return EchoProtocol()
 
 
-class EchoResource(Resource):
+class EchoResource(PlainResource):
     """Plain HTTP at C{/echo}: C{GET} says hello, C{POST} returns the body."""
 
     isLeaf = True

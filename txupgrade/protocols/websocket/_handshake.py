@@ -10,7 +10,7 @@ own parser would have presented them, plus the C{Sec-WebSocket-Accept}
 value. Every refusal raises L{HandshakeError}, which carries the HTTP status,
 headers and reason to answer with; nothing else escapes. This module does no
 I/O and imports neither C{twisted.internet} nor autobahn: filling in an
-autobahn protocol from a L{Handshake} is L{txupgrade.websocket}'s job.
+autobahn protocol from a L{Handshake} is L{txupgrade.protocols.websocket}'s job.
 
 The rules, checked in this order (the first that fails decides):
 

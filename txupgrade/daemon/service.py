@@ -24,12 +24,12 @@ from twisted.web.resource import IResource, Resource
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade.channel import UpgradeSite
-from txupgrade.config import ConfigError, parseMount
-from txupgrade.limits import Limits
+from txupgrade.daemon.config import ConfigError, parseMount
+from txupgrade.daemon.limits import Limits
+from txupgrade.daemon.tracking import ConnectionTracker, peerText
+from txupgrade.daemon.workerplan import endpointKind, splitWrappers
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.resource import DirectoryResource
-from txupgrade.tracking import ConnectionTracker, peerText
-from txupgrade.workerplan import endpointKind, splitWrappers
 
 __all__ = ["DaemonError", "DaemonService", "buildRoot", "loadTLSOptions", "tlsDescriptions"]
 
@@ -57,7 +57,7 @@ def badEndpoint(description: str, error: BaseException) -> str:
         key = arguments.get("privateKey")
         if key is not None:
             try:
-                from txupgrade.tls import pemProblem
+                from txupgrade.protocols.tls import pemProblem
             except ImportError:
                 pass
             else:
@@ -138,13 +138,13 @@ def buildRoot(settings: dict[str, Any], protocols: ProtocolRegistry, webSocket: 
         raise DaemonError("--websocket given, but the websocket protocol is disabled")
     origins = settings["websocket-origin"] or None
     if settings["resource"] is None:
-        from txupgrade.demo import demoRoot
+        from txupgrade.daemon.demo import demoRoot
 
         root: IResource = demoRoot(protocols, webSocket=webSocket, allowedOrigins=origins)
     else:
         root = loadResource(settings["resource"])
     if mounts:
-        from txupgrade.websocket import WebSocketEndpoint
+        from txupgrade.protocols.websocket import WebSocketEndpoint
 
         if not isinstance(root, Resource):
             raise DaemonError("--websocket needs a --resource that is a twisted.web Resource")
@@ -156,10 +156,10 @@ def buildRoot(settings: dict[str, Any], protocols: ProtocolRegistry, webSocket: 
 def loadTLSOptions(path: str) -> Any:
     """
     TLS server options from the PEM file at C{path} (private key and
-    certificate chain in one file), by L{txupgrade.tls.certificateOptionsFromPEM}.
+    certificate chain in one file), by L{txupgrade.protocols.tls.certificateOptionsFromPEM}.
     """
     try:
-        from txupgrade.tls import CertificateError, certificateOptionsFromPEM
+        from txupgrade.protocols.tls import CertificateError, certificateOptionsFromPEM
     except ImportError:
         raise DaemonError("--tls-certificate needs pyOpenSSL (pip install 'txupgrade[tls]')") from None
     try:
@@ -185,7 +185,7 @@ def tlsDescriptions(descriptions: Sequence[str], certificate: str | None) -> lis
         if inner.startswith("ssl:") and "privateKey=" not in inner:
             if certificate is None:
                 raise DaemonError(f"--listen {description}: an ssl: listener needs --tls-certificate")
-            from txupgrade.tls import sslListenDescription
+            from txupgrade.protocols.tls import sslListenDescription
 
             description = description[: len(description) - len(inner)] + sslListenDescription(
                 inner, certificate
@@ -210,10 +210,10 @@ def listenerText(description: str, address: Any) -> str:
 def prepareTLS(contextFactory: Any, factory: Any) -> list[str]:
     """
     Ready a TLS listener's options for C{factory}: ALPN from its acceptable
-    protocols (L{txupgrade.tls.offerALPN}). A certificate out of its
+    protocols (L{txupgrade.protocols.tls.offerALPN}). A certificate out of its
     validity is served: the warnings to log (L{warnCertificates}).
     """
-    from txupgrade.tls import certificateWarnings, offerALPN
+    from txupgrade.protocols.tls import certificateWarnings, offerALPN
 
     offerALPN(contextFactory, IProtocolNegotiationFactory(factory).acceptableProtocols)
     return certificateWarnings(contextFactory)
@@ -229,7 +229,7 @@ def upgradeCertificateWarnings(site: UpgradeSite) -> list[str]:
     """The certificate warnings of the site's RFC 2817 TLS upgrade, if it offers one."""
     if "TLS" not in site.protocols.names():
         return []
-    from txupgrade.tls import TLSUpgrade, certificateWarnings
+    from txupgrade.protocols.tls import TLSUpgrade, certificateWarnings
 
     return [
         w for p in site.protocols if isinstance(p, TLSUpgrade) for w in certificateWarnings(p.contextFactory)
@@ -291,13 +291,13 @@ class DaemonService(MultiService):
 
     @ivar tracker: Tracks the site's connections.
     @ivar ports: The listening ports, once L{listen} succeeded.
-    @ivar lineLog: The text log's L{txupgrade.logs.LineLog} (set by
-        L{txupgrade.logs.fileLogging}): at start, the access lines and the
+    @ivar lineLog: The text log's L{txupgrade.daemon.logs.LineLog} (set by
+        L{txupgrade.daemon.logs.fileLogging}): at start, the access lines and the
         connection lines go there preformatted.
     """
 
     lineLog: Any = None
-    #: The log's L{txupgrade.logs.BatchedOutput}, if it writes one.
+    #: The log's L{txupgrade.daemon.logs.BatchedOutput}, if it writes one.
     logOutput: Any = None
 
     def __init__(
@@ -322,7 +322,7 @@ class DaemonService(MultiService):
         self.ports: list[IListeningPort] = []
         self.extraPorts: list[tuple[str, IListeningPort]] = []
         self.logObserver: ILogObserver | None = None
-        #: The L{txupgrade.metrics.DaemonMetrics}, with C{--metrics}.
+        #: The L{txupgrade.daemon.metrics.DaemonMetrics}, with C{--metrics}.
         self.metrics: Any = None
 
     def setServiceParent(self, parent: Any) -> None:

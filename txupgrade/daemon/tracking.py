@@ -13,7 +13,7 @@ through the one transport it gives the channel and any protocol after it
 bytes that came behind the request, which are the new protocol's. When an
 upgraded connection closes it logs one C{txupgrade.connection} line with the
 protocol, peer, duration and bytes in and out (preformatted by the
-daemon's L{txupgrade.logs.LineLog} when the log is text).
+daemon's L{txupgrade.daemon.logs.LineLog} when the log is text).
 
 L{ConnectionTracker.drain} winds every connection down: an idle HTTP
 connection is closed, one with a request in flight closes once its response
@@ -37,9 +37,9 @@ from twisted.web.http import HTTPChannel
 from zope.interface import implementer, providedBy
 
 from txupgrade import _twistedcompat as _compat
+from txupgrade.daemon.limits import LimitLog, Limits, refusal
+from txupgrade.daemon.logs import LineLog, LogRateLimit
 from txupgrade.interfaces import IDrainable
-from txupgrade.limits import LimitLog, Limits, refusal
-from txupgrade.logs import LineLog, LogRateLimit
 
 __all__ = ["ConnectionTracker", "CountingTransport", "TrackedConnection", "peerText"]
 

@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IHandshakeListener, IProtocol, ITLSTrans
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -53,6 +53,7 @@ from txupgrade import negotiation
 from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
 from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest
 from txupgrade.offer import peerText
+from txupgrade.resource import PlainResource
 
 __all__ = [
     "NoApplicationProtocol",
@@ -396,7 +397,7 @@ class _TLSSwitch:
 
 
 @implementer(IUpgradeResource)
-class TLSRequiredResource(Resource):
+class TLSRequiredResource(PlainResource):
     """
     C{resource}, served only over TLS (RFC 2817 §4.2).
 

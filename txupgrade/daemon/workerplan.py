@@ -3,7 +3,7 @@ The plan of C{twistd txupgrade --workers N}, without I/O: which listeners can
 be shared, what each worker is told, and how long a dead worker waits before
 it is started again.
 
-The supervisor (L{txupgrade.workers}) binds every C{--listen} endpoint once
+The supervisor (L{txupgrade.daemon.workers}) binds every C{--listen} endpoint once
 and hands the listening file descriptors to its workers; a worker learns
 which descriptor serves which description from L{WorkerSpec}, carried in the
 C{TXUPGRADE_WORKER} environment variable.
@@ -158,7 +158,7 @@ def workerArguments(settings: Mapping[str, Any], table: Iterable[Any], drop: Ite
     """
     The C{twistd txupgrade} arguments that give a worker the same settings.
 
-    Every setting of C{table} (L{txupgrade.config.Setting}s: C{name},
+    Every setting of C{table} (L{txupgrade.daemon.config.Setting}s: C{name},
     C{kind}) is written out from the merged C{settings}, so the worker needs
     no config file and cannot read a different one; C{drop} names settings
     the supervisor handles itself (C{workers}, C{listen}, ...).

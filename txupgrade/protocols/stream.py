@@ -37,8 +37,8 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from txupgrade.interfaces import IUpgradeProtocol
-from txupgrade.logs import pluginFailed
 from txupgrade.negotiation import Accept, Decision, Decline, Refuse, UpgradeRequest
+from txupgrade.reporting import pluginFailed
 
 __all__ = ["StreamUpgrade"]
 

@@ -71,7 +71,7 @@ _text.__name__ = "string"
 
 
 def _idleTimeout(value: Any) -> str:
-    from txupgrade.limits import parseIdleTimeout
+    from txupgrade.daemon.limits import parseIdleTimeout
 
     parseIdleTimeout(_text(value))
     return str(value)

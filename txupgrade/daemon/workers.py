@@ -12,7 +12,7 @@ itself. The kernel's one accept queue per socket then spreads connections
 over whichever workers are free to accept.
 
 The supervisor starts a worker again when it dies (after
-L{txupgrade.workerplan.restartDelay}), puts every worker's log lines in its
+L{txupgrade.daemon.workerplan.restartDelay}), puts every worker's log lines in its
 own log (their system reads C{worker N|...}; in JSON, C{workerIndex} and
 C{workerPid} are fields), and on C{SIGTERM} or
 C{SIGINT} closes its copies of the sockets, sends C{SIGTERM} to every worker
@@ -62,7 +62,9 @@ from twisted.protocols.basic import NetstringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txupgrade.daemon import (
+from txupgrade.daemon.limits import Limits
+from txupgrade.daemon.logs import BatchedOutput
+from txupgrade.daemon.service import (
     DaemonError,
     DaemonService,
     badEndpoint,
@@ -72,9 +74,7 @@ from txupgrade.daemon import (
     upgradeCertificateWarnings,
     warnCertificates,
 )
-from txupgrade.limits import Limits
-from txupgrade.logs import BatchedOutput
-from txupgrade.workerplan import (
+from txupgrade.daemon.workerplan import (
     ENVIRONMENT,
     STABLE_AFTER,
     SharedListener,
@@ -391,7 +391,7 @@ class Supervisor(Service):
             *TWISTD,
             "--nodaemon",
             "--pidfile=",
-            "--logger=txupgrade.workers.workerLogObserver",
+            "--logger=txupgrade.daemon.workers.workerLogObserver",
             *self.twistdArguments,
             "txupgrade",
             *self.workerArguments,
@@ -548,7 +548,7 @@ class _TLSServerEndpoint:
     def listen(self, factory: Any) -> Deferred[IListeningPort]:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        from txupgrade.daemon import prepareTLS
+        from txupgrade.daemon.service import prepareTLS
 
         self.warnings = prepareTLS(self._contextFactory, factory)
         return self._wrapped.listen(TLSMemoryBIOFactory(self._contextFactory, False, factory))
@@ -719,7 +719,7 @@ def buildService(settings: dict[str, Any], site: Any, reactor: Any = None) -> An
     worker's service in a worker; bound (the one-line L{DaemonError} when a
     listener cannot be).
     """
-    from txupgrade.config import SETTINGS
+    from txupgrade.daemon.config import SETTINGS
 
     try:
         spec = workerSpecFromEnvironment()
