@@ -53,6 +53,9 @@ FAST_TESTS = [
     "tests/test_daemon_config.py",
     "tests/test_h2c.py",
     "tests/test_h2compat.py",
+    "tests/test_h2_connect.py::SettingTests",
+    "tests/test_h2_connect.py::SwitchTests",
+    "tests/test_h2_connect.py::RefusalTests",
     "tests/test_benchmarks_core_memory_smoke.py",
     "tests/test_benchmarks_websocket_memory_smoke.py",
 ]

@@ -51,20 +51,23 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 from h2.utilities import HeaderValidationFlags, validate_headers
 from hyperframe.frame import GoAwayFrame
-from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import _http2
 from zope.interface import implementer
 
+from txupgrade import negotiation
 from txupgrade._h2rules import PREFACE, stream1Headers
-from txupgrade.interfaces import IDrainable
-from txupgrade.negotiation import UpgradeRequest, hostAllowed
+from txupgrade.interfaces import IConnectionOnly, IDrainable
+from txupgrade.negotiation import UpgradeError, UpgradeRequest, hostAllowed
+from txupgrade.reporting import pluginFailed
 
-__all__ = ["CONNECTION_SPECIFIC", "H2Connection", "buildH2Connection"]
+__all__ = ["CONNECTION_SPECIFIC", "ConnectStream", "H2Connection", "buildH2Connection"]
 
 _REQUEST = HeaderValidationFlags(
     is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
@@ -97,6 +100,131 @@ _DRAIN_PING = b"txdrain1"
 
 
 _H2_OPEN_INBOUND: Any = h2.connection.H2Connection.open_inbound_streams
+
+
+class _StreamBytes:
+    """
+    Stands in for a switched stream's request: what Twisted's stream hands
+    its request (body chunks, the end of the body, a loss) goes to the
+    protocol now on the stream instead.
+    """
+
+    def __init__(self, stream: ConnectStream, protocol: Any) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self.lost = False
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if not self.lost:
+            self.protocol.dataReceived(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """The client's END_STREAM: a half-close for a protocol that takes one, else the end."""
+        if self.lost:
+            return
+        if IHalfCloseableProtocol.providedBy(self.protocol):
+            self.protocol.readConnectionLost()
+        else:
+            self.stream.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not self.lost:
+            self.lost = True
+            self.protocol.connectionLost(reason)
+
+
+class ConnectStream(_http2.H2Stream):
+    """
+    A stream opened by an extended CONNECT (RFC 8441 §4): its request is
+    negotiated at once, by the same L{txupgrade.offer} rules as an
+    C{Upgrade} offer, with C{:protocol} as the offer; on a switch it answers
+    C{200} and becomes the protocol's transport (its DATA frames the bytes
+    both ways, flow control the backpressure, END_STREAM the half-close, a
+    reset the loss). A refusal is an ordinary response on the stream.
+    """
+
+    disconnecting = False
+    _bytes: _StreamBytes | None = None
+    _remoteEnded = False
+
+    def startNegotiation(self, protocolValue: bytes) -> None:
+        """Negotiate C{:protocol}'s value as the stream's request's offer, now."""
+        from txupgrade.offer import OfferNegotiation
+
+        request = self._request
+        site = self.site
+        finder = getattr(site, "allowedHostsFor", None)
+        allowed = finder(self.getHost()) if finder is not None else None
+        try:
+            names = negotiation.parseProtocolList([protocolValue], maxOffered=1)
+        except UpgradeError as error:
+            request.upgrade = OfferNegotiation(error=error, allowedHosts=allowed)
+        else:
+            request.upgrade = OfferNegotiation(negotiation.Offer(names), allowedHosts=allowed)
+        request.content.seek(0)
+        request.requestReceived(self.command, self.path, b"HTTP/2")
+
+    def switchStream(self, request: Any, outcome: Any) -> None:
+        """Answer C{200} (with the plugin's headers) and give the stream to C{outcome.protocol}."""
+        headers = [(b":status", b"200")]
+        headers.extend((n.lower(), v) for n, v in outcome.headers if n.lower() not in CONNECTION_SPECIFIC)
+        connection = self._conn
+        try:
+            connection.conn.send_headers(self.streamID, headers)
+        except h2.exceptions.StreamClosedError:
+            return
+        request.code, request.code_message, request.sentLength = 200, b"OK", 0
+        # Logged once, as any request (the access log shows the CONNECT and its 200).
+        self.factory.log(request)
+        protocol = outcome.protocol
+        self._bytes = self._request = _StreamBytes(self, protocol)
+        connection._tryToWriteControlData()
+        early = b""
+        if request.content is not None:
+            request.content.seek(0)
+            early = request.content.read()
+        try:
+            protocol.makeConnection(self)
+            # DATA that came while a plugin's negotiate was pending is the protocol's.
+            if early and not self.disconnecting:
+                self._bytes.handleContentChunk(early)
+            if self._remoteEnded:
+                self._bytes.requestReceived(b"CONNECT", self.path or b"", b"HTTP/2")
+        except Exception:  # noqa: BLE001 - the new protocol's bug must not reach the connection
+            pluginFailed(
+                self.site,
+                connection._log,
+                outcome.name,
+                "start",
+                Failure(),
+                "Protocol {protocol} failed to start on an HTTP/2 stream from {peer}",
+                peer=connection._peer(),
+            )
+            self.abortConnection()
+
+    def receiveDataChunk(self, data: bytes, flowControlledLength: int) -> None:
+        """Before a switch, the request's body; once answered otherwise, dropped (the window given back)."""
+        if self._bytes is None and self._request.content is None:
+            self._conn.conn.acknowledge_received_data(flowControlledLength, self.streamID)
+            return
+        super().receiveDataChunk(data, flowControlledLength)
+
+    def requestComplete(self) -> None:
+        """The client's END_STREAM: the protocol's half-close, or (before a switch) kept for it."""
+        if self._bytes is None:
+            self._remoteEnded = True
+            return
+        super().requestComplete()
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+        super().loseConnection()
+
+    def streamFinished(self) -> None:
+        """Both ends are done (or ours, and the rest is reset): the protocol's connection is lost."""
+        self.disconnecting = True
+        if self._bytes is not None:
+            self._bytes.connectionLost(Failure(ConnectionDone("The stream ended")))
 
 
 class _ServerState(h2.connection.H2Connection):
@@ -153,6 +281,8 @@ class H2Connection(_http2.H2Connection):
 
     _log = Logger(namespace="txupgrade.h2")
     requestFactory: Any = None
+    #: Whether this connection offers extended CONNECT (L{buildH2Connection}).
+    extendedConnect = False
     #: The reset budget (as Twisted 26.10 sets it; older Twisted has none):
     #: a burst of this many stream resets, then this many per second.
     _resetTokenBurst = 1000
@@ -203,6 +333,10 @@ class H2Connection(_http2.H2Connection):
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         self.setTimeout(self.timeOut)
+        if self.extendedConnect:
+            local: dict[Any, int] = dict(self.conn.local_settings.items())
+            local[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+            self.conn.local_settings = h2.settings.Settings(client=False, initial_values=local)
         request, self.upgradeRequest = self.upgradeRequest, None
         if request is None:
             self.conn.initiate_connection()
@@ -233,8 +367,10 @@ class H2Connection(_http2.H2Connection):
             stream.receiveDataChunk(request.body, 0)
         stream.requestComplete()
 
-    def _newStream(self, streamID: int, headers: list[tuple[bytes, bytes]]) -> Any:
-        stream = _http2.H2Stream(streamID, self, headers, self.requestFactory, self.site, self.factory)
+    def _newStream(
+        self, streamID: int, headers: list[tuple[bytes, bytes]], streamClass: Any = _http2.H2Stream
+    ) -> Any:
+        stream = streamClass(streamID, self, headers, self.requestFactory, self.site, self.factory)
         self.streams[streamID] = stream
         self._outboundStreamQueues[streamID] = deque()
         return stream
@@ -313,7 +449,15 @@ class H2Connection(_http2.H2Connection):
             return
         if self._allowedHosts is not False and not self._hostAllowed(headers):
             return self._foreignHost(event.stream_id, headers)
-        self._newStream(event.stream_id, headers)
+        protocolValue = _extendedConnect(headers)
+        if protocolValue is None:
+            self._newStream(event.stream_id, headers)
+        elif not self.extendedConnect:
+            # :protocol without our SETTINGS_ENABLE_CONNECT_PROTOCOL: malformed (RFC 8441 §4).
+            self._refuseStream(event.stream_id, ":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        else:
+            stream = self._newStream(event.stream_id, headers, ConnectStream)
+            stream.startNegotiation(protocolValue)
 
     def _hostAllowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether the request names a host the site serves (its allow-list, as HTTP/1.1 checks it)."""
@@ -440,25 +584,24 @@ class H2Connection(_http2.H2Connection):
 
     def writeDataToStream(self, streamID: int, data: bytes) -> None:
         """Queue response data; send it now unless a read is being processed."""
-        queue = self._outboundStreamQueues.get(streamID)
-        if queue is None:
-            return
-        queue.append(data)
-        self._ready[streamID] = None
-        if not self._receiving:
-            self._sendQueued()
-        if streamID in self.streams and self.remainingOutboundWindow(streamID) <= 0:
-            self.streams[streamID].flowControlBlocked()
+        if self._queue(streamID, data) and streamID in self.streams:
+            if self.remainingOutboundWindow(streamID) <= 0:
+                self.streams[streamID].flowControlBlocked()
 
     def endRequest(self, streamID: int) -> None:
         """The response is complete: send its end after its data."""
+        self._queue(streamID, _END)
+
+    def _queue(self, streamID: int, item: Any) -> bool:
+        """Queue C{item} (data or the end) on an open stream, sent unless reading; False if it is gone."""
         queue = self._outboundStreamQueues.get(streamID)
         if queue is None:
-            return
-        queue.append(_END)
+            return False
+        queue.append(item)
         self._ready[streamID] = None
         if not self._receiving:
             self._sendQueued()
+        return True
 
     def _sendQueued(self) -> None:
         """
@@ -538,10 +681,16 @@ class H2Connection(_http2.H2Connection):
                 stream.windowUpdated()
 
     def _requestDone(self, streamID: int) -> None:
-        """Forget a finished or reset stream."""
+        """Forget a finished or reset stream; a switched one's protocol hears the end."""
         self._outboundStreamQueues.pop(streamID, None)
-        self.streams.pop(streamID, None)
+        stream = self.streams.pop(streamID, None)
         self._ready.pop(streamID, None)
+        if isinstance(stream, ConnectStream):
+            state = self.conn.streams.get(streamID)
+            if state is not None and not state.closed:
+                # Our END_STREAM went first: the client is asked to stop sending (RFC 9113 §8.1).
+                self.conn.reset_stream(streamID, error_code=_NO_ERROR)
+            stream.streamFinished()
         if self._goAwayFinal and not self.streams:
             # After this turn's writes: the last answer goes out first.
             self._reactor.callLater(0, self._closeIfDrained)
@@ -619,6 +768,26 @@ class H2Connection(_http2.H2Connection):
         return transport.getPeer() if transport is not None else None
 
 
+def _extendedConnect(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """C{:protocol}'s value when the request is an extended CONNECT (RFC 8441 §4), else L{None}."""
+    method = value = None
+    for name, field in headers:
+        if not name.startswith(b":"):
+            break
+        if name == b":method":
+            method = field
+        elif name == b":protocol":
+            value = field
+    return value if method == b"CONNECT" else None
+
+
+def offersExtendedConnect(site: Any) -> bool:
+    """Whether C{site} offers extended CONNECT: it says so, and one of its protocols can live on a stream."""
+    if not getattr(site, "extendedConnect", False):
+        return False
+    return any(not IConnectionOnly.providedBy(p) for p in getattr(site, "protocols", ()))
+
+
 def buildH2Connection(site: Any, upgradeRequest: UpgradeRequest | None = None) -> H2Connection:
     """An L{H2Connection} serving C{site} with its request factory, timeout and clock."""
     reactor = getattr(site, "reactor", None)
@@ -627,6 +796,7 @@ def buildH2Connection(site: Any, upgradeRequest: UpgradeRequest | None = None) -
     connection.factory = site
     connection.requestFactory = site.requestFactory
     connection.timeOut = site.timeOut
+    connection.extendedConnect = offersExtendedConnect(site)
     if reactor is not None:
         connection.callLater = reactor.callLater  # type: ignore[method-assign]
     return connection

@@ -114,7 +114,11 @@ class UpgradeAwareRequest(server.Request):
             case Switch():
                 self._switch(outcome)
             case Unswitched(candidates):
-                self._renderPlain(resrc, candidates)
+                if self.method == b"CONNECT" and self.clientproto == b"HTTP/2":
+                    # Extended CONNECT with no protocol to take it (RFC 8441 §4, RFC 9220 §3).
+                    self._answer(501, (), b"No protocol of that name is offered on this path.\n")
+                else:
+                    self._renderPlain(resrc, candidates)
             case Refused(refusal):
                 self._answer(refusal.status, refusal.headers, refusal.body)
             case Failed():
@@ -146,6 +150,11 @@ class UpgradeAwareRequest(server.Request):
 
     def _switch(self, outcome: Switch) -> None:
         self.upgrade = None
+        switchStream = getattr(self.channel, "switchStream", None)
+        if switchStream is not None:
+            # An HTTP/2 stream's extended CONNECT: a 200, and the stream is the transport.
+            switchStream(self, outcome)
+            return
         cast(UpgradeChannel, self.channel).switchProtocol(self, outcome.protocol, outcome.head, outcome.name)
 
     def _renderPlain(self, resrc: IResource, candidates: Sequence[IUpgradeProtocol]) -> None:
@@ -407,6 +416,13 @@ class UpgradeSite(server.Site):
         HTTP/2 preface is served as HTTP/2 (needs the C{h2c} extra).
     @ivar alpnH2: Whether TLS listeners offer HTTP/2 by ALPN C{h2}
         (needs the C{h2c} extra); otherwise TLS clients get HTTP/1.1.
+    @ivar extendedConnect: Whether HTTP/2 connections offer extended CONNECT
+        (RFC 8441, C{SETTINGS_ENABLE_CONNECT_PROTOCOL}): a C{CONNECT} with
+        C{:protocol NAME} is negotiated by the same protocols as C{Upgrade:
+        NAME}, those that can live on a stream (not L{txupgrade.interfaces.IConnectionOnly}), and
+        the stream carries the protocol's bytes. Off by default for now:
+        WebSocket does not run on a stream yet, and a browser that sees the
+        setting sends its WebSocket handshakes that way.
     @ivar maxUpgradeOffers: The most protocols one C{Upgrade} field may list
         (and 64 bytes each); a longer one is answered C{400} (R15).
     @ivar limitLog: Where limit hits are counted and logged (rate-limited):
@@ -438,6 +454,7 @@ class UpgradeSite(server.Site):
         maxUpgradeBodySize: int | None = None,
         priorKnowledge: bool = True,
         alpnH2: bool = True,
+        extendedConnect: bool = False,
         allowedHosts: Iterable[str] | Literal["auto"] | None = "auto",
         maxUpgradeOffers: int = negotiation.MAX_OFFERED,
         **kwargs: Any,
@@ -450,6 +467,7 @@ class UpgradeSite(server.Site):
         self.advertise = advertise
         self.priorKnowledge = priorKnowledge
         self.alpnH2 = alpnH2
+        self.extendedConnect = extendedConnect
         self.maxUpgradeOffers = maxUpgradeOffers
         #: Plugin failures, counted and logged rate-limited (L{PluginFailures}).
         self.pluginFailures = PluginFailures(self.reactor.seconds)

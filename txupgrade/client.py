@@ -454,6 +454,8 @@ class _StartTLS(Protocol):
         self.inner.connectionLost(reason)
 
 
+# The request keywords (target to reactor) are upgrade()'s, on purpose: the two
+# public calls take the same request, one to any protocol, one to TLS.
 def upgradeToTLS(
     endpoint: IStreamClientEndpoint,
     options: Any,

@@ -101,3 +101,12 @@ class IDrainable(Interface):
 
         Must not raise; should return quickly (the result is ignored).
         """
+
+
+class IConnectionOnly(Interface):
+    """
+    An L{IUpgradeProtocol} that takes over the connection itself rather than
+    a byte stream on it (TLS, HTTP/2 by h2c): it is offered on HTTP/1.1
+    only, never on an HTTP/2 stream by extended CONNECT (RFC 8441), where
+    the connection stays HTTP/2. A marker: it has no methods.
+    """

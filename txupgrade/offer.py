@@ -41,7 +41,7 @@ from twisted.web.http import unquote
 from twisted.web.resource import IResource, Resource
 
 from txupgrade import negotiation
-from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
+from txupgrade.interfaces import IConnectionOnly, IUpgradeProtocol, IUpgradeResource
 from txupgrade.negotiation import Accept, Decline, Offer, ProtocolName, Refuse, UpgradeError
 from txupgrade.registry import protocolName
 from txupgrade.reporting import pluginFailed
@@ -70,6 +70,8 @@ class Switch:
     upgrade: IUpgradeProtocol
     #: The protocol as the C{101} names it first (C{echo}, C{TLS/1.2}).
     name: str
+    #: The plugin's extra headers (in C{head} too), for an HTTP/2 stream's C{200}.
+    headers: negotiation.Headers = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +231,9 @@ class OfferNegotiation:
             return Malformed(self.error)
         assert self.offer is not None
         self._candidates = _candidates(resrc, protocols)
+        if request.clientproto == b"HTTP/2":
+            # Extended CONNECT (RFC 8441): only protocols that can live on a stream.
+            self._candidates = tuple(p for p in self._candidates if not IConnectionOnly.providedBy(p))
         order = negotiation.selectionOrder(self.offer, self._candidates, _nameOf, policy)
         if order:
             self._upgradeRequest = _upgradeRequest(request, self.offer, self.allowedHosts)
@@ -291,7 +296,7 @@ class OfferNegotiation:
             name = protocolName(protocol)
             for observer in accepted:
                 observer(name)
-        return Switch(newProtocol, head, protocol, named[0])
+        return Switch(newProtocol, head, protocol, named[0], decision.headers)
 
     def _failed(self, reason: Failure, protocol: IUpgradeProtocol) -> Failed:
         pluginFailed(

@@ -11,6 +11,7 @@ an option it does not know).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
@@ -77,34 +78,6 @@ class Options(usage.Options):
                 self[setting.name] = []
         self.protocols: ProtocolRegistry | None = None
 
-    def opt_listen(self, description: str) -> None:
-        """Listen on this Twisted server endpoint: tcp:PORT, ssl:PORT, unix:PATH, systemd:domain=INET:index=N, haproxy:tcp:PORT (PROXY protocol); repeatable [default: tcp:8080:interface=127.0.0.1]"""  # noqa: E501
-        self["listen"].append(description)
-
-    def opt_websocket(self, mount: str) -> None:
-        """Mount an autobahn WebSocketServerFactory (or a callable returning one) at PATH (PATH=DOTTED.NAME); repeatable"""  # noqa: E501
-        self["websocket"].append(mount)
-
-    def opt_websocket_origin(self, pattern: str) -> None:
-        """Allow WebSocket handshakes from pages of this origin (https://*.example.com:*); repeatable [default: same origin only]"""  # noqa: E501
-        self["websocket-origin"].append(pattern)
-
-    def opt_idle_timeout(self, value: str) -> None:
-        """Close an upgraded connection of PROTOCOL silent for SECONDS (PROTOCOL=SECONDS; repeatable)"""
-        self["idle-timeout"].append(value)
-
-    def opt_allowed_host(self, name: str) -> None:
-        """Answer only requests whose Host names this host (*.example.com, or * for any); repeatable [default: loopback names on a loopback listener, any elsewhere]"""  # noqa: E501
-        self["allowed-host"].append(name)
-
-    def opt_enable(self, name: str) -> None:
-        """Offer only these upgrade protocols (repeatable; see --list-protocols)"""
-        self["enable"].append(name)
-
-    def opt_disable(self, name: str) -> None:
-        """Do not offer this upgrade protocol (repeatable; see --list-protocols)"""
-        self["disable"].append(name)
-
     def postOptions(self) -> None:
         """Merge the config file, check everything; one line and exit 1 on a problem."""
         if self["list-protocols"]:
@@ -149,6 +122,21 @@ class Options(usage.Options):
         return settings
 
 
+def _appender(name: str, doc: str) -> Callable[[Options, str], None]:
+    """An C{opt_} method for the repeatable option C{name}: each use adds one value."""
+
+    def opt(self: Options, value: str) -> None:
+        self[name].append(value)
+
+    opt.__doc__ = doc
+    return opt
+
+
+for _setting in SETTINGS:
+    if _setting.kind == "list":
+        setattr(Options, "opt_" + _setting.name.replace("-", "_"), _appender(_setting.name, _help(_setting)))
+
+
 def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None) -> UpgradeSite:
     """The site the settings describe, with C{protocols} (every discovered one by default)."""
     from txupgrade.daemon.service import buildRoot
@@ -175,6 +163,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         logPath=settings["access-log"],
         priorKnowledge=not settings.get("no-prior-knowledge", False),
         alpnH2=not settings.get("no-alpn-h2", False),
+        extendedConnect=settings.get("extended-connect", False),
     )
     if settings.get("no-access-log"):
         site.quietAccessLog = True

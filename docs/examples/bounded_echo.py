@@ -19,6 +19,7 @@ class BoundedEcho(Protocol):
         self.transport.write(data)
 
 
+# The whole IUpgradeProtocol, as in every example: each one stands alone.
 @implementer(IUpgradeProtocol)
 class BoundedEchoUpgrade:
     name = "bounded-echo"

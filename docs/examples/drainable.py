@@ -23,6 +23,7 @@ class Chat(Protocol):
         self.transport.loseConnection()
 
 
+# The whole IUpgradeProtocol, as in every example: each one stands alone.
 @implementer(IUpgradeProtocol)
 class ChatUpgrade:
     name = "chat"

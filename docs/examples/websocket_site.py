@@ -5,7 +5,6 @@ as the site's ordinary resources.
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.web.resource import Resource
 
 from txupgrade import BytesResource, DirectoryResource, UpgradeSite
 from txupgrade.protocols.websocket import WebSocketEndpoint

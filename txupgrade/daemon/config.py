@@ -145,8 +145,22 @@ SETTINGS: tuple[Setting, ...] = (
         "default: localhost, 127.0.0.1 and ::1 on a loopback listener, any host elsewhere",
         "NAME",
     ),
-    Setting("enable", "list", _text, [], "Offer only these upgrade protocols (repeatable)", "PROTOCOL"),
-    Setting("disable", "list", _text, [], "Do not offer this upgrade protocol (repeatable)", "PROTOCOL"),
+    Setting(
+        "enable",
+        "list",
+        _text,
+        [],
+        "Offer only these upgrade protocols (repeatable; see --list-protocols)",
+        "PROTOCOL",
+    ),
+    Setting(
+        "disable",
+        "list",
+        _text,
+        [],
+        "Do not offer this upgrade protocol (repeatable; see --list-protocols)",
+        "PROTOCOL",
+    ),
     Setting(
         "tls-certificate",
         "value",
@@ -199,6 +213,14 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
         False,
         "Do not offer HTTP/2 to TLS clients by ALPN h2: they get HTTP/1.1",
+    ),
+    Setting(
+        "extended-connect",
+        "flag",
+        bool,
+        False,
+        "Offer RFC 8441 extended CONNECT on HTTP/2: CONNECT with :protocol NAME reaches the "
+        "upgrade protocol NAME on that stream (not WebSocket yet; see docs/h2c.md)",
     ),
     Setting("log-format", "value", _choice("text", "json"), "text", "Log as text lines or JSON", ""),
     Setting(

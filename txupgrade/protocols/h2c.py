@@ -25,7 +25,7 @@ from typing import Any
 from zope.interface import implementer
 
 from txupgrade._h2rules import MAX_SETTINGS, PREFACE, H2SettingsError, parseSettingsHeader, stream1Headers
-from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.interfaces import IConnectionOnly, IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest, parseConnectionOptions
 
 __all__ = [
@@ -56,7 +56,7 @@ def h2Available() -> bool:
 _h2Available: bool | None = None
 
 
-@implementer(IUpgradeProtocol)
+@implementer(IUpgradeProtocol, IConnectionOnly)
 class H2cUpgrade:
     """
     The connection-wide C{h2c} protocol: HTTP/2 after an HTTP/1.1 request.

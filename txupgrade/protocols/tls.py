@@ -50,7 +50,7 @@ from zope.interface import implementer
 
 from txupgrade import _twistedcompat as _compat
 from txupgrade import negotiation
-from txupgrade.interfaces import IUpgradeProtocol, IUpgradeResource
+from txupgrade.interfaces import IConnectionOnly, IUpgradeProtocol, IUpgradeResource
 from txupgrade.negotiation import Accept, Decision, Decline, UpgradeRequest
 from txupgrade.offer import peerText
 from txupgrade.resource import PlainResource
@@ -220,7 +220,7 @@ def sslListenDescription(description: str, pem: str | Path) -> str:
     return f"{description}:privateKey={escaped}"
 
 
-@implementer(IUpgradeProtocol)
+@implementer(IUpgradeProtocol, IConnectionOnly)
 class TLSUpgrade:
     """
     The C{TLS} upgrade token (C{TLS/1.0} to C{TLS/1.3}), RFC 2817.

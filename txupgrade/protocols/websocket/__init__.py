@@ -40,6 +40,7 @@ from zope.interface import implementer
 
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import Accept, Decision, Refuse, UpgradeRequest
+from txupgrade.offer import peerText
 from txupgrade.protocols.websocket import _autobahncompat as _compat
 from txupgrade.protocols.websocket._handshake import (
     VERSION_HEADERS,
@@ -56,15 +57,13 @@ txaio.use_twisted()
 
 
 def _peerString(address: Any) -> str:
-    """The peer as autobahn names it (C{tcp4:127.0.0.1:5000})."""
-    if isinstance(address, IPv4Address):
-        return f"tcp4:{address.host}:{address.port}"
+    """The peer as autobahn names it (C{tcp4:127.0.0.1:5000}, C{tcp6:::1:5000}, C{unix:PATH})."""
     if isinstance(address, IPv6Address):
         return f"tcp6:{address.host}:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name.decode() if isinstance(address.name, bytes) else address.name
-        return f"unix:{name}"
-    return str(address)
+    prefix = (
+        "tcp4:" if isinstance(address, IPv4Address) else "unix:" if isinstance(address, UNIXAddress) else ""
+    )
+    return prefix + peerText(address)
 
 
 def _refuse(status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Refuse:

@@ -1,0 +1,350 @@
+"""
+Extended CONNECT (RFC 8441) on the HTTP/2 connection: the setting, the
+negotiation by the same C{IUpgradeProtocol}s as C{Upgrade}, the stream as
+the protocol's transport (bytes both ways, END_STREAM, resets, flow
+control), and the refusals. In memory with h2 as the client, then through
+a real C{twistd txupgrade --extended-connect} with Node's http2 client,
+by prior knowledge and by ALPN C{h2} over TLS.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from tests.support.daemon import LOCAL, startDaemon
+from tests.support.matrix import makeCertificate
+from tests.support.processes import NODE_DIR, nodeOrSkip, runProcess
+from txupgrade import Accept, DirectoryResource, IUpgradeProtocol, Refuse, StreamUpgrade, UpgradeSite
+from txupgrade.negotiation import UpgradeRequest
+from txupgrade.protocols.echo import EchoUpgrade
+from txupgrade.protocols.h2c import H2cUpgrade
+from txupgrade.testing import MemoryConnection
+
+ENABLE = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
+
+
+class Recorded(Protocol):
+    """Keeps what it receives and how it ends; echoes nothing."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost = reason
+
+
+@implementer(IUpgradeProtocol)
+class Recording:
+    """An upgrade that records the request it was offered and the protocol it built."""
+
+    name = "recording"
+    version = None
+
+    def __init__(self, decision: Any = None, build: Any = Recorded) -> None:
+        self.decision = decision if decision is not None else Accept(headers=((b"X-Recorded", b"yes"),))
+        self.build = build
+        self.requests: list[UpgradeRequest] = []
+        self.protocols: list[Any] = []
+
+    def negotiate(self, request: UpgradeRequest) -> Any:
+        self.requests.append(request)
+        return self.decision
+
+    def buildProtocol(self, request: UpgradeRequest, site: Any) -> Any:
+        protocol = self.build()
+        self.protocols.append(protocol)
+        return protocol
+
+
+class Upper(Protocol):
+    """A plain Twisted protocol, for the raw-stream handoff."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data.upper())  # type: ignore[union-attr]
+
+
+class Client:
+    """h2 as the client of an in-memory connection to C{site}, by prior knowledge."""
+
+    def __init__(self, site: UpgradeSite) -> None:
+        self.memory = MemoryConnection(site)
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.h2.initiate_connection()
+        self.seen = 0
+        self.events: list[Any] = []
+        self.flush()
+
+    def flush(self) -> list[Any]:
+        """Send what the client has queued; read the server's answer; the new events."""
+        new: list[Any] = []
+        while True:
+            out = self.h2.data_to_send()
+            if out:
+                self.memory.send(out)
+            else:
+                self.memory.flush()
+            data = self.memory.received
+            if len(data) == self.seen:
+                break
+            new.extend(self.h2.receive_data(data[self.seen :]))
+            self.seen = len(data)
+        self.events.extend(new)
+        return new
+
+    def connect(
+        self, protocol: bytes, streamID: int = 1, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        headers = [
+            (b":method", b"CONNECT"),
+            (b":protocol", protocol),
+            (b":scheme", b"http"),
+            (b":path", b"/chat?room=1"),
+            (b":authority", b"localhost"),
+        ]
+        self.h2.send_headers(streamID, headers + list(extra or ()))
+        self.flush()
+
+    def of(self, streamID: int, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind) and getattr(e, "stream_id", None) == streamID]
+
+    def status(self, streamID: int) -> bytes | None:
+        for event in self.of(streamID, h2.events.ResponseReceived):
+            return dict(event.headers)[b":status"]
+        return None
+
+    def body(self, streamID: int) -> bytes:
+        return b"".join(e.data for e in self.of(streamID, h2.events.DataReceived))
+
+
+def site(*protocols: Any, extendedConnect: bool = True) -> UpgradeSite:
+    return UpgradeSite(DirectoryResource(), list(protocols), reactor=Clock(), extendedConnect=extendedConnect)
+
+
+class SettingTests(SynchronousTestCase):
+    """SETTINGS_ENABLE_CONNECT_PROTOCOL is 1 when the site allows it and offers a protocol for streams."""
+
+    def test_whenAdvertised(self) -> None:
+        cases = [
+            ("on, echo", site(EchoUpgrade()), 1),
+            ("off, echo", site(EchoUpgrade(), extendedConnect=False), 0),
+            ("on, only h2c", site(H2cUpgrade()), 0),
+            ("on, nothing", site(), 0),
+        ]
+        for label, served, expected in cases:
+            with self.subTest(label):
+                client = Client(served)
+                self.assertEqual(client.h2.remote_settings[ENABLE], expected)
+
+
+class SwitchTests(SynchronousTestCase):
+    """A CONNECT with :protocol switches the stream, and only the stream."""
+
+    def test_echo(self) -> None:
+        """200, the bytes echoed on the stream, END_STREAM answered with END_STREAM."""
+        client = Client(site(EchoUpgrade()))
+        client.connect(b"echo")
+        self.assertEqual(client.status(1), b"200")
+        client.h2.send_data(1, b"hello")
+        client.flush()
+        self.assertEqual(client.body(1), b"hello")
+        client.h2.end_stream(1)
+        client.flush()
+        self.assertTrue(client.of(1, h2.events.StreamEnded))
+        self.assertFalse(client.of(1, h2.events.StreamReset))
+
+    def test_requestAsOffered(self) -> None:
+        """The plugin sees the request as it came over HTTP/2; its headers go into the 200."""
+        plugin = Recording()
+        client = Client(site(plugin))
+        client.connect(b"recording", extra=[(b"x-token", b"abc")])
+        [request] = plugin.requests
+        self.assertEqual(
+            (request.method, request.target, request.version), (b"CONNECT", b"/chat?room=1", b"HTTP/2")
+        )
+        self.assertEqual(request.getHeader(b"x-token"), b"abc")
+        self.assertEqual([str(p) for p in request.offer.protocols], ["recording"])
+        [response] = client.of(1, h2.events.ResponseReceived)
+        self.assertEqual(dict(response.headers)[b"x-recorded"], b"yes")
+        self.assertFalse(client.of(1, h2.events.StreamEnded))
+
+    def test_bytesAndEnd(self) -> None:
+        """DATA frames are the protocol's bytes; END_STREAM ends a protocol that cannot half-close."""
+        plugin = Recording()
+        client = Client(site(plugin))
+        client.connect(b"recording")
+        for chunk in (b"one ", b"two"):
+            client.h2.send_data(1, chunk)
+        client.flush()
+        [protocol] = plugin.protocols
+        self.assertEqual(protocol.received, b"one two")
+        protocol.transport.write(b"back")
+        client.flush()
+        self.assertEqual(client.body(1), b"back")
+        client.h2.end_stream(1)
+        client.flush()
+        self.assertIsNotNone(protocol.lost)
+        self.assertTrue(client.of(1, h2.events.StreamEnded))
+
+    def test_serverCloses(self) -> None:
+        """loseConnection: END_STREAM, then a NO_ERROR reset of the client's half; the protocol is told."""
+        plugin = Recording()
+        client = Client(site(plugin))
+        client.connect(b"recording")
+        [protocol] = plugin.protocols
+        protocol.transport.loseConnection()
+        client.flush()
+        self.assertTrue(client.of(1, h2.events.StreamEnded))
+        [reset] = client.of(1, h2.events.StreamReset)
+        self.assertEqual(reset.error_code, h2.errors.ErrorCodes.NO_ERROR)
+        self.assertTrue(protocol.lost.check(ConnectionDone))
+
+    def test_resetMidStream(self) -> None:
+        """A client reset loses that protocol's connection; another stream on the connection goes on."""
+        plugin = Recording()
+        client = Client(site(plugin, EchoUpgrade()))
+        client.connect(b"recording", 1)
+        client.connect(b"echo", 3)
+        client.h2.reset_stream(1, error_code=h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        [protocol] = plugin.protocols
+        self.assertTrue(protocol.lost.check(ConnectionLost))
+        client.h2.send_data(3, b"still here")
+        client.flush()
+        self.assertEqual(client.body(3), b"still here")
+
+    def test_streamUpgrade(self) -> None:
+        """The raw-stream handoff (any Twisted protocol factory) works on a stream unchanged."""
+        client = Client(site(StreamUpgrade("upper", Factory.forProtocol(Upper))))
+        client.connect(b"upper")
+        client.h2.send_data(1, b"shout")
+        client.flush()
+        self.assertEqual((client.status(1), client.body(1)), (b"200", b"SHOUT"))
+
+    def test_readerPausesWindow(self) -> None:
+        """A protocol that stops reading stops the client: no window is given back until it reads."""
+        plugin = Recording()
+        client = Client(site(plugin))
+        client.connect(b"recording")
+        [protocol] = plugin.protocols
+        protocol.transport.pauseProducing()
+        window = client.h2.local_flow_control_window(1)
+        frame = client.h2.max_outbound_frame_size
+        for start in range(0, window, frame):
+            client.h2.send_data(1, b"x" * min(frame, window - start))
+        client.flush()
+        self.assertEqual((protocol.received, client.h2.local_flow_control_window(1)), (b"", 0))
+        protocol.transport.resumeProducing()
+        client.flush()
+        self.assertEqual(len(protocol.received), window)
+        self.assertEqual(client.h2.local_flow_control_window(1), window)
+
+
+class RefusalTests(SynchronousTestCase):
+    """What is not switched is answered on its stream, and the connection serves on."""
+
+    def test_answers(self) -> None:
+        cases = [
+            ("unknown protocol", site(EchoUpgrade()), b"nope", b"501"),
+            ("h2c cannot live on a stream", site(EchoUpgrade(), H2cUpgrade()), b"h2c", b"501"),
+            ("the plugin's own refusal", site(Recording(Refuse(403, body=b"no\n"))), b"recording", b"403"),
+            ("not a token", site(EchoUpgrade()), b"e c h o", b"400"),
+        ]
+        for label, served, protocol, status in cases:
+            with self.subTest(label):
+                client = Client(served)
+                client.connect(protocol, 1)
+                self.assertEqual(client.status(1), status)
+                self.assertTrue(client.of(1, h2.events.StreamEnded))
+                client.h2.send_headers(
+                    3,
+                    [
+                        (b":method", b"GET"),
+                        (b":scheme", b"http"),
+                        (b":path", b"/"),
+                        (b":authority", b"localhost"),
+                    ],
+                    end_stream=True,
+                )
+                client.flush()
+                self.assertEqual(client.status(3), b"404")
+                self.assertFalse(client.of(0, h2.events.ConnectionTerminated))
+
+    def test_notAdvertised(self) -> None:
+        """:protocol without the server's setting: that stream is malformed (PROTOCOL_ERROR), only it."""
+        client = Client(site(EchoUpgrade(), extendedConnect=False))
+        client.connect(b"echo", 1)
+        [reset] = client.of(1, h2.events.StreamReset)
+        self.assertEqual(reset.error_code, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.assertIsNone(client.status(1))
+
+
+class DaemonTests(TestCase):
+    """C{twistd txupgrade --extended-connect}, with Node's http2 client."""
+
+    @inlineCallbacks
+    def node(self, url: str, protocol: str, payload: str) -> Any:
+        node = nodeOrSkip("ws")
+        out, err, code = yield runProcess(node, ["h2_connect.js", url, protocol, payload], str(NODE_DIR), 30)
+        self.assertEqual(code, 0, err)
+        return json.loads(out)
+
+    @inlineCallbacks
+    def test_priorKnowledge(self) -> None:
+        """Cleartext: echo switches on its stream, an unknown protocol gets 501, on one daemon."""
+        daemon = yield startDaemon(self, ["--listen", LOCAL, "--extended-connect"])
+        url = f"http://127.0.0.1:{daemon.ports[0]}"
+        echoed = yield self.node(url, "echo", "hello over a stream")
+        self.assertEqual(
+            echoed,
+            {"enableConnectProtocol": True, "status": 200, "body": "hello over a stream", "ended": "end"},
+        )
+        refused = yield self.node(url, "nope", "x")
+        self.assertEqual((refused["status"], refused["ended"]), (501, "end"))
+        self.assertIn(b'"CONNECT / HTTP/2" 200', daemon.output)
+
+    @inlineCallbacks
+    def test_tls(self) -> None:
+        """HTTP/2 by ALPN h2 on an ssl: listener: the same switch."""
+        directory = Path(tempfile.mkdtemp(prefix="txupgrade-h2connect-"))
+        certificate = makeCertificate(directory)
+        daemon = yield startDaemon(
+            self,
+            [
+                "--listen",
+                "ssl:0:interface=127.0.0.1",
+                "--tls-certificate",
+                str(certificate.server),
+                "--extended-connect",
+            ],
+        )
+        echoed = yield self.node(f"https://127.0.0.1:{daemon.ports[0]}", "echo", "secret")
+        self.assertEqual((echoed["status"], echoed["body"]), (200, "secret"))
+
+    @inlineCallbacks
+    def test_offByDefault(self) -> None:
+        """Without the option the setting is not sent, so clients do not try."""
+        daemon = yield startDaemon(self, ["--listen", LOCAL])
+        answer = yield self.node(f"http://127.0.0.1:{daemon.ports[0]}", "echo", "x")
+        self.assertEqual(answer["enableConnectProtocol"], False)
