@@ -56,6 +56,7 @@ FAST_TESTS = [
     "tests/test_h2_connect.py::SettingTests",
     "tests/test_h2_connect.py::SwitchTests",
     "tests/test_h2_connect.py::RefusalTests",
+    "tests/test_h2_connect.py::WebSocketTests",
     "tests/test_benchmarks_core_memory_smoke.py",
     "tests/test_benchmarks_websocket_memory_smoke.py",
 ]

@@ -10,6 +10,8 @@ by prior knowledge and by ALPN C{h2} over TLS.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
+from hyperframe.frame import DataFrame, Frame
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
@@ -28,15 +31,25 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tests.support.daemon import LOCAL, startDaemon
-from tests.support.matrix import makeCertificate
-from tests.support.processes import NODE_DIR, nodeOrSkip, runProcess
-from txupgrade import Accept, DirectoryResource, IUpgradeProtocol, Refuse, StreamUpgrade, UpgradeSite
+from tests.support.matrix import CHROMIUM_TRUST_JS, makeCertificate, runNode
+from tests.support.processes import NODE_DIR, missingOrSkip, nodeOrSkip, runProcess
+from txupgrade import (
+    Accept,
+    DirectoryResource,
+    IUpgradeProtocol,
+    ProtocolRegistry,
+    Refuse,
+    StreamUpgrade,
+    UpgradeSite,
+)
+from txupgrade.daemon.demo import demoRoot
 from txupgrade.negotiation import UpgradeRequest
 from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.protocols.h2c import H2cUpgrade
 from txupgrade.testing import MemoryConnection
 
 ENABLE = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
+CHROMIUM = "/usr/bin/chromium"
 
 
 class Recorded(Protocol):
@@ -114,13 +127,17 @@ class Client:
         return new
 
     def connect(
-        self, protocol: bytes, streamID: int = 1, extra: list[tuple[bytes, bytes]] | None = None
+        self,
+        protocol: bytes,
+        streamID: int = 1,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        path: bytes = b"/chat?room=1",
     ) -> None:
         headers = [
             (b":method", b"CONNECT"),
             (b":protocol", protocol),
             (b":scheme", b"http"),
-            (b":path", b"/chat?room=1"),
+            (b":path", path),
             (b":authority", b"localhost"),
         ]
         self.h2.send_headers(streamID, headers + list(extra or ()))
@@ -261,6 +278,83 @@ class SwitchTests(SynchronousTestCase):
         self.assertEqual(client.h2.local_flow_control_window(1), window)
 
 
+def maskedFrame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame (masked, as a client must), payload under 126 bytes."""
+    mask = b"\x0f\x1e\x2d\x3c"
+    return (
+        bytes([0x80 | opcode, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+class WebSocketTests(SynchronousTestCase):
+    """WebSocket over HTTP/2 (RFC 8441 §5): the demo's autobahn echo at /ws, on a stream."""
+
+    def setUp(self) -> None:
+        registry = ProtocolRegistry([EchoUpgrade()])
+        self.client = Client(UpgradeSite(demoRoot(registry), registry, reactor=Clock(), extendedConnect=True))
+
+    def open(self, streamID: int = 1, origin: bytes = b"http://localhost") -> None:
+        self.client.connect(
+            b"websocket", streamID, [(b"sec-websocket-version", b"13"), (b"origin", origin)], path=b"/ws"
+        )
+
+    def test_echoAndClose(self) -> None:
+        """200 without Sec-WebSocket-Accept; a text message echoed; close 1000 answered, then END_STREAM."""
+        client = self.client
+        self.open()
+        [response] = client.of(1, h2.events.ResponseReceived)
+        headers = dict(response.headers)
+        self.assertEqual(headers[b":status"], b"200")
+        self.assertNotIn(b"sec-websocket-accept", headers)
+        client.h2.send_data(1, maskedFrame(0x1, b"over a stream"))
+        client.flush()
+        self.assertEqual(client.body(1), b"\x81\x0dover a stream")
+        client.h2.send_data(1, maskedFrame(0x8, b"\x03\xe8"))
+        client.flush()
+        self.assertTrue(client.body(1).endswith(b"\x88\x02\x03\xe8"))
+        self.assertTrue(client.of(1, h2.events.StreamEnded))
+
+    def test_twoOnOneConnection(self) -> None:
+        """Two WebSockets share the connection, each with its own messages."""
+        client = self.client
+        self.open(1)
+        self.open(3)
+        client.h2.send_data(3, maskedFrame(0x1, b"three"))
+        client.h2.send_data(1, maskedFrame(0x1, b"one"))
+        client.flush()
+        self.assertEqual((client.body(1), client.body(3)), (b"\x81\x03one", b"\x81\x05three"))
+
+    def test_drain(self) -> None:
+        """Draining the connection closes each WebSocket with 1001 first, then sends GOAWAY."""
+        client = self.client
+        self.open()
+        before = len(client.memory.received)
+        client.memory.server._channel.drain()
+        client.memory.flush()
+        frames = []
+        data = client.memory.received[before:]
+        while data:
+            frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+            frame.parse_body(memoryview(data[9 : 9 + length]))
+            frames.append(frame)
+            data = data[9 + length :]
+        kinds = [type(f).__name__ for f in frames]
+        self.assertIn("GoAwayFrame", kinds)
+        [close] = [f for f in frames if isinstance(f, DataFrame) and f.stream_id == 1]
+        closeFrame = bytes(close.data)
+        self.assertEqual((closeFrame[0], closeFrame[2:4]), (0x88, b"\x03\xe9"))  # close, 1001
+        self.assertLess(frames.index(close), kinds.index("GoAwayFrame"))
+
+    def test_sameOriginPolicy(self) -> None:
+        """The Origin policy of HTTP/1.1: a foreign page's origin is refused 403, on that stream only."""
+        self.open(1, origin=b"http://evil.example")
+        self.assertEqual(self.client.status(1), b"403")
+        self.open(3)
+        self.assertEqual(self.client.status(3), b"200")
+
+
 class RefusalTests(SynchronousTestCase):
     """What is not switched is answered on its stream, and the connection serves on."""
 
@@ -300,6 +394,17 @@ class RefusalTests(SynchronousTestCase):
         self.assertIsNone(client.status(1))
 
 
+def tlsArguments(certificate: Any) -> list[str]:
+    """A daemon's arguments for one ssl: listener with C{certificate}, extended CONNECT on."""
+    return [
+        "--listen",
+        "ssl:0:interface=127.0.0.1",
+        "--extended-connect",
+        "--tls-certificate",
+        str(certificate.server),
+    ]
+
+
 class DaemonTests(TestCase):
     """C{twistd txupgrade --extended-connect}, with Node's http2 client."""
 
@@ -328,19 +433,49 @@ class DaemonTests(TestCase):
     def test_tls(self) -> None:
         """HTTP/2 by ALPN h2 on an ssl: listener: the same switch."""
         directory = Path(tempfile.mkdtemp(prefix="txupgrade-h2connect-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        certificate = makeCertificate(directory)
+        daemon = yield startDaemon(self, tlsArguments(certificate))
+        echoed = yield self.node(f"https://127.0.0.1:{daemon.ports[0]}", "echo", "secret")
+        self.assertEqual((echoed["status"], echoed["body"]), (200, "secret"))
+
+    @inlineCallbacks
+    def test_chromiumWebSocketOnTheConnection(self) -> None:
+        """
+        Chromium loads the demo page over https (ALPN h2) and opens its wss://
+        WebSocket on the same HTTP/2 connection: the daemon's access log shows
+        the WebSocket as an extended CONNECT answered 200, and it echoes.
+        """
+        if not os.path.exists(CHROMIUM):
+            missingOrSkip(
+                [f"{CHROMIUM} is missing (install the Debian package chromium, as .ci/install does)"]
+            )
+        node = nodeOrSkip("playwright-core", required=True)
+        directory = Path(tempfile.mkdtemp(prefix="txupgrade-h2ws-"))
+        self.addCleanup(shutil.rmtree, directory, True)
         certificate = makeCertificate(directory)
         daemon = yield startDaemon(
             self,
-            [
-                "--listen",
-                "ssl:0:interface=127.0.0.1",
-                "--tls-certificate",
-                str(certificate.server),
-                "--extended-connect",
-            ],
+            tlsArguments(certificate),
         )
-        echoed = yield self.node(f"https://127.0.0.1:{daemon.ports[0]}", "echo", "secret")
-        self.assertEqual((echoed["status"], echoed["body"]), (200, "secret"))
+        preload = directory / "trust.js"
+        preload.write_text(CHROMIUM_TRUST_JS)
+        profile = directory / "profile"
+        profile.mkdir()
+        url = f"https://127.0.0.1:{daemon.ports[0]}/"
+        out, err, code = yield runNode(
+            node,
+            ["-r", str(preload), "browser_check.js", url, CHROMIUM, str(profile)],
+            {"TXUPGRADE_SPKI": certificate.spki},
+            60,
+        )
+        report = json.loads(out.decode("utf-8").splitlines()[-1])
+        self.assertEqual(report["errors"], [], err)
+        self.assertTrue(report["title"].startswith("echo ok: "), (report, daemon.output.decode()[-3000:]))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b'"GET / HTTP/2" 200', daemon.output)
+        self.assertIn(b'"CONNECT /ws HTTP/2" 200', daemon.output)
+        self.assertNotIn(b'"GET /ws HTTP/1.1" 101', daemon.output)
 
     @inlineCallbacks
     def test_offByDefault(self) -> None:

@@ -699,11 +699,17 @@ class H2Connection(_http2.H2Connection):
 
     def drain(self) -> None:
         """
-        Start a graceful close: a C{GOAWAY} that still allows every stream,
-        and a C{PING} whose answer brings the final C{GOAWAY}.
+        Start a graceful close: the protocols on switched streams are asked
+        to drain (L{IDrainable}), then a C{GOAWAY} that still allows every
+        stream, and a C{PING} whose answer brings the final C{GOAWAY}.
         """
         if self._goAwayLast is not None or not self._stillProducing or self.transport is None:
             return
+        # The protocols on extended CONNECT streams first (a WebSocket's close 1001), then GOAWAY.
+        for stream in list(self.streams.values()):
+            protocol = stream._bytes.protocol if isinstance(stream, ConnectStream) and stream._bytes else None
+            if IDrainable.providedBy(protocol):
+                protocol.drain()
         self._goAwayLast = _ANY_STREAM
         self._writeGoAway(_ANY_STREAM)
         self.conn.ping(_DRAIN_PING)

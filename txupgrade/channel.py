@@ -420,9 +420,8 @@ class UpgradeSite(server.Site):
         (RFC 8441, C{SETTINGS_ENABLE_CONNECT_PROTOCOL}): a C{CONNECT} with
         C{:protocol NAME} is negotiated by the same protocols as C{Upgrade:
         NAME}, those that can live on a stream (not L{txupgrade.interfaces.IConnectionOnly}), and
-        the stream carries the protocol's bytes. Off by default for now:
-        WebSocket does not run on a stream yet, and a browser that sees the
-        setting sends its WebSocket handshakes that way.
+        the stream carries the protocol's bytes (WebSocket: RFC 8441 §5).
+        Off by default for now (docs/h2c.md says why).
     @ivar maxUpgradeOffers: The most protocols one C{Upgrade} field may list
         (and 64 bytes each); a longer one is answered C{400} (R15).
     @ivar limitLog: Where limit hits are counted and logged (rate-limited):

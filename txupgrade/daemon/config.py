@@ -220,7 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
         False,
         "Offer RFC 8441 extended CONNECT on HTTP/2: CONNECT with :protocol NAME reaches the "
-        "upgrade protocol NAME on that stream (not WebSocket yet; see docs/h2c.md)",
+        "upgrade protocol NAME (WebSocket included) on that stream; see docs/h2c.md",
     ),
     Setting("log-format", "value", _choice("text", "json"), "text", "Log as text lines or JSON", ""),
     Setting(

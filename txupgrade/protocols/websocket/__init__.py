@@ -122,6 +122,7 @@ class WebSocketUpgrade:
                 originPatterns=self._originPatterns,
                 allowNullOrigin=bool(self.factory.allowNullOrigin),
                 allowedHosts=request.allowedHosts,
+                http2=request.version == b"HTTP/2",
             )
         except HandshakeError as error:
             return _refuse(error.status, error.reason, error.headers)
@@ -202,7 +203,8 @@ class WebSocketUpgrade:
                     response.append((name.encode("latin-1"), str(value).encode("latin-1")))
         if subprotocol is not None:
             response.append((b"Sec-WebSocket-Protocol", subprotocol.encode("latin-1")))
-        response.append((b"Sec-WebSocket-Accept", accept))
+        if accept:  # none over HTTP/2 (RFC 8441 §5)
+            response.append((b"Sec-WebSocket-Accept", accept))
         offers = []
         for extension, params in proto.websocket_extensions:
             pmce: Any = PERMESSAGE_COMPRESSION_EXTENSION.get(extension)

@@ -245,9 +245,14 @@ def checkHandshake(
     originPatterns: Sequence[re.Pattern[str]] | None = None,
     allowNullOrigin: bool = True,
     allowedHosts: frozenset[str] | None = None,
+    http2: bool = False,
 ) -> Handshake:
     """
     Check a WebSocket opening handshake against rules W1-W7.
+
+    With C{http2}, the handshake is an HTTP/2 extended CONNECT (RFC 8441
+    §5): C{CONNECT} rather than C{GET}, and no C{Sec-WebSocket-Key} (the
+    C{200} carries no C{Sec-WebSocket-Accept}); the rest is checked alike.
 
     @param lines: The request's header lines, in arrival order.
     @param secure: Whether the connection is TLS (the origin's scheme).
@@ -256,7 +261,7 @@ def checkHandshake(
     @param allowedHosts: The site's host allow-list, or L{None}.
     @raise HandshakeError: The first rule the request breaks.
     """
-    if method != b"GET":
+    if method != (b"CONNECT" if http2 else b"GET"):
         raise HandshakeError(405, "a WebSocket handshake must be a GET", ((b"Allow", b"GET"),))
     headers, repeated = _joinedHeaders(lines)
     host = headers.get("host")
@@ -264,9 +269,11 @@ def checkHandshake(
         raise HandshakeError(400, "a WebSocket handshake needs exactly one Host")
     if headers.get("sec-websocket-version") != "13" or "sec-websocket-version" in repeated:
         raise HandshakeError(426, "this server speaks WebSocket version 13", _VERSION_REFUSAL_HEADERS)
-    key = headers.get("sec-websocket-key", "").encode("latin-1")
+    key = b"" if http2 else headers.get("sec-websocket-key", "").encode("latin-1")
     try:
-        valid = "sec-websocket-key" not in repeated and len(base64.b64decode(key, validate=True)) == 16
+        valid = http2 or (
+            "sec-websocket-key" not in repeated and len(base64.b64decode(key, validate=True)) == 16
+        )
     except (binascii.Error, ValueError):
         valid = False
     if not valid:
@@ -297,7 +304,7 @@ def checkHandshake(
     return Handshake(
         headers,
         key,
-        acceptKey(key),
+        b"" if http2 else acceptKey(key),
         host,
         hostName,
         origin,
