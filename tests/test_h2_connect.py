@@ -26,7 +26,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -46,24 +45,10 @@ from txupgrade.daemon.demo import demoRoot
 from txupgrade.negotiation import UpgradeRequest
 from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.protocols.h2c import H2cUpgrade
-from txupgrade.testing import MemoryConnection
+from txupgrade.testing import MemoryConnection, RecordingProtocol
 
 ENABLE = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
 CHROMIUM = "/usr/bin/chromium"
-
-
-class Recorded(Protocol):
-    """Keeps what it receives and how it ends; echoes nothing."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self.lost = reason
 
 
 @implementer(IUpgradeProtocol)
@@ -73,7 +58,7 @@ class Recording:
     name = "recording"
     version = None
 
-    def __init__(self, decision: Any = None, build: Any = Recorded) -> None:
+    def __init__(self, decision: Any = None, build: Any = RecordingProtocol) -> None:
         self.decision = decision if decision is not None else Accept(headers=((b"X-Recorded", b"yes"),))
         self.build = build
         self.requests: list[UpgradeRequest] = []
@@ -155,6 +140,15 @@ class Client:
         return b"".join(e.data for e in self.of(streamID, h2.events.DataReceived))
 
 
+def switched(*others: Any) -> tuple[Client, RecordingProtocol]:
+    """A client with stream 1 switched to a L{Recording} plugin (C{others} offered too), and its protocol."""
+    plugin = Recording()
+    client = Client(site(plugin, *others))
+    client.connect(b"recording", 1)
+    [protocol] = plugin.protocols
+    return client, protocol
+
+
 def site(*protocols: Any, extendedConnect: bool = True) -> UpgradeSite:
     return UpgradeSite(DirectoryResource(), list(protocols), reactor=Clock(), extendedConnect=extendedConnect)
 
@@ -208,45 +202,36 @@ class SwitchTests(SynchronousTestCase):
 
     def test_bytesAndEnd(self) -> None:
         """DATA frames are the protocol's bytes; END_STREAM ends a protocol that cannot half-close."""
-        plugin = Recording()
-        client = Client(site(plugin))
-        client.connect(b"recording")
+        client, protocol = switched()
         for chunk in (b"one ", b"two"):
             client.h2.send_data(1, chunk)
         client.flush()
-        [protocol] = plugin.protocols
-        self.assertEqual(protocol.received, b"one two")
+        self.assertEqual(bytes(protocol.data), b"one two")
         protocol.transport.write(b"back")
         client.flush()
         self.assertEqual(client.body(1), b"back")
         client.h2.end_stream(1)
         client.flush()
-        self.assertIsNotNone(protocol.lost)
+        self.assertIsNotNone(protocol.lostReason)
         self.assertTrue(client.of(1, h2.events.StreamEnded))
 
     def test_serverCloses(self) -> None:
         """loseConnection: END_STREAM, then a NO_ERROR reset of the client's half; the protocol is told."""
-        plugin = Recording()
-        client = Client(site(plugin))
-        client.connect(b"recording")
-        [protocol] = plugin.protocols
+        client, protocol = switched()
         protocol.transport.loseConnection()
         client.flush()
         self.assertTrue(client.of(1, h2.events.StreamEnded))
         [reset] = client.of(1, h2.events.StreamReset)
         self.assertEqual(reset.error_code, h2.errors.ErrorCodes.NO_ERROR)
-        self.assertTrue(protocol.lost.check(ConnectionDone))
+        self.assertTrue(protocol.lostReason.check(ConnectionDone))
 
     def test_resetMidStream(self) -> None:
         """A client reset loses that protocol's connection; another stream on the connection goes on."""
-        plugin = Recording()
-        client = Client(site(plugin, EchoUpgrade()))
-        client.connect(b"recording", 1)
+        client, protocol = switched(EchoUpgrade())
         client.connect(b"echo", 3)
         client.h2.reset_stream(1, error_code=h2.errors.ErrorCodes.CANCEL)
         client.flush()
-        [protocol] = plugin.protocols
-        self.assertTrue(protocol.lost.check(ConnectionLost))
+        self.assertTrue(protocol.lostReason.check(ConnectionLost))
         client.h2.send_data(3, b"still here")
         client.flush()
         self.assertEqual(client.body(3), b"still here")
@@ -261,20 +246,17 @@ class SwitchTests(SynchronousTestCase):
 
     def test_readerPausesWindow(self) -> None:
         """A protocol that stops reading stops the client: no window is given back until it reads."""
-        plugin = Recording()
-        client = Client(site(plugin))
-        client.connect(b"recording")
-        [protocol] = plugin.protocols
+        client, protocol = switched()
         protocol.transport.pauseProducing()
         window = client.h2.local_flow_control_window(1)
         frame = client.h2.max_outbound_frame_size
         for start in range(0, window, frame):
             client.h2.send_data(1, b"x" * min(frame, window - start))
         client.flush()
-        self.assertEqual((protocol.received, client.h2.local_flow_control_window(1)), (b"", 0))
+        self.assertEqual((bytes(protocol.data), client.h2.local_flow_control_window(1)), (b"", 0))
         protocol.transport.resumeProducing()
         client.flush()
-        self.assertEqual(len(protocol.received), window)
+        self.assertEqual(len(bytes(protocol.data)), window)
         self.assertEqual(client.h2.local_flow_control_window(1), window)
 
 

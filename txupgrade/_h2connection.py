@@ -65,6 +65,7 @@ from txupgrade import negotiation
 from txupgrade._h2rules import PREFACE, stream1Headers
 from txupgrade.interfaces import IConnectionOnly, IDrainable
 from txupgrade.negotiation import UpgradeError, UpgradeRequest, hostAllowed
+from txupgrade.offer import OfferNegotiation
 from txupgrade.reporting import pluginFailed
 
 __all__ = ["CONNECTION_SPECIFIC", "ConnectStream", "H2Connection", "buildH2Connection"]
@@ -149,8 +150,6 @@ class ConnectStream(_http2.H2Stream):
 
     def startNegotiation(self, protocolValue: bytes) -> None:
         """Negotiate C{:protocol}'s value as the stream's request's offer, now."""
-        from txupgrade.offer import OfferNegotiation
-
         request = self._request
         site = self.site
         finder = getattr(site, "allowedHostsFor", None)
