@@ -1,7 +1,8 @@
 """
-What every benchmark script shares: server processes, CPU sampling (one
-definition of "other load" for all), timing windows, in-memory rounds, and
-the report's numbers and ratios.
+What every benchmark and proof script shares: server processes (and the
+real C{twistd txupgrade}), CPU sampling (one definition of "other load" for
+all), timing windows, blocking client reads, in-memory rounds, and the
+report's numbers and ratios.
 
 Other load
 ----------
@@ -19,22 +20,34 @@ benchmark server should print nothing per request).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import os
+import re
 import resource
+import select
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def useCheckout() -> None:
+    """Import txupgrade from this checkout, before any installed copy (as L{ServerProcess}'s servers do)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
 
 
 def say(*parts: object) -> None:
@@ -243,6 +256,113 @@ class ServerProcess:
         self.stop()
 
 
+#: How a benchmark runs twistd: the interpreter running the benchmark, with the checkout first.
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+_SERVING = re.compile(r"txupgrade serving on tcp:127\.0\.0\.1:(\d+)")
+_WORKER_SERVING = re.compile(r"\[worker (\d+)\|[^\]]*\] txupgrade serving on")
+
+
+class Twistd:
+    """
+    A real C{twistd -n txupgrade --listen tcp:0:interface=127.0.0.1} (the
+    daemon as an operator runs it), its log in a file in C{directory}; ready
+    once it logged where it serves (and every C{--workers} worker did); it
+    gets C{SIGTERM} if the driver dies (L{dieWithParent}).
+
+    @ivar port: The port of its C{tcp:} listener.
+    @ivar workers: How many workers it runs (0: it serves in one process).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        extra: Sequence[str],
+        directory: str,
+        common: Sequence[str] = (),
+        command: Sequence[str] | None = None,
+        timeout: float = 90.0,
+    ) -> None:
+        self.name = name
+        self.log = os.path.join(directory, re.sub(r"[^\w.-]+", "-", name) + ".log")
+        args = [*(command or TWISTD), "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
+        args += ["--listen", f"tcp:0:interface={HOST}", *extra, *common]
+        self.workers = int(extra[list(extra).index("--workers") + 1]) if "--workers" in extra else 0
+        self.process = subprocess.Popen(
+            args, cwd=directory, stdin=subprocess.DEVNULL, preexec_fn=dieWithParent
+        )
+        self.port = self._waitServing(timeout)
+
+    def text(self) -> str:
+        """Its log so far."""
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _waitServing(self, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            text = self.text()
+            match = _SERVING.search(text)
+            if match and len(set(_WORKER_SERVING.findall(text))) >= self.workers:
+                return int(match.group(1))
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited: {text[-2000:]}")
+            time.sleep(0.1)
+        self.stop()
+        raise SystemExit(f"{self.name} did not start in {seconds} s: {self.text()[-2000:]}")
+
+    def loggedPort(self, pattern: re.Pattern[str], what: str) -> int:
+        """The port (C{pattern}'s first group) its start-up line names; without one, stop it and exit."""
+        match = pattern.search(self.text())
+        if match is None:
+            self.stop()
+            raise SystemExit(f"{self.name}: {what} in its start-up line: {self.text()[-2000:]}")
+        return int(match.group(1))
+
+    def tracebacks(self) -> list[str]:
+        """Every traceback and C{Unhandled} error in its log, with the lines around it (should be none)."""
+        lines = self.text().splitlines()
+        found = []
+        for i, line in enumerate(lines):
+            if "Traceback (most recent call last)" in line or "Unhandled Error" in line:
+                found.append("\n".join(lines[max(0, i - 1) : i + 12]))
+        return found
+
+    def processes(self) -> list[Any]:
+        """The supervisor (or single process) and its workers, as C{psutil.Process}es."""
+        import psutil
+
+        main = psutil.Process(self.process.pid)
+        return [main, *main.children()]
+
+    def cpuByProcess(self) -> dict[int, float]:
+        """CPU seconds (user + system) of each of L{processes}, by pid."""
+        return {process.pid: processCpu(process) for process in self.processes()}
+
+    def cpu(self) -> float:
+        """CPU seconds of all its processes."""
+        return sum(self.cpuByProcess().values())
+
+    def stop(self) -> None:
+        """C{SIGTERM} (it drains), then every process of it killed after 30 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                for process in self.processes():
+                    process.kill()
+                self.process.wait(5)
+
+    def __enter__(self) -> Twistd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # ---------------------------------------------------------------------------
 # CPU sampling and timing windows
 
@@ -298,12 +418,33 @@ class Usage:
         """C{cpu} as a share of one core over the window."""
         return cpu / self.wall if self.wall > 0 else math.nan
 
+    def shares(self) -> tuple[float, float, float]:
+        """The server's, the generators' and the other load's shares of one core."""
+        return self.share(self.server), self.share(self.generators), self.share(self.other)
+
     def describe(self) -> str:
         """The CPU check printed with every measurement."""
-        return (
-            f"server CPU {pct(self.share(self.server))}, generator CPU {pct(self.share(self.generators))},"
-            f" other load {pct(self.share(self.other))}"
+        server, generators, other = (pct(x) for x in self.shares())
+        return f"server CPU {server}, generator CPU {generators}, other load {other}"
+
+    def __add__(self, other: Usage) -> Usage:
+        """Two windows' usage together (as one window as long as both)."""
+        return Usage(
+            *(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True))
         )
+
+
+def measured(serverCpu: Callable[[], float], run: Callable[[], tuple[T, float]]) -> tuple[T, Usage]:
+    """
+    Run C{run()} (which returns its result and the load generator's CPU
+    seconds) as one timing window; with who used the CPU meanwhile: the
+    server (C{serverCpu()} before and after), the generator, the other load.
+    """
+    serverBefore, machineBefore, start = serverCpu(), machineCpu(), time.monotonic()
+    result, generator = run()
+    wall = time.monotonic() - start
+    server = serverCpu() - serverBefore
+    return result, Usage(wall, server, generator, max(0.0, machineCpu() - machineBefore - server - generator))
 
 
 class CpuWindow:
@@ -341,6 +482,88 @@ class CpuWindow:
 def sleepUntil(moment: float) -> None:
     """Sleep until C{time.monotonic()} reaches C{moment}."""
     time.sleep(max(0.0, moment - time.monotonic()))
+
+
+class PollWindow:
+    """
+    A load generator's side of a timing window (C{startAt}, C{deadline} on the
+    monotonic clock): its poll loop runs before the window too (warm-up), but
+    only what completes once L{started} is counted (L{done}).
+    """
+
+    def __init__(self, startAndEnd: tuple[float, float]) -> None:
+        self.startAt, self.deadline = startAndEnd
+        self.started = False
+        self.done = 0
+        self.t0 = 0.0
+        self.now = time.monotonic()
+
+    def count(self, n: int = 1) -> None:
+        """C{n} more done now: counted once the window has started."""
+        if self.started:
+            self.done += n
+
+    def events(self, poller: select.epoll, limit: float) -> Iterator[tuple[int, int]]:
+        """C{poller}'s events, (fd, mask), until the window is over: its deadline, or C{limit} done."""
+        while True:
+            events = poller.poll(0.05)
+            self.now = time.monotonic()
+            if not self.started and self.now >= self.startAt:
+                self.started, self.t0 = True, self.now
+            if self.started and (self.now >= self.deadline or self.done >= limit):
+                return
+            yield from events
+
+    def result(self, **figures: Any) -> dict[str, Any]:
+        """What the driver gets: C{figures}, and when counting started and stopped."""
+        return {**figures, "t0": self.t0, "t1": self.now}
+
+
+def windowFigures(done: float, usage: Usage, **extra: float) -> dict[str, float]:
+    """A window's figures for a report: C{done} per server CPU-second and per second, and the CPU check."""
+    server, generator, other = usage.shares()
+    return {
+        **extra,
+        "wall": usage.wall,
+        "server": usage.server,
+        "perCpu": ratio(done, usage.server),
+        "perWall": ratio(done, usage.wall),
+        "serverShare": server,
+        "generatorShare": generator,
+        "otherShare": other,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Blocking clients
+
+
+class BadAnswer(Exception):
+    """A server answered other than the benchmark expects (a broken server must not look fast)."""
+
+
+def recvUntil(sock: socket.socket, done: Callable[[bytes], bool], data: bytes = b"") -> bytes:
+    """Read from the blocking C{sock} onto C{data} until C{done(data)}; L{BadAnswer} if it closes first."""
+    while not done(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise BadAnswer(f"connection closed early, after {data[:200]!r}")
+        data += chunk
+    return data
+
+
+def readHead(sock: socket.socket, expect: bytes = b"", alone: bool = False) -> tuple[bytes, bytes]:
+    """
+    A response head from the blocking C{sock} (without its empty line), and
+    what came after it; L{BadAnswer} unless the head starts with C{expect}
+    (and, when C{alone}, nothing came after it).
+    """
+    head, _, rest = recvUntil(sock, lambda data: b"\r\n\r\n" in data).partition(b"\r\n\r\n")
+    if not head.startswith(expect):
+        raise BadAnswer(f"expected {expect!r}, got {head[:200]!r}")
+    if alone and rest:
+        raise BadAnswer(f"unexpected bytes after the head: {rest[:100]!r}")
+    return head, rest
 
 
 # ---------------------------------------------------------------------------

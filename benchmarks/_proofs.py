@@ -21,15 +21,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from _harness import HOST, REPO, ServerProcess, announce, dieWithParent, processCpu, raiseFileLimit
+from _harness import HOST, ServerProcess, Twistd, announce, processCpu, raiseFileLimit, useCheckout
+
+# The proofs (and their servers) import txupgrade from this checkout.
+useCheckout()
 
 
 def machineLoad() -> str:
@@ -68,6 +68,33 @@ def proofParser(doc: str | None, serve: bool = True) -> argparse.ArgumentParser:
     return result
 
 
+def proofArguments(
+    parser: argparse.ArgumentParser,
+    quickHelp: str,
+    quick: dict[str, Any],
+    serving: Callable[[], None] | None = None,
+    check: Callable[[argparse.Namespace], str | None] = lambda args: None,
+) -> argparse.Namespace:
+    """
+    A proof's options (its own already on C{parser}; C{--quick}, with
+    C{quickHelp}, added here). With C{--serve}, run C{serving} (default:
+    L{serve}) and exit; C{--quick} sets C{quick}'s values; C{check} may name
+    what is wrong with them. Then L{begin}.
+    """
+    parser.add_argument("--quick", action="store_true", help=quickHelp)
+    args = parser.parse_args()
+    if getattr(args, "serve", None):
+        (serving or serve)()
+        raise SystemExit(0)
+    if args.quick:
+        vars(args).update(quick)
+    problem = check(args)
+    if problem:
+        parser.error(problem)
+    begin()
+    return args
+
+
 def begin() -> int:
     """A driver's start: raise the fd limit (its servers inherit it), print it and the machine's load."""
     limit = raiseFileLimit()
@@ -75,13 +102,14 @@ def begin() -> int:
     return limit
 
 
-def errorsLogged(unexpected: Sequence[str], prefix: str = "") -> bool:
-    """Print the errors a server logged (C{prefix} first); whether there were none."""
-    if unexpected:
-        print(f"{prefix}errors logged by the server:\n" + "\n".join(unexpected))
-        return False
-    print(f"{prefix}errors logged by the server: 0")
-    return True
+def errorsLogged(
+    unexpected: Sequence[str], prefix: str = "", what: str = "errors logged by the server", most: int = 20
+) -> bool:
+    """Print how many errors a server logged and the first C{most} (after C{prefix}); whether none were."""
+    print(f"{prefix}{what}: {len(unexpected)}")
+    for text in unexpected[:most]:
+        print(text)
+    return not unexpected
 
 
 def finish(ok: bool) -> int:
@@ -89,17 +117,6 @@ def finish(ok: bool) -> int:
     print(f"machine: {machineLoad()}")
     print("RESULT", "OK" if ok else "FAILED")
     return 0 if ok else 1
-
-
-def terminate(process: subprocess.Popen[Any], seconds: float) -> None:
-    """SIGTERM C{process}, then wait; kill it after C{seconds}."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --------------------------------------------------------------------------
@@ -143,8 +160,6 @@ def serve(
     @param protocols: Protocols served on every path besides C{echo}.
     @param expected: Names the kind of an expected error event, or L{None}.
     """
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)
     raiseFileLimit()
     import psutil
     from twisted.internet import reactor
@@ -278,19 +293,18 @@ async def wsReadFrame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 # The real daemon
 # --------------------------------------------------------------------------
 
-_SERVING = re.compile(
-    r"txupgrade serving on tcp:127\.0\.0\.1:(\d+);[^\n]*?(?:; metrics on 127\.0\.0\.1:(\d+))?$", re.M
+_METRICS_PORT = re.compile(
+    r"txupgrade serving on tcp:127\.0\.0\.1:\d+;[^\n]*?; metrics on 127\.0\.0\.1:(\d+)$", re.M
 )
 _METRIC = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN)$", re.M)
 
 
-class Daemon:
+class Daemon(Twistd):
     """
-    A real C{twistd -n txupgrade} on 127.0.0.1 (a free port), its log in a
-    file, its Prometheus metrics on a second free port: the daemon exactly
+    The harness's real C{twistd -n txupgrade} for a proof, in a directory of
+    its own, its Prometheus metrics on a second free port: the daemon exactly
     as an operator starts it, with the access log off (it would dominate).
 
-    @ivar port: The site's port.
     @ivar metricsPort: The metrics page's port.
     @ivar command: The daemon's options, for the report.
     """
@@ -298,48 +312,14 @@ class Daemon:
     def __init__(self, *args: str, startTimeout: float = 90.0) -> None:
         self._final: str | None = None
         self.directory = tempfile.mkdtemp(prefix="txupgrade-proof-")
-        self.log = os.path.join(self.directory, "twistd.log")
-        self.command = [
-            "twistd", "-n", "txupgrade", "--listen", "tcp:0:interface=127.0.0.1", "--no-access-log",
-            "--metrics", "tcp:0:interface=127.0.0.1", *args,
-        ]  # fmt: skip
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
-        argv += [f"--logfile={self.log}", *self.command[2:]]
-        self.process = subprocess.Popen(
-            argv, cwd=self.directory, stdin=subprocess.DEVNULL, preexec_fn=dieWithParent
-        )
-        self.port, self.metricsPort = self._waitServing(startTimeout)
-
-    def _waitServing(self, seconds: float) -> tuple[int, int]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            match = _SERVING.search(self.text())
-            if match and match.group(2):
-                return int(match.group(1)), int(match.group(2))
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        raise SystemExit(f"twistd txupgrade did not start: {self.text()[-2000:]}")
+        extra = ["--no-access-log", "--metrics", f"tcp:0:interface={HOST}", *args]
+        self.command = ["twistd", "-n", "txupgrade", "--listen", f"tcp:0:interface={HOST}", *extra]
+        super().__init__("twistd", extra, self.directory, timeout=startTimeout)
+        self.metricsPort = self.loggedPort(_METRICS_PORT, "no metrics port")
 
     def text(self) -> str:
         """The daemon's log so far (all of it once stopped)."""
-        if self._final is not None:
-            return self._final
-        try:
-            with open(self.log, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def tracebacks(self) -> list[str]:
-        """Every traceback and C{Unhandled} error in the log, with the lines that follow it."""
-        lines = self.text().splitlines()
-        found = []
-        for i, line in enumerate(lines):
-            if "Traceback (most recent call last)" in line or "Unhandled Error" in line:
-                found.append("\n".join(lines[max(0, i - 1) : i + 12]))
-        return found
+        return super().text() if self._final is None else self._final
 
     def metrics(self) -> dict[str, float]:
         """The metrics page: C{name{labels}} to value (a new connection)."""
@@ -357,27 +337,13 @@ class Daemon:
             for m in _METRIC.finditer(text)
         }
 
-    def cpu(self) -> float:
-        """The daemon's CPU seconds so far (user + system)."""
-        import psutil
-
-        return processCpu(psutil.Process(self.process.pid))
-
     def fds(self) -> int:
         """The daemon's open file descriptors."""
-        import psutil
-
-        return psutil.Process(self.process.pid).num_fds()
+        return int(self.processes()[0].num_fds())
 
     def stop(self) -> None:
-        """SIGTERM (the daemon drains), then wait (kill after 30 s); remove the directory."""
-        terminate(self.process, 30)
+        """Stop it (it drains), keep its log, remove the directory."""
+        super().stop()
         if self._final is None:
             self._final = self.text()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Daemon:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

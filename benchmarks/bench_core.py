@@ -34,27 +34,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import (
-    HOST,
-    CpuWindow,
-    ServerProcess,
-    announce,
-    discardLogs,
-    fmt,
-    otherLoadNote,
-    pct,
-    profileOnSignals,
-    raiseFileLimit,
-    ratioRange,
-    say,
-    sleepUntil,
-)
+import _harness as H
 
 UPGRADE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
 GET_REQUEST = b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -80,13 +66,13 @@ def serve(kind: str) -> None:
     format every line and publish it to the global log, so the site's C{log}
     is overridden with a no-op (for plain GETs and switches alike).
     """
-    raiseFileLimit()
+    H.raiseFileLimit()
 
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory, Protocol
     from twisted.internet.task import LoopingCall
 
-    discardLogs()
+    H.discardLogs()
 
     factory: Any
     if kind == UPGRADE:
@@ -112,7 +98,7 @@ def serve(kind: str) -> None:
     else:
         raise SystemExit(f"unknown server kind {kind!r}")
 
-    port = reactor.listenTCP(0, factory, backlog=1024, interface=HOST)  # type: ignore[attr-defined]
+    port = reactor.listenTCP(0, factory, backlog=1024, interface=H.HOST)  # type: ignore[attr-defined]
     parent = os.getppid()
 
     def watchParent() -> None:
@@ -120,8 +106,8 @@ def serve(kind: str) -> None:
             reactor.stop()  # type: ignore[attr-defined]
 
     LoopingCall(watchParent).start(0.5, now=False)
-    profileOnSignals()
-    announce(port.getHost().port, reactor)
+    H.profileOnSignals()
+    H.announce(port.getHost().port, reactor)
     reactor.run()  # type: ignore[attr-defined]
 
 
@@ -134,27 +120,6 @@ class ClientError(Exception):
     """The server answered something unexpected."""
 
 
-def _readHead(sock: socket.socket) -> tuple[bytes, bytes]:
-    buf = b""
-    while True:
-        i = buf.find(b"\r\n\r\n")
-        if i >= 0:
-            return buf[:i], buf[i + 4 :]
-        data = sock.recv(65536)
-        if not data:
-            raise ClientError(f"connection closed during the response head: {buf[:200]!r}")
-        buf += data
-
-
-def _recvExactly(sock: socket.socket, n: int, buf: bytes = b"") -> bytes:
-    while len(buf) < n:
-        data = sock.recv(65536)
-        if not data:
-            raise ClientError("connection closed early")
-        buf += data
-    return buf
-
-
 def openEchoConnection(kind: str, port: int) -> socket.socket:
     """
     A connected socket whose server side echoes, checked by one round trip.
@@ -162,18 +127,14 @@ def openEchoConnection(kind: str, port: int) -> socket.socket:
     For C{upgrade}: the upgrade request, the whole 101 head, then the probe.
     For C{plain}: the probe. Either way the server has built its protocol.
     """
-    sock = socket.create_connection((HOST, port), timeout=30)
+    sock = socket.create_connection((H.HOST, port), timeout=30)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if kind == UPGRADE:
             sock.sendall(UPGRADE_REQUEST)
-            head, rest = _readHead(sock)
-            if not head.startswith(b"HTTP/1.1 101 "):
-                raise ClientError(f"expected a 101, got {head[:200]!r}")
-            if rest:
-                raise ClientError(f"unexpected bytes after the 101: {rest[:100]!r}")
+            H.readHead(sock, b"HTTP/1.1 101 ", alone=True)
         sock.sendall(PROBE)
-        echoed = _recvExactly(sock, len(PROBE))
+        echoed = H.recvUntil(sock, lambda data: len(data) >= len(PROBE))
         if echoed != PROBE:
             raise ClientError(f"echo mismatch: {echoed!r}")
     except BaseException:
@@ -212,7 +173,7 @@ def runConnectionRate(
     upgrading = kind in (UPGRADE, SWITCH_ONLY)
     request = UPGRADE_REQUEST if upgrading else GET_REQUEST
     expected = b"HTTP/1.1 101 " if upgrading else b"HTTP/1.1 200 "
-    addr = (HOST, port)
+    addr = (H.HOST, port)
     ep = select.epoll()
     conns: dict[int, list[Any]] = {}
     errors: list[str] = []
@@ -237,85 +198,66 @@ def runConnectionRate(
 
     for _ in range(concurrency):
         launch()
-    startAt, deadline = window()
-    started = False
-    count = 0
-    t0 = 0.0
-    now = time.monotonic()
+    clock = H.PollWindow(window())
     try:
-        while True:
-            events = ep.poll(0.05)
-            now = time.monotonic()
-            if not started and now >= startAt:
-                started = True
-                t0 = now
-            if started and (now >= deadline or count >= maxCount):
-                break
-            for fd, ev in events:
-                st = conns[fd]
-                s = st[0]
-                try:
-                    if st[1] == _CONNECTING:
-                        if ev & (select.EPOLLERR | select.EPOLLHUP):
-                            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                            raise OSError(err, "connect failed: " + os.strerror(err))
-                        s.send(request)
-                        st[1] = _HEAD
-                        ep.modify(fd, select.EPOLLIN)
-                        continue
-                    data = s.recv(65536)
-                    if not data:
-                        raise ClientError("server closed the connection")
-                    if st[1] == _HEAD:
-                        buf = st[2] + data
-                        i = buf.find(b"\r\n\r\n")
-                        if i < 0:
-                            st[2] = buf
-                            continue
-                        head = buf[:i]
-                        if not head.startswith(expected):
-                            raise ClientError(f"unexpected response {head[:200]!r}")
-                        st[1] = _BODY
-                        if upgrading:
-                            if i + 4 != len(buf):
-                                raise ClientError("unexpected bytes after the 101")
-                        if kind == UPGRADE:
-                            s.send(PROBE)
-                            st[2] = b""
-                            st[3] = len(PROBE)
-                            continue
-                        st[2] = buf[i + 4 :]
-                        st[3] = 0 if upgrading else _contentLength(head)
-                    else:
-                        st[2] += data
-                    if len(st[2]) < st[3]:
-                        continue
-                    if kind == UPGRADE and st[2] != PROBE:
-                        raise ClientError(f"echo mismatch {st[2]!r}")
-                except (OSError, ClientError, ValueError) as e:
-                    nErrors += 1
-                    if len(errors) < 5:
-                        errors.append(f"{type(e).__name__}: {e}")
-                    if nErrors > 100:
-                        raise RuntimeError("too many client errors: " + "; ".join(errors)) from e
-                    drop(fd)
-                    launch()
+        for fd, ev in clock.events(ep, maxCount):
+            st = conns[fd]
+            s = st[0]
+            try:
+                if st[1] == _CONNECTING:
+                    if ev & (select.EPOLLERR | select.EPOLLHUP):
+                        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        raise OSError(err, "connect failed: " + os.strerror(err))
+                    s.send(request)
+                    st[1] = _HEAD
+                    ep.modify(fd, select.EPOLLIN)
                     continue
+                data = s.recv(65536)
+                if not data:
+                    raise ClientError("server closed the connection")
+                if st[1] == _HEAD:
+                    buf = st[2] + data
+                    i = buf.find(b"\r\n\r\n")
+                    if i < 0:
+                        st[2] = buf
+                        continue
+                    head = buf[:i]
+                    if not head.startswith(expected):
+                        raise ClientError(f"unexpected response {head[:200]!r}")
+                    st[1] = _BODY
+                    if upgrading:
+                        if i + 4 != len(buf):
+                            raise ClientError("unexpected bytes after the 101")
+                    if kind == UPGRADE:
+                        s.send(PROBE)
+                        st[2] = b""
+                        st[3] = len(PROBE)
+                        continue
+                    st[2] = buf[i + 4 :]
+                    st[3] = 0 if upgrading else _contentLength(head)
+                else:
+                    st[2] += data
+                if len(st[2]) < st[3]:
+                    continue
+                if kind == UPGRADE and st[2] != PROBE:
+                    raise ClientError(f"echo mismatch {st[2]!r}")
+            except (OSError, ClientError, ValueError) as e:
+                nErrors += 1
+                if len(errors) < 5:
+                    errors.append(f"{type(e).__name__}: {e}")
+                if nErrors > 100:
+                    raise RuntimeError("too many client errors: " + "; ".join(errors)) from e
                 drop(fd)
-                if started:
-                    count += 1
                 launch()
+                continue
+            drop(fd)
+            clock.count()
+            launch()
     finally:
         for fd in list(conns):
             drop(fd)
         ep.close()
-    return {
-        "count": count,
-        "t0": t0,
-        "t1": now,
-        "errors": nErrors,
-        "errorSamples": errors,
-    }
+    return clock.result(count=clock.done, errors=nErrors, errorSamples=errors)
 
 
 def runStream(
@@ -371,49 +313,35 @@ def runStream(
         ep.register(s.fileno(), select.EPOLLIN)
     for fd, st in state.items():
         queue(fd, st, depth)
-    startAt, deadline = window()
-
-    started = False
-    rx = 0
-    t0 = 0.0
-    now = time.monotonic()
+    clock = H.PollWindow(window())
     try:
-        while True:
-            events = ep.poll(0.05)
-            now = time.monotonic()
-            if not started and now >= startAt:
-                started = True
-                t0 = now
-            if started and (now >= deadline or rx >= maxBytes):
-                break
-            for fd, ev in events:
-                st = state[fd]
-                if ev & select.EPOLLIN:
-                    n = st[0].recv_into(rbuf)
-                    if n == 0:
-                        raise ClientError("server closed an echo connection")
-                    if started:
-                        rx += n
-                    got = st[2] + n
-                    k = got // size
-                    st[2] = got - k * size
-                    if k:
-                        queue(fd, st, k)
-                elif ev & select.EPOLLOUT and st[1] is not None:
-                    flush(fd, st)
-                elif ev & (select.EPOLLERR | select.EPOLLHUP):
-                    raise ClientError("echo connection failed")
+        for fd, ev in clock.events(ep, maxBytes):
+            st = state[fd]
+            if ev & select.EPOLLIN:
+                n = st[0].recv_into(rbuf)
+                if n == 0:
+                    raise ClientError("server closed an echo connection")
+                clock.count(n)
+                got = st[2] + n
+                k = got // size
+                st[2] = got - k * size
+                if k:
+                    queue(fd, st, k)
+            elif ev & select.EPOLLOUT and st[1] is not None:
+                flush(fd, st)
+            elif ev & (select.EPOLLERR | select.EPOLLHUP):
+                raise ClientError("echo connection failed")
     finally:
         for s in socks:
             s.close()
         ep.close()
-    return {"bytes": rx, "t0": t0, "t1": now, "errors": 0}
+    return clock.result(bytes=clock.done, errors=0)
 
 
 def workerMain(conn: multiprocessing.connection.Connection) -> None:
     """Serve the driver's commands until told to quit or the driver goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raiseFileLimit()
+    H.raiseFileLimit()
     held: list[socket.socket] = []
     parent = os.getppid()
     while True:
@@ -466,67 +394,44 @@ def workerMain(conn: multiprocessing.connection.Connection) -> None:
 
 @dataclass
 class Totals:
-    """One figure accumulated over rounds."""
+    """One figure accumulated over rounds: the work done, and who used the CPU meanwhile."""
 
     ops: float = 0.0  # connections, or echoed bytes
     elapsed: float = 0.0
-    serverCpu: float = 0.0
-    serverWall: float = 0.0
-    genCpu: float = 0.0
-    otherCpu: float = 0.0
+    usage: H.Usage = field(default_factory=lambda: H.Usage(0.0, 0.0, 0.0, 0.0))
     errors: int = 0
     utilisations: list[tuple[float, float, float]] = field(default_factory=list)
     roundRates: list[float] = field(default_factory=list)
     roundPerCpu: list[float] = field(default_factory=list)
 
     def add(self, other: Totals) -> None:
-        self.ops += other.ops
-        self.elapsed += other.elapsed
-        self.serverCpu += other.serverCpu
-        self.serverWall += other.serverWall
-        self.genCpu += other.genCpu
-        self.otherCpu += other.otherCpu
-        self.errors += other.errors
-        self.utilisations += other.utilisations
-        self.roundRates += other.roundRates
-        self.roundPerCpu += other.roundPerCpu
+        """Add another round's figures (every field is a sum or a list)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     @property
     def rate(self) -> float:
-        return self.ops / self.elapsed if self.elapsed else math.nan
+        """Work per wall-clock second."""
+        return H.ratio(self.ops, self.elapsed)
 
     @property
     def perCpu(self) -> float:
-        return self.ops / self.serverCpu if self.serverCpu else math.nan
-
-    @property
-    def serverUtil(self) -> float:
-        return self.serverCpu / self.serverWall if self.serverWall else math.nan
-
-    @property
-    def genUtil(self) -> float:
-        return self.genCpu / self.serverWall if self.serverWall else math.nan
-
-    @property
-    def otherUtil(self) -> float:
-        return self.otherCpu / self.serverWall if self.serverWall else math.nan
+        """Work per server CPU-second."""
+        return H.ratio(self.ops, self.usage.server)
 
     def loadRange(self) -> str:
         """Server, generator and other CPU over the rounds, as min-max."""
 
         def span(i: int) -> str:
             values = [u[i] for u in self.utilisations]
-            lo, hi = pct(min(values)), pct(max(values))
+            lo, hi = H.pct(min(values)), H.pct(max(values))
             return lo if lo == hi else f"{lo}-{hi}"
 
         return f"server {span(0)}, generator {span(1)}, other load {span(2)}"
 
     def load(self) -> str:
         """The CPU check printed with every measurement."""
-        return (
-            f"server CPU {pct(self.serverUtil)}, generator CPU {pct(self.genUtil)},"
-            f" other load {pct(self.otherUtil)}"
-        )
+        return self.usage.describe()
 
 
 class Generators:
@@ -561,7 +466,7 @@ class Generators:
         return [self._result(conn, timeout) for conn in self.conns[: len(params)]]
 
     def measure(
-        self, server: ServerProcess, op: str, params: dict[str, Any], duration: float, lead: float
+        self, server: H.ServerProcess, op: str, params: dict[str, Any], duration: float, lead: float
     ) -> tuple[Totals, list[dict[str, Any]]]:
         """
         Run C{op} on every worker in one timing window, opened C{lead} seconds
@@ -580,8 +485,8 @@ class Generators:
         deadline = startAt + duration
         for conn in self.conns:
             conn.send(("window", (startAt, deadline)))
-        sleepUntil(startAt)
-        window = CpuWindow(server.pid, [proc.pid for proc in self.procs])
+        H.sleepUntil(startAt)
+        window = H.CpuWindow(server.pid, [proc.pid for proc in self.procs])
         pending = list(self.conns)
         results: dict[int, Any] = {}
         while pending and time.monotonic() < deadline:
@@ -597,13 +502,10 @@ class Generators:
         totals = Totals(
             ops=sum(r.get("count", r.get("bytes", 0)) for r in rs),
             elapsed=t1 - t0,
-            serverCpu=usage.server,
-            serverWall=usage.wall,
-            genCpu=usage.generators,
-            otherCpu=usage.other,
+            usage=usage,
             errors=sum(r["errors"] for r in rs),
         )
-        totals.utilisations.append((totals.serverUtil, totals.genUtil, totals.otherUtil))
+        totals.utilisations.append(usage.shares())
         totals.roundRates.append(totals.rate)
         totals.roundPerCpu.append(totals.perCpu)
         return totals, rs
@@ -640,33 +542,24 @@ class Config:
 STREAMS = [("64 B ping-pong", 64, 64, 1), ("64 B pipelined", 4, 64, 32), ("64 KiB", 4, 65536, 2)]
 
 
+#: Each setting's value in a quick (smoke) run and in a full one.
+SETTINGS: dict[str, tuple[float, float]] = {
+    "rateRounds": (1, 4),
+    "rateSeconds": (0.5, 3.0),
+    "rateConcurrency": (32, 32),
+    "rateMax": (10_000, 400_000),
+    "streamRounds": (1, 4),
+    "streamSeconds": (0.3, 1.5),
+    "streamMaxBytes": (1 << 30, 40 << 30),
+    "idle": (1000, 2000),
+    "lead": (0.2, 0.3),
+}
+
+
 def config(quick: bool) -> Config:
     """Short alternating rounds: other load on the machine hits both sides alike."""
-    if quick:
-        return Config(
-            rateRounds=1,
-            rateSeconds=0.5,
-            rateConcurrency=32,
-            rateMax=10_000,
-            streamRounds=1,
-            streamSeconds=0.3,
-            streamMaxBytes=1 << 30,
-            idle=1000,
-            lead=0.2,
-            streams=STREAMS,
-        )
-    return Config(
-        rateRounds=4,
-        rateSeconds=3.0,
-        rateConcurrency=32,
-        rateMax=400_000,
-        streamRounds=4,
-        streamSeconds=1.5,
-        streamMaxBytes=40 << 30,
-        idle=2000,
-        lead=0.3,
-        streams=STREAMS,
-    )
+    chosen = {name: values[0 if quick else 1] for name, values in SETTINGS.items()}
+    return Config(**chosen, streams=STREAMS)  # type: ignore[arg-type]
 
 
 class Driver:
@@ -680,9 +573,32 @@ class Driver:
         self.profiles: list[str] = []
 
     def row(self, figure: str, ours: str, theirs: str, ratio: float, spread: str, goal: float | None) -> None:
+        """One row of the summary table."""
         self.rows.append((figure, ours, theirs, ratio, spread, goal))
 
-    def profiled(self, server: ServerProcess, label: str, fn: Any) -> Any:
+    def compare(
+        self,
+        figure: str,
+        ours: Totals,
+        theirs: Totals,
+        perCpu: bool,
+        cell: Callable[[float], str],
+        goal: float | None,
+    ) -> None:
+        """The summary row of C{ours} against C{theirs}: per server CPU-second, or per second."""
+        if perCpu:
+            a, b, spread = ours.perCpu, theirs.perCpu, H.ratioRange(ours.roundPerCpu, theirs.roundPerCpu)
+        else:
+            a, b, spread = ours.rate, theirs.rate, H.ratioRange(ours.roundRates, theirs.roundRates)
+        self.row(figure, cell(a), cell(b), H.ratio(a, b), spread, goal)
+
+    def loads(self, label: str, totals: dict[str, Totals]) -> None:
+        """Keep each kind's CPU check over the rounds, for the summary."""
+        for kind, total in totals.items():
+            self.loadChecks.append(f"{label}, {kind}: {total.loadRange()}")
+            self.otherLoads += [u[2] for u in total.utilisations]
+
+    def profiled(self, server: H.ServerProcess, label: str, fn: Any) -> Any:
         if not self.args.profile:
             return fn()
         path = os.path.join(self.args.profile, f"{server.kind}-server.{label}.prof")
@@ -690,9 +606,9 @@ class Driver:
         return server.profiled(path, fn)
 
     # 1 ------------------------------------------------------------------
-    def connectionRates(self, gens: Generators, server: ServerProcess) -> None:
+    def connectionRates(self, gens: Generators, server: H.ServerProcess) -> None:
         cfg = self.cfg
-        say(
+        H.say(
             f"\n[1/3] New connections on one txupgrade server: Upgrade: echo (the 101, then close) vs"
             f" GET /echo (the 200, then close); also the upgrade plus {len(PROBE)} B echoed (one more"
             f" round trip); {cfg.rateConcurrency} in flight per generator,"
@@ -716,48 +632,36 @@ class Driver:
                 )
                 totals[kind].add(t)
                 self.errors += t.errors
-                say(
-                    f"  round {r + 1} {names[kind]:<13} {fmt(t.rate):>8} conn/s ({fmt(t.ops)} in"
-                    f" {t.elapsed:.2f} s), {fmt(t.perCpu)} per server CPU-s"
-                    f" ({fmt(1e6 / t.perCpu if t.perCpu else math.nan)} us/conn) | {t.load()}"
+                H.say(
+                    f"  round {r + 1} {names[kind]:<13} {H.fmt(t.rate):>8} conn/s ({H.fmt(t.ops)} in"
+                    f" {t.elapsed:.2f} s), {H.fmt(t.perCpu)} per server CPU-s"
+                    f" ({H.fmt(1e6 / t.perCpu if t.perCpu else math.nan)} us/conn) | {t.load()}"
                     + (f" | {t.errors} ERRORS: {rs[0].get('errorSamples')}" if t.errors else "")
                 )
         up, get, switch = totals[UPGRADE], totals[GET], totals[SWITCH_ONLY]
-        for kind in kinds:
-            self.loadChecks.append(f"new conns, {names[kind]}: {totals[kind].loadRange()}")
-            self.otherLoads += [u[2] for u in totals[kind].utilisations]
+        self.loads("new conns", {names[kind]: totals[kind] for kind in kinds})
+
+        def perSecond(value: float) -> str:
+            return f"{H.fmt(value)} /s"
+
+        def perCpuSecond(value: float) -> str:
+            return f"{H.fmt(value)} /CPU-s"
+
         # The goal compares like with like: one request and its answer on a
         # new connection (101 vs 200). Upgrade+echo adds a whole round trip
         # the GET does not have, so it is shown beside it, without a goal.
-        self.row(
-            "upgrades vs GETs on new conns, wall (101 vs 200, then close)",
-            f"{fmt(switch.rate)} /s",
-            f"{fmt(get.rate)} /s",
-            switch.rate / get.rate,
-            ratioRange(switch.roundRates, get.roundRates),
-            0.9,
+        self.compare(
+            "upgrades vs GETs on new conns, wall (101 vs 200, then close)", switch, get, False, perSecond, 0.9
         )
-        self.row(
-            "upgrades vs GETs on new conns, per server CPU-s",
-            f"{fmt(switch.perCpu)} /CPU-s",
-            f"{fmt(get.perCpu)} /CPU-s",
-            switch.perCpu / get.perCpu,
-            ratioRange(switch.roundPerCpu, get.roundPerCpu),
-            0.9,
-        )
-        self.row(
-            "(one more round trip) upgrade+echo vs GET, per server CPU-s",
-            f"{fmt(up.perCpu)} /CPU-s",
-            f"{fmt(get.perCpu)} /CPU-s",
-            up.perCpu / get.perCpu,
-            ratioRange(up.roundPerCpu, get.roundPerCpu),
-            None,
+        self.compare("upgrades vs GETs on new conns, per server CPU-s", switch, get, True, perCpuSecond, 0.9)
+        self.compare(
+            "(one more round trip) upgrade+echo vs GET, per server CPU-s", up, get, True, perCpuSecond, None
         )
 
     # 2 ------------------------------------------------------------------
-    def streams(self, gens: Generators, upgradeServer: ServerProcess, plainServer: ServerProcess) -> None:
+    def streams(self, gens: Generators, upgradeServer: H.ServerProcess, plainServer: H.ServerProcess) -> None:
         cfg = self.cfg
-        say(
+        H.say(
             f"\n[2/3] Echo after the switch vs a plain Twisted echo server; {cfg.streamRounds} round(s) x"
             f" {cfg.streamSeconds:g} s per mode and server (MB = 10^6 bytes echoed back to the client)"
         )
@@ -785,47 +689,31 @@ class Driver:
                         ),
                     )
                     totals[kind].add(t)
-                    say(
+                    H.say(
                         f"  {desc:<32} round {r + 1} {kind:<8}"
-                        f" {t.rate / 1e6:8.2f} MB/s {fmt(t.rate / size):>9} msg/s"
-                        f" | {t.perCpu / 1e6:7.2f} MB and {fmt(t.perCpu / size):>9} msg per server CPU-s"
+                        f" {t.rate / 1e6:8.2f} MB/s {H.fmt(t.rate / size):>9} msg/s"
+                        f" | {t.perCpu / 1e6:7.2f} MB and {H.fmt(t.perCpu / size):>9} msg per server CPU-s"
                         f" | {t.load()}"
                     )
-            up, plain = totals[UPGRADE], totals[PLAIN]
-            for kind in (UPGRADE, PLAIN):
-                self.loadChecks.append(f"echo {label}, {kind}: {totals[kind].loadRange()}")
-                self.otherLoads += [u[2] for u in totals[kind].utilisations]
+            self.loads(f"echo {label}", {kind: totals[kind] for kind in (UPGRADE, PLAIN)})
 
             def cell(value: float, size: int = size) -> str:
-                return f"{value / 1e6:.2f} MB, {fmt(value / size)} msg"
+                return f"{value / 1e6:.2f} MB, {H.fmt(value / size)} msg"
 
-            self.row(
-                f"echo {desc}: per s (wall)",
-                cell(up.rate),
-                cell(plain.rate),
-                up.rate / plain.rate,
-                ratioRange(up.roundRates, plain.roundRates),
-                0.95,
-            )
-            self.row(
-                f"echo {desc}: per server CPU-s",
-                cell(up.perCpu),
-                cell(plain.perCpu),
-                up.perCpu / plain.perCpu,
-                ratioRange(up.roundPerCpu, plain.roundPerCpu),
-                0.95,
-            )
+            up, plain = totals[UPGRADE], totals[PLAIN]
+            self.compare(f"echo {desc}: per s (wall)", up, plain, False, cell, 0.95)
+            self.compare(f"echo {desc}: per server CPU-s", up, plain, True, cell, 0.95)
 
     # 3 ------------------------------------------------------------------
     def idleMemory(self, gens: Generators) -> None:
         n = self.cfg.idle
-        say(
+        H.say(
             f"\n[3/3] Server RSS per idle connection at {n:,} connections (fresh servers;"
             " each connection did one echo round trip, after the 101 for upgrade)"
         )
         per: dict[str, float] = {}
         for kind in (UPGRADE, PLAIN):
-            server = ServerProcess(__file__, kind)
+            server = H.ServerProcess(__file__, kind)
             try:
                 share = [n // len(gens) + (1 if i < n % len(gens) else 0) for i in range(len(gens))]
                 warm = [{"kind": kind, "port": server.port, "n": 20}]
@@ -840,7 +728,7 @@ class Driver:
             finally:
                 server.stop()
             per[kind] = (after - before) / n
-            say(
+            H.say(
                 f"  {kind:<8} server RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
                 f" with {n:,} idle connections: {per[kind] / 1024:.2f} KiB per connection"
             )
@@ -854,9 +742,9 @@ class Driver:
         )
 
     def summary(self) -> None:
-        say("\n== SUMMARY ==")
-        say("| figure | txupgrade | baseline | ratio | per-round ratios | goal | verdict |")
-        say("|---|---|---|---|---|---|---|")
+        H.say("\n== SUMMARY ==")
+        H.say("| figure | txupgrade | baseline | ratio | per-round ratios | goal | verdict |")
+        H.say("|---|---|---|---|---|---|---|")
         for figure, ours, theirs, ratio, spread, goal in self.rows:
             if goal is None:
                 goalText = "none (lower is better)" if figure.startswith("RSS") else "none"
@@ -864,49 +752,49 @@ class Driver:
             else:
                 goalText = f">= {goal:.2f}"
                 verdict = "met" if math.isfinite(ratio) and ratio >= goal else "MISSED"
-            say(f"| {figure} | {ours} | {theirs} | {ratio:.3f} | {spread} | {goalText} | {verdict} |")
-        note = otherLoadNote(self.otherLoads)
+            H.say(f"| {figure} | {ours} | {theirs} | {ratio:.3f} | {spread} | {goalText} | {verdict} |")
+        note = H.otherLoadNote(self.otherLoads)
         if note:
-            say("\n" + note)
-        say(
+            H.say("\n" + note)
+        H.say(
             "\nLoad check, % of one core: server process / all generator processes / other load"
             " (every other process on the machine: see _harness.py)"
         )
         for line in self.loadChecks:
-            say(f"  {line}")
+            H.say(f"  {line}")
         if self.profiles:
-            say("\nServer profiles (cProfile; figures above are slowed by profiling):")
+            H.say("\nServer profiles (cProfile; figures above are slowed by profiling):")
             for path in self.profiles:
-                say(f"  {path}")
+                H.say(f"  {path}")
         if self.errors:
-            say(f"\n{self.errors} client errors: see the lines marked ERRORS above")
+            H.say(f"\n{self.errors} client errors: see the lines marked ERRORS above")
 
-    def server(self, kind: str) -> ServerProcess:
+    def server(self, kind: str) -> H.ServerProcess:
         """A server of C{kind}, profiled on request (C{--profile DIR})."""
         path = os.path.join(self.args.profile, f"{kind}-server.prof") if self.args.profile else None
-        return ServerProcess(__file__, kind, profilePath=path)
+        return H.ServerProcess(__file__, kind, profilePath=path)
 
     def run(self) -> int:
         args = self.args
-        nofile = raiseFileLimit()
+        nofile = H.raiseFileLimit()
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
-        say(
+        H.say(
             f"txupgrade core benchmark ({'quick' if args.quick else 'full'} mode); Python"
             f" {sys.version.split()[0]}, {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable,"
             f" RLIMIT_NOFILE {nofile}, {args.workers} load generator process(es)"
         )
         gens = Generators(args.workers)
-        servers: list[ServerProcess] = []
+        servers: list[H.ServerProcess] = []
         try:
             upgradeServer = self.server(UPGRADE)
             servers.append(upgradeServer)
             plainServer = self.server(PLAIN)
             servers.append(plainServer)
-            say(
-                f"servers: txupgrade UpgradeSite on {HOST}:{upgradeServer.port}"
+            H.say(
+                f"servers: txupgrade UpgradeSite on {H.HOST}:{upgradeServer.port}"
                 f" (pid {upgradeServer.pid}),"
-                f" plain Twisted echo on {HOST}:{plainServer.port} (pid {plainServer.pid});"
+                f" plain Twisted echo on {H.HOST}:{plainServer.port} (pid {plainServer.pid});"
                 f" reactor {upgradeServer.reactor}; access log off, log events discarded"
             )
             if "conn" in args.only:

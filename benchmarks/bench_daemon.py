@@ -55,27 +55,19 @@ import os
 import re
 import selectors
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from typing import Any
-
-import psutil
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import machineCpu, runMeasured
+from _harness import Twistd, fmtRatio, measured, ratio, runMeasured
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-_SERVING = re.compile(r"txupgrade serving on tcp:127\.0\.0\.1:(\d+)")
-_WORKER_SERVING = re.compile(r"\[worker (\d+)\|[^\]]*\] txupgrade serving on")
 _KEY = base64.b64encode(b"0123456789abcdef")
 _ACCEPT = base64.b64encode(hashlib.sha1(_KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
 
@@ -196,92 +188,33 @@ def generatePython(kind: str, port: int, seconds: float, concurrency: int) -> di
     return {"handshakes": done, "errors": errors}
 
 
-class Daemon:
-    """One C{twistd txupgrade} under test, its log in a file."""
-
-    def __init__(
-        self,
-        name: str,
-        extra: list[str],
-        directory: str,
-        common: Sequence[str] = (),
-        command: Sequence[str] | None = None,
-    ) -> None:
-        self.name = name
-        self.log = os.path.join(directory, re.sub(r"[^\w.-]+", "-", name) + ".log")
-        args = [*(command or TWISTD), "-n", "--pidfile=", f"--logfile={self.log}", "txupgrade"]
-        args += ["--listen", "tcp:0:interface=127.0.0.1", *extra, *common]
-        self.workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 0
-        self.process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)
-        self.port = self._waitServing()
-
-    def _text(self) -> str:
-        try:
-            with open(self.log, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def _waitServing(self, seconds: float = 90.0) -> int:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            text = self._text()
-            match = _SERVING.search(text)
-            if match and len(set(_WORKER_SERVING.findall(text))) >= self.workers:
-                return int(match.group(1))
-            if self.process.poll() is not None:
-                raise SystemExit(f"{self.name} exited: {text[-2000:]}")
-            time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not start in {seconds} s: {self._text()[-2000:]}")
-
-    def processes(self) -> list[psutil.Process]:
-        """The supervisor (or single process) and its workers."""
-        main = psutil.Process(self.process.pid)
-        return [main, *main.children()]
-
-    def cpu(self) -> dict[int, float]:
-        """CPU seconds (user + system) of each of L{processes}."""
-        result = {}
-        for process in self.processes():
-            times = process.cpu_times()
-            result[process.pid] = times.user + times.system
-        return result
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                for process in self.processes():
-                    process.kill()
-                self.process.wait(5)
-
-
 def measure(
-    daemon: Daemon, kind: str, seconds: float, concurrency: int, generator: str | None
+    daemon: Twistd, kind: str, seconds: float, concurrency: int, generator: str | None
 ) -> dict[str, Any]:
     """One measurement of C{kind} handshakes against C{daemon} (C{generator}: see L{generate})."""
     generate(generator, kind, daemon.port, min(1.0, seconds), concurrency)  # warm-up
-    cpuBefore = daemon.cpu()
-    busyBefore = machineCpu()
-    wallBefore = time.monotonic()
-    counts = generate(generator, kind, daemon.port, seconds, concurrency)
-    wall = time.monotonic() - wallBefore
-    own = counts.pop("generatorCpu")
-    busy = machineCpu() - busyBefore
-    cpuAfter = daemon.cpu()
-    perProcess = {pid: cpuAfter[pid] - cpuBefore.get(pid, 0.0) for pid in cpuAfter}
-    server = sum(perProcess.values())
+    samples: list[dict[int, float]] = []
+
+    def serverCpu() -> float:
+        samples.append(daemon.cpuByProcess())
+        return sum(samples[-1].values())
+
+    def run() -> tuple[dict[str, Any], float]:
+        counts = generate(generator, kind, daemon.port, seconds, concurrency)
+        return counts, counts.pop("generatorCpu")
+
+    counts, usage = measured(serverCpu, run)
+    before, after = samples
+    perProcess = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
     return {
         **counts,
-        "wall": wall,
-        "perSecond": counts["handshakes"] / wall,
-        "serverCpu": server,
-        "perServerCpuSecond": counts["handshakes"] / server if server else 0.0,
+        "wall": usage.wall,
+        "perSecond": counts["handshakes"] / usage.wall,
+        "serverCpu": usage.server,
+        "perServerCpuSecond": ratio(counts["handshakes"], usage.server),
         "processCpu": [round(perProcess[pid], 2) for pid in sorted(perProcess)],
-        "generatorCpu": own,
-        "otherCpu": max(0.0, busy - server - own),
+        "generatorCpu": usage.generators,
+        "otherCpu": usage.other,
         "loadAverage": os.getloadavg()[0],
     }
 
@@ -304,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':<10} {'':<5} {'':>8} {'':>13} {'gen cpu':>8} {'other cpu':>10} {'errors':>7}")
     try:
         for name, extra in CONFIGS.items():
-            daemon = Daemon(name, extra, directory, args.daemon_args.split())
+            daemon = Twistd(name, extra, directory, args.daemon_args.split())
             try:
                 for kind in kinds:
                     r = measure(daemon, kind, args.seconds, args.concurrency, generator)
@@ -325,19 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         two, one, single = (results[c][kind] for c in ("workers=2", "workers=1", "single"))
         summary[kind] = {
-            "workers2/workers1": two["perSecond"] / one["perSecond"] if one["perSecond"] else 0.0,
-            "workers2/single": two["perSecond"] / single["perSecond"] if single["perSecond"] else 0.0,
-            "perCpu workers2/single": (
-                two["perServerCpuSecond"] / single["perServerCpuSecond"]
-                if single["perServerCpuSecond"]
-                else 0.0
-            ),
+            "workers2/workers1": ratio(two["perSecond"], one["perSecond"]),
+            "workers2/single": ratio(two["perSecond"], single["perSecond"]),
+            "perCpu workers2/single": ratio(two["perServerCpuSecond"], single["perServerCpuSecond"]),
         }
-        s = summary[kind]
+        s = {label: fmtRatio(value) for label, value in summary[kind].items()}
         print(
-            f"ratio {kind}: workers=2/workers=1 {s['workers2/workers1']:.2f}x (goal >= 1.6), "
-            f"workers=2/single {s['workers2/single']:.2f}x; per server CPU-second "
-            f"workers=2/single {s['perCpu workers2/single']:.2f}x"
+            f"ratio {kind}: workers=2/workers=1 {s['workers2/workers1']} (goal >= 1.6), "
+            f"workers=2/single {s['workers2/single']}; per server CPU-second "
+            f"workers=2/single {s['perCpu workers2/single']}"
         )
     print(f"load average at the end: {os.getloadavg()}")
     if args.json:

@@ -69,7 +69,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_daemon as _daemon
-from _harness import ServerProcess, announce, discardLogs, machineLine, runMeasured
+from _harness import ServerProcess, Twistd, announce, discardLogs, machineLine, runMeasured
 
 KINDS = ("get", "echo", "ws", "h2", "stream")
 _KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -183,8 +183,8 @@ def startServers(directory: str) -> dict[str, Server]:
         servers[name] = Server(name, process.port, process.cpu, process.stop)
     for name, extra, without in DAEMONS:
         command = [sys.executable, script, "--launch", without] if without else None
-        daemon = _daemon.Daemon(name, extra, directory, command=command)
-        servers[name] = Server(name, daemon.port, lambda d=daemon: sum(d.cpu().values()), daemon.stop)
+        daemon = Twistd(name, extra, directory, command=command)
+        servers[name] = Server(name, daemon.port, daemon.cpu, daemon.stop)
     return servers
 
 

@@ -35,17 +35,18 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _harness as H
 import bench_daemon as _daemon
 
 CONFIGS = {"log on": [], "log off": ["--no-access-log"]}
 
 
-class Daemon(_daemon.Daemon):
-    """A single-process daemon (C{bench_daemon.Daemon} without C{--workers}) that counts its access lines."""
+class Daemon(H.Twistd):
+    """A single-process daemon (the harness's C{Twistd} without C{--workers}) that counts its access lines."""
 
     def accessLines(self) -> int:
         """How many access lines of switches its log holds."""
-        return self._text().count('" 101 - "')
+        return self.text().count('" 101 - "')
 
 
 def inMemory(rounds: int) -> float:
@@ -84,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for kind in kinds:
                     r = _daemon.measure(daemon, kind, args.seconds, args.concurrency, generator)
-                    r["serverMicrosPerHandshake"] = (
-                        r["serverCpu"] / r["handshakes"] * 1e6 if r["handshakes"] else 0
-                    )
+                    r["serverMicrosPerHandshake"] = H.ratio(r["serverCpu"], r["handshakes"]) * 1e6
                     results.setdefault(name, {})[kind] = r
                     print(
                         f"{name:<8} {kind:<5} {r['perSecond']:>8.0f} {r['serverMicrosPerHandshake']:>10.1f} "
@@ -102,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         on, off = results["log on"][kind], results["log off"][kind]
         summary[kind] = {
-            "off/on handshakes per second": off["perSecond"] / on["perSecond"] if on["perSecond"] else 0.0,
+            "off/on handshakes per second": H.ratio(off["perSecond"], on["perSecond"]),
             "log cost us per handshake": on["serverMicrosPerHandshake"] - off["serverMicrosPerHandshake"],
         }
         s = summary[kind]
         print(
-            f"ratio {kind}: log off/on {s['off/on handshakes per second']:.2f}x handshakes/s; "
+            f"ratio {kind}: log off/on {H.fmtRatio(s['off/on handshakes per second'])} handshakes/s; "
             f"the access log costs {s['log cost us per handshake']:.1f} us of server CPU per upgrade"
         )
     rounds = 2000 if args.quick else 50000

@@ -151,25 +151,15 @@ def h2load(port: int, requests: int, clients: int, streams: int) -> tuple[int, f
 
 def measure(server: H.ServerProcess, requests: int, clients: int, streams: int) -> dict[str, float]:
     """One h2load run against C{server}: rates and the CPU check."""
-    start = time.monotonic()
-    serverBefore, machineBefore = server.cpu(), H.machineCpu()
-    succeeded, generator, output = h2load(server.port, requests, clients, streams)
-    wall = time.monotonic() - start
-    serverCpu = server.cpu() - serverBefore
-    other = max(0.0, H.machineCpu() - machineBefore - serverCpu - generator)
+
+    def run() -> tuple[tuple[int, str], float]:
+        succeeded, generator, output = h2load(server.port, requests, clients, streams)
+        return (succeeded, output), generator
+
+    (succeeded, output), usage = H.measured(server.cpu, run)
     if succeeded != requests:
         raise RuntimeError(f"{server.kind}: {succeeded} of {requests} succeeded:\n{output}")
-    usage = H.Usage(wall, serverCpu, generator, other)
-    return {
-        "requests": succeeded,
-        "wall": wall,
-        "server": serverCpu,
-        "perCpu": succeeded / serverCpu if serverCpu > 0 else float("nan"),
-        "perWall": succeeded / wall,
-        "serverShare": usage.share(serverCpu),
-        "generatorShare": usage.share(generator),
-        "otherShare": usage.share(other),
-    }
+    return H.windowFigures(succeeded, usage, requests=succeeded)
 
 
 def loadRounds(
@@ -209,22 +199,13 @@ def loadRounds(
 # Stream-1 latency
 
 
-def _recvUntil(sock: socket.socket, done: Any, data: bytes = b"") -> bytes:
-    while not done(data):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise RuntimeError(f"closed early after {data[:200]!r}")
-        data += chunk
-    return data
-
-
 def latencyHTTP11(port: int) -> float:
     """Seconds from sending C{GET /} to the whole HTTP/1.1 answer, on a new connection."""
     with socket.create_connection((H.HOST, port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         start = time.perf_counter()
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        _recvUntil(sock, lambda d: d.endswith(BODY))
+        H.recvUntil(sock, lambda d: d.endswith(BODY))
         return time.perf_counter() - start
 
 
@@ -244,11 +225,8 @@ def latencyH2c(port: int) -> tuple[float, float]:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         start = time.perf_counter()
         sock.sendall(request)
-        data = _recvUntil(sock, lambda d: b"\r\n\r\n" in d)
+        _, rest = H.readHead(sock, b"HTTP/1.1 101")
         switched = time.perf_counter()
-        head, rest = data.split(b"\r\n\r\n", 1)
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(f"no 101: {head!r}")
         sock.sendall(client.data_to_send())
         ended = False
         pending = rest

@@ -46,28 +46,10 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import (
-    HOST,
-    REPO,
-    CpuWindow,
-    ServerProcess,
-    Usage,
-    alternatingRounds,
-    announce,
-    discardLogs,
-    machineLine,
-    otherLoadNote,
-    profileOnSignals,
-    say,
-)
+import _harness as H
 
 CHUNK = 64 * 1024
 PAYLOAD = b"p" * 1024
-
-
-def _path() -> None:
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)
 
 
 # --------------------------------------------------------------------------
@@ -93,7 +75,7 @@ def _ampModule() -> Any:
 
 def serve(kind: str, pem: str) -> None:
     """Run one server until the driver goes away; print its port."""
-    _path()
+    H.useCheckout()
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.protocol import Factory, Protocol
@@ -105,8 +87,8 @@ def serve(kind: str, pem: str) -> None:
     from txupgrade.protocols.tls import TLSUpgrade, certificateOptionsFromPEM
     from txupgrade.resource import BytesResource
 
-    discardLogs()
-    profileOnSignals()
+    H.discardLogs()
+    H.profileOnSignals()
 
     class QuietSite(UpgradeSite):
         def log(self, request: object) -> None:
@@ -140,7 +122,7 @@ def serve(kind: str, pem: str) -> None:
         raise SystemExit(f"unknown server kind {kind!r}")
 
     def listening(port: Any) -> None:
-        announce(port.getHost().port, reactor)
+        H.announce(port.getHost().port, reactor)
 
     serverFromString(reactor, description).listen(factory).addCallback(listening)
     parent = os.getppid()
@@ -158,7 +140,7 @@ def serve(kind: str, pem: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _result(count: int, usage: Usage, **extra: Any) -> dict[str, Any]:
+def _result(count: int, usage: H.Usage, **extra: Any) -> dict[str, Any]:
     """A load's result: C{count} done in the window, and who used the CPU."""
     return {
         "count": count,
@@ -170,25 +152,11 @@ def _result(count: int, usage: Usage, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _readHead(sock: socket.socket) -> bytes:
-    """Read up to the end of a response head; nothing after it is expected."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise RuntimeError(f"closed during the head: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    if rest:
-        raise RuntimeError(f"bytes after the head: {rest[:80]!r}")
-    return head
-
-
 def loadAMP(
     kind: str, port: int, pid: int, seconds: float, warmup: float, connections: int
 ) -> dict[str, Any]:
     """AMP Echo calls with 1 KiB payloads, 16 in flight on each connection."""
-    _path()
+    H.useCheckout()
     from twisted.internet import reactor
     from twisted.internet.defer import gatherResults
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -216,7 +184,7 @@ def loadAMP(
             call()
 
     def connectOne() -> Any:
-        endpoint = TCP4ClientEndpoint(reactor, HOST, port)
+        endpoint = TCP4ClientEndpoint(reactor, H.HOST, port)
         if kind == "upgrade":
             return upgrade(endpoint, ["amp"], lambda response: amp.AMP())
         return connectProtocol(endpoint, amp.AMP())
@@ -228,7 +196,7 @@ def loadAMP(
 
     def begin() -> None:
         state["measuring"] = True
-        window["cpu"] = CpuWindow(pid)
+        window["cpu"] = H.CpuWindow(pid)
         reactor.callLater(seconds, end)  # type: ignore[attr-defined]
 
     def end() -> None:
@@ -257,12 +225,10 @@ def loadRaw(
 
     socks = []
     for _ in range(connections):
-        sock = socket.create_connection((HOST, port), timeout=10)
+        sock = socket.create_connection((H.HOST, port), timeout=10)
         if kind == "upgrade":
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
-            head = _readHead(sock)
-            if not head.startswith(b"HTTP/1.1 101 "):
-                raise RuntimeError(head)
+            H.readHead(sock, b"HTTP/1.1 101 ", alone=True)
         sock.setblocking(False)
         socks.append(sock)
     selector = selectors.DefaultSelector()
@@ -273,12 +239,12 @@ def loadRaw(
     received = 0
     t0 = time.perf_counter()
     measuring = False
-    window: CpuWindow | None = None
+    window: H.CpuWindow | None = None
     deadline = t0 + warmup + seconds
     while True:
         now = time.perf_counter()
         if not measuring and now >= t0 + warmup:
-            measuring, received, window = True, 0, CpuWindow(pid)
+            measuring, received, window = True, 0, H.CpuWindow(pid)
         if now >= deadline:
             break
         for key, events in selector.select(0.1):
@@ -324,13 +290,11 @@ def loadTLSPaired(
     lock = threading.Lock()
 
     def once(kind: str) -> None:
-        with socket.create_connection((HOST, servers[kind][0]), timeout=10) as sock:
+        with socket.create_connection((H.HOST, servers[kind][0]), timeout=10) as sock:
             if kind == "upgrade":
                 sock.sendall(request + b"Connection: Upgrade\r\nUpgrade: TLS/1.2\r\n\r\n")
-                head = _readHead(sock)
-                if not head.startswith(b"HTTP/1.1 101 "):
-                    raise RuntimeError(head)
-            with context.wrap_socket(sock, server_hostname=HOST) as tls:
+                H.readHead(sock, b"HTTP/1.1 101 ", alone=True)
+            with context.wrap_socket(sock, server_hostname=H.HOST) as tls:
                 if kind != "upgrade":
                     tls.sendall(request + b"\r\n")
                 data = b""
@@ -368,7 +332,7 @@ def loadTLSPaired(
             for kind in counts:
                 counts[kind] = 0
         windows = {
-            kind: CpuWindow(pid, peers=[p for k, (_, p) in servers.items() if k != kind])
+            kind: H.CpuWindow(pid, peers=[p for k, (_, p) in servers.items() if k != kind])
             for kind, (_, pid) in servers.items()
         }
         state["measuring"] = True
@@ -398,7 +362,7 @@ def memoryFigures(quick: bool) -> list[tuple[str, float, float, str]]:
     request answered as after handshakeCompleted) vs the same GET answered
     on a fresh connection.
     """
-    _path()
+    H.useCheckout()
     from twisted.internet.interfaces import ITLSTransport
     from twisted.internet.main import CONNECTION_DONE
     from twisted.internet.protocol import Factory, Protocol
@@ -459,6 +423,14 @@ def memoryFigures(quick: bool) -> list[tuple[str, float, float, str]]:
         def log(self, request: object) -> None:
             pass
 
+    def fed(site: Quiet, transport: NullTransport, data: bytes) -> Any:
+        """A new connection of C{site} on C{transport}, fed C{data}: the protocol now behind the transport."""
+        server = site.buildProtocol(None)
+        transport.protocol = server
+        server.makeConnection(transport)  # type: ignore[arg-type]
+        server.dataReceived(data)
+        return transport.protocol
+
     rows: list[Any] = []
     n = 20_000 if quick else 300_000
     chunk = b"r" * CHUNK
@@ -472,12 +444,7 @@ def memoryFigures(quick: bool) -> list[tuple[str, float, float, str]]:
     directCost = (time.perf_counter() - t) / n * 1e6
 
     site = Quiet(Resource(), [StreamUpgrade("tcp", Factory.forProtocol(RawEcho))], reactor=Clock())
-    server = site.buildProtocol(None)
-    transport = NullTransport()
-    transport.protocol = server
-    server.makeConnection(transport)
-    server.dataReceived(upgradeRequest(["tcp"]))
-    switched = transport.protocol
+    switched = fed(site, NullTransport(), upgradeRequest(["tcp"]))
     t = time.perf_counter()
     for _ in range(n):
         switched.dataReceived(chunk)
@@ -498,25 +465,15 @@ def memoryFigures(quick: bool) -> list[tuple[str, float, float, str]]:
             pass
 
     def upgraded() -> None:
-        transport = NullTLSTransport()
-        server = upgradeSite.buildProtocol(None)
-        transport.protocol = server
-        server.makeConnection(transport)
-        server.dataReceived(offer)
-        switch = transport.protocol
+        switch = fed(upgradeSite, NullTLSTransport(), offer)
         switch.handshakeCompleted()  # what the TLS layer calls; then the original request is answered
         switch.connectionLost(connectionDone)
 
     def plain() -> None:
-        transport = NullTLSTransport()
-        server = upgradeSite.buildProtocol(None)
-        transport.protocol = server
-        server.makeConnection(transport)
-        server.dataReceived(get)
-        server.connectionLost(connectionDone)
+        fed(upgradeSite, NullTLSTransport(), get).connectionLost(connectionDone)
 
     # Alternating rounds, medians: CPU time, steady against the machine's other load.
-    rounds = alternatingRounds({"upgrade": upgraded, "plain": plain}, count // 10, 10)
+    rounds = H.alternatingRounds({"upgrade": upgraded, "plain": plain}, count // 10, 10)
     rows.append(
         (
             "TLS upgrade's HTTP work (no crypto) vs one GET",
@@ -580,7 +537,7 @@ def _certificate() -> tuple[str, str]:
         import trustme
 
         ca = trustme.CA()
-        cert = ca.issue_cert(HOST)
+        cert = ca.issue_cert(H.HOST)
         directory = tempfile.mkdtemp(prefix="bench_stream_")
         pem = os.path.join(directory, "server.pem")
         cafile = os.path.join(directory, "ca.pem")
@@ -598,7 +555,7 @@ def _certificate() -> tuple[str, str]:
 def runLoad(
     part: str,
     kind: str,
-    server: ServerProcess,
+    server: H.ServerProcess,
     seconds: float,
     warmup: float,
     connections: int,
@@ -654,7 +611,12 @@ def tlsSchedule(rounds: int, seconds: float) -> tuple[int, float]:
 
 
 def runSequential(
-    part: str, servers: dict[str, ServerProcess], rounds: int, seconds: float, warmup: float, connections: int
+    part: str,
+    servers: dict[str, H.ServerProcess],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    connections: int,
 ) -> dict[str, list[Any]]:
     """
     One load process per side and round, the sides taking turns, each first
@@ -669,7 +631,7 @@ def runSequential(
 
 
 def runPairedTLS(
-    servers: dict[str, ServerProcess], rounds: int, seconds: float, warmup: float, connections: int
+    servers: dict[str, H.ServerProcess], rounds: int, seconds: float, warmup: float, connections: int
 ) -> dict[str, list[Any]]:
     """
     One load process for both TLS servers at once, each of its threads
@@ -696,7 +658,7 @@ def measure(
         ours, theirs, unit, goal, connections = PARTS[part]
         paired = part == "tls"
         servers = {
-            kind: ServerProcess(__file__, name, ["--pem", pem])
+            kind: H.ServerProcess(__file__, name, ["--pem", pem])
             for kind, name in (("upgrade", ours), ("alone", theirs))
         }
         try:
@@ -742,7 +704,7 @@ def measure(
         single = {"calls": "call", "MB": "MB", "conns": "connection"}[unit]
         perUnit = {k: 1e6 / max(statistics.mean(perCpu(r) for r in v), 1e-9) for k, v in results.items()}
         deviation = f"{statistics.stdev(spread):.3f}" if len(spread) > 1 else "n/a"
-        say(
+        H.say(
             f"  {part}{' (both servers at once)' if paired else ''}: server busy {cpuShare:.0%} of the"
             f" window on average; server CPU per {single}: {perUnit['upgrade']:.1f} µs through the"
             f" upgrade, {perUnit['alone']:.1f} µs alone; per-round ratio SD {deviation}"
@@ -792,31 +754,31 @@ def main() -> None:
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     rounds, seconds, warmup = (1, 0.3, 0.1) if args.quick else (3, 4.0, 1.0)
     tlsRounds, tlsSeconds = tlsSchedule(rounds, seconds)
-    say(
+    H.say(
         f"bench_stream: {rounds} round(s) of {seconds} s per side (tls: {tlsRounds} of"
         f" {tlsSeconds} s, both sides at once), {os.cpu_count()} CPUs"
     )
-    say(f"before the run: {machineLine()}")
+    H.say(f"before the run: {H.machineLine()}")
     otherLoads: list[float] = []
     rows = measure([p for p in only if p in PARTS], rounds, seconds, warmup, otherLoads)
     memory = memoryFigures(args.quick) if "memory" in only else []
-    say("\n== SUMMARY ==")
-    say("| figure | txupgrade | baseline | ratio | per-round ratios | goal | verdict |")
-    say("|---|---|---|---|---|---|---|")
+    H.say("\n== SUMMARY ==")
+    H.say("| figure | txupgrade | baseline | ratio | per-round ratios | goal | verdict |")
+    H.say("|---|---|---|---|---|---|---|")
     for figure, ours, theirs, ratio, spread, goal in rows:
         verdict = "n/a" if goal is None else ("met" if ratio >= goal else "MISSED")
         goalText = "none" if goal is None else f">= {goal:.2f}"
-        say(f"| {figure} | {ours} | {theirs} | {ratio:.3f} | {spread} | {goalText} | {verdict} |")
+        H.say(f"| {figure} | {ours} | {theirs} | {ratio:.3f} | {spread} | {goalText} | {verdict} |")
     if memory:
-        say("\n== IN MEMORY (Python work, no sockets) ==")
-        say("| figure | txupgrade | baseline | unit |")
-        say("|---|---|---|---|")
+        H.say("\n== IN MEMORY (Python work, no sockets) ==")
+        H.say("| figure | txupgrade | baseline | unit |")
+        H.say("|---|---|---|---|")
         for figure, ours, theirs, unit in memory:
-            say(f"| {figure} | {ours:.2f} | {theirs:.2f} | {unit} |")
-    note = otherLoadNote(otherLoads)
+            H.say(f"| {figure} | {ours:.2f} | {theirs:.2f} | {unit} |")
+    note = H.otherLoadNote(otherLoads)
     if note:
-        say("\n" + note)
-    say(f"\nafter the run: {machineLine()}")
+        H.say("\n" + note)
+    H.say(f"\nafter the run: {H.machineLine()}")
 
 
 if __name__ == "__main__":

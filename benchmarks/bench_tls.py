@@ -26,7 +26,7 @@ body of L{txupgrade.protocols.echo.EchoResource} (52 bytes):
   - C{daemon}: C{twistd -n txupgrade --listen ssl:0:interface=127.0.0.1
     --tls-certificate server.pem}, default options (access log on, its text
     log in a file in a temporary directory), started by
-    C{bench_daemon.Daemon} (which also gives it an idle C{tcp:} listener);
+    C{_harness.Twistd} (which also gives it an idle C{tcp:} listener);
   - C{plain Site}: a plain C{twisted.web.server.Site}, C{EchoResource} at
     C{/echo}, on the same C{ssl:} endpoint description (access lines
     formatted and published as twisted.web does; log events discarded);
@@ -110,7 +110,6 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _harness as H
-import bench_daemon as _daemon
 import bench_daemon_cost as _cost
 import bench_h2 as _h2
 
@@ -290,23 +289,18 @@ PEERS = {
 }
 
 
-class TLSDaemon(_daemon.Daemon):
-    """C{bench_daemon.Daemon} with an C{ssl:} listener too: L{port} is the TLS one."""
+class TLSDaemon(H.Twistd):
+    """The harness's C{Twistd} with an C{ssl:} listener too: L{port} is the TLS one."""
 
     def __init__(self, directory: str, pem: str, command: list[str] | None = None) -> None:
         extra = ["--listen", f"ssl:0:interface={H.HOST}", "--tls-certificate", pem]
         super().__init__("daemon", extra, directory, command=command)
         self.tcpPort = self.port
-        match = _SSL_SERVING.search(self._text())
-        if match is None:
-            self.stop()
-            raise SystemExit(f"daemon: no ssl: listener in its start-up line: {self._text()[-2000:]}")
-        self.port = int(match.group(1))
+        self.port = self.loggedPort(_SSL_SERVING, "no ssl: listener")
 
     def troubles(self) -> int:
         """Tracebacks and unhandled errors in its log (should be none)."""
-        text = self._text()
-        return text.count("Traceback (most recent call last)") + text.count("Unhandled Error")
+        return len(self.tracebacks())
 
 
 def makeCertificate(directory: str, keyType: str) -> dict[str, str]:
@@ -336,12 +330,10 @@ class Servers:
         command = None
         if profile:
             dest = os.path.join(profile, "daemon.prof")
-            command = [*_daemon.TWISTD, f"--profile={dest}", "--profiler=cprofile", "--savestats"]
+            command = [*H.TWISTD, f"--profile={dest}", "--profiler=cprofile", "--savestats"]
         try:
             daemon = self.daemon = TLSDaemon(directory, files["pem"], command)
-            self.byName["daemon"] = _cost.Server(
-                "daemon", daemon.port, lambda: sum(daemon.cpu().values()), daemon.stop
-            )
+            self.byName["daemon"] = _cost.Server("daemon", daemon.port, daemon.cpu, daemon.stop)
             serverArgs = ["--pem", files["pem"], "--cert", files["cert"], "--key", files["key"]]
             for name, kind in PEERS.items():
                 if name in wanted:
@@ -518,25 +510,11 @@ def measure(loads: Loads, load: str, server: _cost.Server, seconds: float) -> di
     """One window of C{load} on C{server}: work, server CPU, rates and the CPU check."""
     import psutil
 
-    cpuBefore, machineBefore, start = server.cpu(), H.machineCpu(), time.monotonic()
     stealBefore = getattr(psutil.cpu_times(), "steal", 0.0)
-    work, generator = loads.run(load, server, seconds)
-    wall = time.monotonic() - start
-    cpu = server.cpu() - cpuBefore
-    usage = H.Usage(wall, cpu, generator, max(0.0, H.machineCpu() - machineBefore - cpu - generator))
+    work, usage = H.measured(server.cpu, lambda: loads.run(load, server, seconds))
     steal = getattr(psutil.cpu_times(), "steal", 0.0) - stealBefore
-    return {
-        "work": work,
-        "wall": wall,
-        "server": cpu,
-        "perCpu": work / cpu if cpu > 0 else math.nan,
-        "perWall": work / wall,
-        "serverShare": usage.share(cpu),
-        "generatorShare": usage.share(generator),
-        "otherShare": usage.share(usage.other),
-        # The hypervisor's: CPU the machine's cores waited for (not counted as anyone's).
-        "stealShare": usage.share(steal),
-    }
+    # The hypervisor's steal: CPU the machine's cores waited for (not counted as anyone's).
+    return H.windowFigures(work, usage, work=work, stealShare=usage.share(steal))
 
 
 # ---------------------------------------------------------------------------

@@ -82,17 +82,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import (
-    CpuWindow,
-    ServerProcess,
-    announce,
-    dieWithParent,
-    fmtRatio,
-    otherLoadNote,
-    profileOnSignals,
-    raiseFileLimit,
-    ratio,
-)
+import _harness as H
 
 SERVERS = ("txupgrade", "autobahn", "autobahn-resource", "twisted")
 LETTERS = dict(zip(SERVERS, "abcd", strict=True))
@@ -165,8 +155,8 @@ def _noAccessLog(request: object) -> None:
 
 def serve(kind: str) -> None:
     """Run server C{kind} on an ephemeral port; print C{READY <port>}."""
-    dieWithParent()
-    raiseFileLimit(65536)
+    H.dieWithParent()
+    H.raiseFileLimit(65536)
     from twisted.internet import epollreactor
 
     epollreactor.install()
@@ -208,8 +198,8 @@ def serve(kind: str) -> None:
         path = "" if kind == "autobahn" else "/ws"
         factory.setSessionParameters(url=f"ws://127.0.0.1:{number}{path}")
 
-    profileOnSignals()
-    announce(number, reactor)
+    H.profileOnSignals()
+    H.announce(number, reactor)
     reactor.run()  # type: ignore[attr-defined]
 
 
@@ -297,14 +287,7 @@ class Client:
         """One full exchange, every byte checked, before anything is timed."""
         with socket.create_connection(self.addr, timeout=5) as sock:
             sock.sendall(self.request)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise BenchError(f"connection closed during the handshake: {data!r}")
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
-            self._check101(head)
+            head, rest = H.readHead(sock, b"HTTP/1.1 101 ")
             fields = dict(line.partition(b":")[::2] for line in head.split(b"\r\n")[1:])
             accept = {name.strip().lower(): value.strip() for name, value in fields.items()}
             if accept.get(b"sec-websocket-accept") != WS_ACCEPT:
@@ -313,11 +296,7 @@ class Client:
                 payload = os.urandom(size)
                 sock.sendall(maskedFrame(2, payload, self.key))
                 want = serverFrame(2, payload)
-                while len(rest) < len(want):
-                    chunk = sock.recv(1 << 20)
-                    if not chunk:
-                        raise BenchError("connection closed before the echo")
-                    rest += chunk
+                rest = H.recvUntil(sock, lambda data, want=want: len(data) >= len(want), rest)
                 if rest != want:
                     raise BenchError(f"bad echo of {size} bytes: {rest[:40]!r}")
                 rest = b""
@@ -352,7 +331,7 @@ class Client:
             epoll.register(fd, IN if sent else OUT)
             started += 1
 
-        window = CpuWindow(self.server.pid)
+        window = H.CpuWindow(self.server.pid)
         deadline = time.monotonic() + maxSeconds
         for _ in range(min(concurrency, maxCount)):
             start()
@@ -415,7 +394,7 @@ class Client:
         epoll.close()
         return self._window(window, done, failures, failure)
 
-    def _window(self, window: CpuWindow, count: int, failures: int, failure: str) -> dict[str, Any]:
+    def _window(self, window: H.CpuWindow, count: int, failures: int, failure: str) -> dict[str, Any]:
         """A rate phase's result: C{count} done since C{window} opened, and who used the CPU."""
         usage = window.close()
         return {
@@ -531,7 +510,7 @@ class Client:
                 entry[2] = memoryview(frame)[n:]
                 epoll.modify(fd, IN | OUT)
 
-        window = CpuWindow(self.server.pid)
+        window = H.CpuWindow(self.server.pid)
         deadline = time.monotonic() + maxSeconds
         for sock in socks:
             fd = sock.fileno()
@@ -608,8 +587,8 @@ class Client:
 
 def runClient(config: dict[str, Any]) -> dict[str, Any]:
     """All phases against one server; the results as a dict."""
-    dieWithParent()
-    raiseFileLimit(config["idle"] + 4096)
+    H.dieWithParent()
+    H.raiseFileLimit(config["idle"] + 4096)
     client = Client(config["port"], config["server_pid"])
     client.verify()
     results: dict[str, Any] = {}
@@ -684,7 +663,7 @@ def missingDependency(kind: str) -> str | None:
 
 def runOne(kind: str, config: dict[str, Any], profilePath: str | None = None) -> dict[str, Any]:
     """Start server C{kind}, run the client against it, stop the server."""
-    server = ServerProcess(__file__, kind, profilePath=profilePath)
+    server = H.ServerProcess(__file__, kind, profilePath=profilePath)
     _children.append(server.process)
     try:
         clientConfig = dict(config, port=server.port, server_pid=server.process.pid)
@@ -827,7 +806,7 @@ def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config:
                 f"   (base RSS {idle['rss_before'] / 2**20:.1f} MiB, {idle['connections']} conns)"
             )
     others = [row["other_util"] for r in results.values() for k, row in r.items() if k in RATE_PHASES]
-    note = otherLoadNote(others)
+    note = H.otherLoadNote(others)
     if note:
         lines.append(note)
     lines += [
@@ -842,10 +821,10 @@ def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config:
         ratios[key] = {}
         for num, den in (("a", "b"), ("a", "c"), ("a", "d"), ("c", "b"), ("d", "b")):
             rn, rd = results.get(SERVERS["abcd".index(num)], {}), results.get(SERVERS["abcd".index(den)], {})
-            cpu = ratio(_figure(rn, key, True), _figure(rd, key, True))
-            wall = ratio(_figure(rn, key, False), _figure(rd, key, False))
+            cpu = H.ratio(_figure(rn, key, True), _figure(rd, key, True))
+            wall = H.ratio(_figure(rn, key, False), _figure(rd, key, False))
             ratios[key][f"{num}/{den}"] = cpu
-            cell = fmtRatio(cpu) if key == "idle" else f"{fmtRatio(cpu)} [{fmtRatio(wall)}]"
+            cell = H.fmtRatio(cpu) if key == "idle" else f"{H.fmtRatio(cpu)} [{H.fmtRatio(wall)}]"
             cells.append(cell)
         ab = ratios[key]["a/b"]
         met = "n/a" if math.isnan(ab) else ("yes" if (ab >= goal if higher else ab <= goal) else "NO")
@@ -941,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
         import psutil  # noqa: F401
     except ImportError:
         parser.error("psutil is needed (pip install psutil)")
-    raiseFileLimit(config["idle"] + 4096)
+    H.raiseFileLimit(config["idle"] + 4096)
 
     try:
         if args.profile:

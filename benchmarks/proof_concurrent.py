@@ -24,20 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _proofs as P
 from _harness import percentile
-from _proofs import (
-    HEAD_101,
-    HOST,
-    UPGRADE_ECHO,
-    Server,
-    begin,
-    errorsLogged,
-    fetchStats,
-    finish,
-    proofParser,
-    readHead,
-    serve,
-)
 
 
 async def run(port: int, connections: int, parallel: int, rounds: int) -> bool:
@@ -50,14 +38,14 @@ async def run(port: int, connections: int, parallel: int, rounds: int) -> bool:
         async with gate:
             started = time.perf_counter()
             try:
-                reader, writer = await asyncio.open_connection(HOST, port)
-                writer.write(UPGRADE_ECHO)
-                head = await readHead(reader)
+                reader, writer = await asyncio.open_connection(P.HOST, port)
+                writer.write(P.UPGRADE_ECHO)
+                head = await P.readHead(reader)
             except (OSError, asyncio.IncompleteReadError) as error:
                 failures.append(f"connection {i}: {error!r}")
                 return None
             latencies.append(time.perf_counter() - started)
-            if not head.startswith(HEAD_101):
+            if not head.startswith(P.HEAD_101):
                 failures.append(f"connection {i}: {head[:40]!r}")
                 return None
             return reader, writer
@@ -66,7 +54,7 @@ async def run(port: int, connections: int, parallel: int, rounds: int) -> bool:
     opened = await asyncio.gather(*(open1(i) for i in range(connections)))
     openSeconds = time.perf_counter() - started
     conns = [c for c in opened if c is not None]
-    peak = await fetchStats(port)
+    peak = await P.fetchStats(port)
     print(
         f"opened and upgraded {len(conns):,} of {connections:,} connections in {openSeconds:.1f} s; "
         f"server RSS {peak['rss'] / 2**20:.1f} MiB, {peak['fds']:,} fds"
@@ -117,20 +105,15 @@ async def run(port: int, connections: int, parallel: int, rounds: int) -> bool:
 
 
 def main() -> int:
-    parser = proofParser(__doc__)
+    parser = P.proofParser(__doc__)
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--parallel", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
-    parser.add_argument("--quick", action="store_true", help="200 connections, 3 rounds: smoke only")
-    args = parser.parse_args()
-    if args.serve:
-        serve()
-        return 0
-    if args.quick:
-        args.connections, args.rounds = 200, 3
-    begin()
-    with Server(os.path.abspath(__file__)) as server:
+    args = P.proofArguments(
+        parser, "200 connections, 3 rounds: smoke only", {"connections": 200, "rounds": 3}
+    )
+    with P.Server(os.path.abspath(__file__)) as server:
         try:
             ok = asyncio.run(
                 asyncio.wait_for(run(server.port, args.connections, args.parallel, args.rounds), args.timeout)
@@ -138,8 +121,8 @@ def main() -> int:
         except asyncio.TimeoutError:
             print(f"FAILED: not done in {args.timeout:.0f} s")
             ok = False
-        ok = errorsLogged(server.stats()["unexpected"]) and ok
-    return finish(ok)
+        ok = P.errorsLogged(server.stats()["unexpected"]) and ok
+    return P.finish(ok)
 
 
 if __name__ == "__main__":

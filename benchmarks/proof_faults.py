@@ -41,23 +41,8 @@ from collections import Counter
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _proofs import (
-    HEAD_101,
-    HOST,
-    UPGRADE_ECHO,
-    Server,
-    begin,
-    finish,
-    proofParser,
-    readHead,
-    readResponse,
-    serve,
-    wsFrame,
-    wsHandshake,
-    wsReadFrame,
-)
+import _proofs as P
 
 from txupgrade.daemon.logs import LogRateLimit
 
@@ -141,7 +126,7 @@ def expectedError(event: dict[str, Any]) -> str | None:
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(HOST, port)
+    return await asyncio.open_connection(P.HOST, port)
 
 
 def vanish(writer: asyncio.StreamWriter, reset: bool) -> None:
@@ -183,25 +168,25 @@ async def midBody(port: int, reset: bool) -> None:
 
 async def afterRequest(port: int, reset: bool) -> None:
     _reader, writer = await connect(port)
-    writer.write(UPGRADE_ECHO + b"bytes for the echo")
+    writer.write(P.UPGRADE_ECHO + b"bytes for the echo")
     await writer.drain()
     vanish(writer, reset)
 
 
 async def after101(port: int, reset: bool) -> None:
     reader, writer = await connect(port)
-    writer.write(UPGRADE_ECHO)
-    head = await readHead(reader)
-    assert head.startswith(HEAD_101), head
+    writer.write(P.UPGRADE_ECHO)
+    head = await P.readHead(reader)
+    assert head.startswith(P.HEAD_101), head
     vanish(writer, reset)
 
 
 async def midFrame(port: int, reset: bool) -> None:
     reader, writer = await connect(port)
-    writer.write(wsHandshake())
-    head = await readHead(reader)
-    assert head.startswith(HEAD_101), head
-    frame = wsFrame(b"x" * 200)
+    writer.write(P.wsHandshake())
+    head = await P.readHead(reader)
+    assert head.startswith(P.HEAD_101), head
+    frame = P.wsFrame(b"x" * 200)
     writer.write(frame[: len(frame) // 2])
     await writer.drain()
     vanish(writer, reset)
@@ -219,24 +204,24 @@ VANISHING = {
 async def raisingPlugin(port: int, hook: str) -> bool:
     """Offer the plugin raising in C{hook}; whether the client saw what it should."""
     reader, writer = await connect(port)
-    request = UPGRADE_ECHO.replace(b"Upgrade: echo", b"Upgrade: boom-" + hook.lower().encode())
+    request = P.UPGRADE_ECHO.replace(b"Upgrade: echo", b"Upgrade: boom-" + hook.lower().encode())
     writer.write(request)
     try:
         if hook in ("negotiate", "buildProtocol"):
-            status, _ = await readResponse(reader)
+            status, _ = await P.readResponse(reader)
             writer.write(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            again, _ = await readResponse(reader)
+            again, _ = await P.readResponse(reader)
             return status == 500 and again == 200
         if hook == "makeConnection":
             # The 101 is written, then the connection aborted: the reset may
             # overtake the 101.
             try:
-                head = await readHead(reader)
+                head = await P.readHead(reader)
             except (ConnectionResetError, asyncio.IncompleteReadError):
                 return True
-            return head.startswith(HEAD_101) and await closedByServer(reader)
-        head = await readHead(reader)
-        if not head.startswith(HEAD_101):
+            return head.startswith(P.HEAD_101) and await closedByServer(reader)
+        head = await P.readHead(reader)
+        if not head.startswith(P.HEAD_101):
             return False
         writer.write(b"ping")
         if hook == "dataReceived":
@@ -251,26 +236,26 @@ async def normalClients(port: int, n: int) -> list[str]:
     problems = []
     reader, writer = await connect(port)
     writer.write(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    status, body = await readResponse(reader)
+    status, body = await P.readResponse(reader)
     writer.close()
     if status != 200 or not body:
         problems.append(f"GET /echo: {status}")
     reader, writer = await connect(port)
     payload = b"normal %08d" % n
-    writer.write(UPGRADE_ECHO + payload)
-    head = await readHead(reader)
+    writer.write(P.UPGRADE_ECHO + payload)
+    head = await P.readHead(reader)
     echoed = await reader.readexactly(len(payload))
     writer.close()
-    if not head.startswith(HEAD_101) or echoed != payload:
+    if not head.startswith(P.HEAD_101) or echoed != payload:
         problems.append(f"echo upgrade: {head[:20]!r} {echoed!r}")
     reader, writer = await connect(port)
-    writer.write(wsHandshake() + wsFrame(payload))
-    head = await readHead(reader)
-    frame = await wsReadFrame(reader)
-    writer.write(wsFrame((1000).to_bytes(2, "big"), opcode=0x8))
-    closing = await wsReadFrame(reader)
+    writer.write(P.wsHandshake() + P.wsFrame(payload))
+    head = await P.readHead(reader)
+    frame = await P.wsReadFrame(reader)
+    writer.write(P.wsFrame((1000).to_bytes(2, "big"), opcode=0x8))
+    closing = await P.wsReadFrame(reader)
     writer.close()
-    if not head.startswith(HEAD_101) or frame != (1, payload) or closing[0] != 8:
+    if not head.startswith(P.HEAD_101) or frame != (1, payload) or closing[0] != 8:
         problems.append(f"WebSocket echo: {head[:20]!r} {frame!r}")
     return problems
 
@@ -309,18 +294,13 @@ async def run(port: int, rounds: int) -> bool:
 
 
 def main() -> int:
-    parser = proofParser(__doc__)
+    parser = P.proofParser(__doc__)
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="5 rounds: smoke only")
-    args = parser.parse_args()
-    if args.serve:
-        serve(raisingPlugins(), expectedError)
-        return 0
-    if args.quick:
-        args.rounds = 5
-    begin()
+    args = P.proofArguments(
+        parser, "5 rounds: smoke only", {"rounds": 5}, lambda: P.serve(raisingPlugins(), expectedError)
+    )
     started = time.monotonic()
-    with Server(os.path.abspath(__file__)) as server:
+    with P.Server(os.path.abspath(__file__)) as server:
         ok = asyncio.run(run(server.port, args.rounds))
         final = server.stats()
     lines = 1 + int((time.monotonic() - started) // LOG_INTERVAL)
@@ -336,11 +316,8 @@ def main() -> int:
         elif hook not in RATE_LIMITED and logged.get(hook, 0) != args.rounds:
             print(f"FAILED: {hook}: exactly {args.rounds} logged failures expected")
             ok = False
-    unexpected = final["unexpected"]
-    print(f"other errors (tracebacks) logged by the server: {len(unexpected)}")
-    for text in unexpected[:5]:
-        print(text)
-    return finish(ok and not unexpected)
+    what = "other errors (tracebacks) logged by the server"
+    return P.finish(P.errorsLogged(final["unexpected"], what=what, most=5) and ok)
 
 
 if __name__ == "__main__":

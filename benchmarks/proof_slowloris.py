@@ -37,8 +37,10 @@ the deadline; without it, none closed; no traceback in the daemon's log.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
+import itertools
 import multiprocessing
 import os
 import sys
@@ -47,21 +49,8 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import itertools
-
+import _proofs as P
 from _harness import percentile
-from _proofs import (
-    HEAD_101,
-    HOST,
-    UPGRADE_ECHO,
-    Daemon,
-    begin,
-    errorsLogged,
-    finish,
-    proofParser,
-    readHead,
-    readResponse,
-)
 
 GET_ECHO = b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 TRICKLE_START = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
@@ -83,16 +72,16 @@ async def normalClient(port: int, seconds: float) -> tuple[list[float], int]:
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         try:
-            reader, writer = await asyncio.open_connection(HOST, port)
+            reader, writer = await asyncio.open_connection(P.HOST, port)
             if n % 2 == 0:
                 writer.write(GET_ECHO)
-                status, _body = await readResponse(reader)
+                status, _body = await P.readResponse(reader)
                 good = status == 200
             else:
                 payload = b"%016d" % n
-                writer.write(UPGRADE_ECHO + payload)
-                head = await readHead(reader)
-                good = head.startswith(HEAD_101) and await reader.readexactly(16) == payload
+                writer.write(P.UPGRADE_ECHO + payload)
+                head = await P.readHead(reader)
+                good = head.startswith(P.HEAD_101) and await reader.readexactly(16) == payload
             writer.close()
         except (OSError, asyncio.IncompleteReadError):
             good = False
@@ -128,7 +117,7 @@ async def trickleOnce(port: int, stop: asyncio.Event) -> Trickled:
     """
     record = Trickled(opened=time.perf_counter())
     try:
-        reader, writer = await asyncio.open_connection(HOST, port)
+        reader, writer = await asyncio.open_connection(P.HOST, port)
     except OSError:
         record.refused = True
         return record
@@ -188,7 +177,7 @@ class Phase:
     cpuDuring: float
 
 
-async def measure(daemon: Daemon, pool: concurrent.futures.Executor, trickle: int, seconds: float) -> Phase:
+async def measure(daemon: P.Daemon, pool: concurrent.futures.Executor, trickle: int, seconds: float) -> Phase:
     """The normal client alone, then beside C{trickle} trickling connections."""
     loop = asyncio.get_running_loop()
     hitsBefore = await asyncio.to_thread(_hits, daemon)
@@ -222,7 +211,7 @@ async def measure(daemon: Daemon, pool: concurrent.futures.Executor, trickle: in
     )  # fmt: skip
 
 
-def _hits(daemon: Daemon) -> float:
+def _hits(daemon: P.Daemon) -> float:
     """The daemon's count of request-head timeouts so far."""
     return daemon.metrics().get('txupgrade_limit_hits_total{limit="request-head-timeout"}', 0.0)
 
@@ -316,32 +305,31 @@ def report(name: str, phase: Phase, trickle: int, deadline: float) -> bool:
 
 
 def main() -> int:
-    parser = proofParser(__doc__, serve=False)
+    parser = P.proofParser(__doc__, serve=False)
     parser.add_argument("--trickle", type=int, default=1000, help="trickling connections [1000]")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measurement [20]")
     parser.add_argument("--deadline", type=float, default=10.0, help="--request-head-timeout [10]")
     parser.add_argument("--no-compare", action="store_true", help="skip the daemon without a deadline")
-    parser.add_argument(
-        "--quick", action="store_true", help="50 connections, 3.5 s, deadline 1.5 s: smoke only"
-    )
-    args = parser.parse_args()
-    if args.quick:
-        args.trickle, args.seconds, args.deadline, args.no_compare = 50, 3.5, 1.5, True
-    if args.deadline <= 0 or args.seconds + RAMP < args.deadline + GRACE:
-        parser.error("--deadline must be positive and --seconds + 1.5 at least --deadline + 2")
-    begin()
+
+    def check(args: argparse.Namespace) -> str | None:
+        if args.deadline <= 0 or args.seconds + RAMP < args.deadline + GRACE:
+            return "--deadline must be positive and --seconds + 1.5 at least --deadline + 2"
+        return None
+
+    quick = {"trickle": 50, "seconds": 3.5, "deadline": 1.5, "no_compare": True}
+    args = P.proofArguments(parser, "50 connections, 3.5 s, deadline 1.5 s: smoke only", quick, check=check)
     configs = [] if args.no_compare else [("no deadline", 0.0)]
     configs.append((f"deadline {args.deadline:g} s", args.deadline))
     ok = True
     for name, deadline in configs:
-        with Daemon("--request-head-timeout", f"{deadline:g}") as daemon:
+        with P.Daemon("--request-head-timeout", f"{deadline:g}") as daemon:
             print(f"[{name}] server: {' '.join(daemon.command)}")
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 phase = asyncio.run(measure(daemon, pool, args.trickle, args.seconds))
             ok = report(name, phase, args.trickle, deadline) and ok
-        ok = errorsLogged(daemon.tracebacks()[:10], f"[{name}] ") and ok  # drain included
-    return finish(ok)
+        ok = P.errorsLogged(daemon.tracebacks(), f"[{name}] ", most=10) and ok  # drain included
+    return P.finish(ok)
 
 
 if __name__ == "__main__":

@@ -26,22 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _proofs import (
-    HEAD_101,
-    HOST,
-    UPGRADE_ECHO,
-    Server,
-    begin,
-    errorsLogged,
-    fetchStats,
-    finish,
-    proofParser,
-    readHead,
-    serve,
-    wsFrame,
-    wsHandshake,
-    wsReadFrame,
-)
+import _harness as H
+import _proofs as P
 
 CLOSE_1000 = (1000).to_bytes(2, "big")
 
@@ -49,10 +35,10 @@ CLOSE_1000 = (1000).to_bytes(2, "big")
 async def echoCycle(port: int, n: int) -> None:
     """One upgrade to C{echo}, 16 bytes there and back, close."""
     payload = b"%016d" % n
-    reader, writer = await asyncio.open_connection(HOST, port)
-    writer.write(UPGRADE_ECHO + payload)
-    head = await readHead(reader)
-    if not head.startswith(HEAD_101):
+    reader, writer = await asyncio.open_connection(P.HOST, port)
+    writer.write(P.UPGRADE_ECHO + payload)
+    head = await P.readHead(reader)
+    if not head.startswith(P.HEAD_101):
         raise AssertionError(f"no 101: {head!r}")
     echoed = await reader.readexactly(16)
     if echoed != payload:
@@ -63,16 +49,16 @@ async def echoCycle(port: int, n: int) -> None:
 async def wsCycle(port: int, n: int) -> None:
     """One WebSocket handshake, a message there and back, the closing handshake, close."""
     payload = b"message %d" % n
-    reader, writer = await asyncio.open_connection(HOST, port)
-    writer.write(wsHandshake() + wsFrame(payload))
-    head = await readHead(reader)
-    if not head.startswith(HEAD_101):
+    reader, writer = await asyncio.open_connection(P.HOST, port)
+    writer.write(P.wsHandshake() + P.wsFrame(payload))
+    head = await P.readHead(reader)
+    if not head.startswith(P.HEAD_101):
         raise AssertionError(f"no 101: {head!r}")
-    opcode, echoed = await wsReadFrame(reader)
+    opcode, echoed = await P.wsReadFrame(reader)
     if (opcode, echoed) != (0x1, payload):
         raise AssertionError(f"echo {(opcode, echoed)!r}")
-    writer.write(wsFrame(CLOSE_1000, opcode=0x8))
-    opcode, _ = await wsReadFrame(reader)
+    writer.write(P.wsFrame(CLOSE_1000, opcode=0x8))
+    opcode, _ = await P.wsReadFrame(reader)
     if opcode != 0x8:
         raise AssertionError(f"expected a Close frame, got opcode {opcode}")
     writer.close()
@@ -87,7 +73,7 @@ async def soak(port: int, kind: str, cycles: int, every: int, concurrency: int) 
     started = time.perf_counter()
 
     async def sample() -> None:
-        stats = await fetchStats(port)
+        stats = await P.fetchStats(port)
         samples.append(
             {
                 "cycles": done,
@@ -142,8 +128,8 @@ def report(kind: str, samples: list[dict[str, float]], warmup: int, final: dict[
     cpu = last["cpu"] - samples[0]["cpu"]
     ok = growth <= 5.0
     print(
-        f"{kind}: {cycles:,} cycles in {last['t']:.1f} s ({cycles / last['t']:,.0f}/s wall, "
-        f"{cycles / cpu if cpu else float('nan'):,.0f} per server CPU-s)"
+        f"{kind}: {cycles:,} cycles in {last['t']:.1f} s ({H.fmt(H.ratio(cycles, last['t']))}/s wall, "
+        f"{H.fmt(H.ratio(cycles, cpu))} per server CPU-s)"
     )
     print(
         f"{kind}: RSS after warm-up ({base['cycles']:,} cycles) {base['rss'] / 2**20:.2f} MiB -> "
@@ -157,28 +143,22 @@ def report(kind: str, samples: list[dict[str, float]], warmup: int, final: dict[
 
 
 def main() -> int:
-    parser = proofParser(__doc__)
+    parser = P.proofParser(__doc__)
     parser.add_argument("--kind", choices=["echo", "ws", "both"], default="both")
     parser.add_argument("--cycles", type=int, default=200_000)
     parser.add_argument("--every", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--quick", action="store_true", help="2,000 cycles, sampled every 500: smoke only")
-    args = parser.parse_args()
-    if args.serve:
-        serve()
-        return 0
-    if args.quick:
-        args.cycles, args.every, args.warmup = 2000, 500, 500
-    begin()
+    quick = {"cycles": 2000, "every": 500, "warmup": 500}
+    args = P.proofArguments(parser, "2,000 cycles, sampled every 500: smoke only", quick)
     ok = True
     for kind in ("echo", "ws") if args.kind == "both" else (args.kind,):
-        with Server(os.path.abspath(__file__)) as server:
+        with P.Server(os.path.abspath(__file__)) as server:
             samples = asyncio.run(soak(server.port, kind, args.cycles, args.every, args.concurrency))
             final = server.stats(collect=True)
             ok = report(kind, samples, args.warmup, final) and ok
-            ok = errorsLogged(final["unexpected"], f"{kind}: ") and ok
-    return finish(ok)
+            ok = P.errorsLogged(final["unexpected"], f"{kind}: ") and ok
+    return P.finish(ok)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,9 @@ output, and reports a ratio, whatever the speed.
 
 from __future__ import annotations
 
-import math
-
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.benchmarks import importBenchmark, runQuick
+from tests.support.benchmarks import checkInMemory, importBenchmark
 
 
 class BenchCoreMemorySmokeTests(SynchronousTestCase):
@@ -17,14 +15,8 @@ class BenchCoreMemorySmokeTests(SynchronousTestCase):
 
     def test_quickRunPrintsRatio(self) -> None:
         """It exits 0 and prints CPU per connection for both kinds and a finite ratio."""
-        out, results = runQuick(self, "bench_core_memory.py", "--iterations", "5")
-        self.assertIn("=== echo switch vs GET in memory", out)
-        self.assertIn("ratio switch/get (CPU per connection):", out)
-        for kind in ("switch", "get"):
-            self.assertTrue(any(line.startswith(kind) for line in out.splitlines()), kind)
-            self.assertGreater(results["median"][kind], 0)
-        self.assertTrue(math.isfinite(results["ratio"]) and results["ratio"] > 0, results["ratio"])
-        self.assertEqual(len(results["other"]), results["rounds"])
+        title, ratioLabel = "=== echo switch vs GET in memory", "ratio switch/get (CPU per connection):"
+        checkInMemory(self, "bench_core_memory.py", title, ratioLabel, ["switch", "get"])
 
     def test_brokenAnswersAreCaught(self) -> None:
         """The script's own check refuses a switch or a GET that did not answer as expected."""

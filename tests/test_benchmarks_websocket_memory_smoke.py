@@ -5,11 +5,9 @@ output, and reports a ratio, whatever the speed.
 
 from __future__ import annotations
 
-import math
-
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.benchmarks import importBenchmark, runQuick
+from tests.support.benchmarks import checkInMemory, importBenchmark
 
 
 class BenchWebSocketMemorySmokeTests(SynchronousTestCase):
@@ -17,13 +15,9 @@ class BenchWebSocketMemorySmokeTests(SynchronousTestCase):
 
     def test_quickRunPrintsRatio(self) -> None:
         """It exits 0 and prints CPU per handshake for both kinds and a finite ratio."""
-        out, results = runQuick(self, "bench_websocket_memory.py", "--iterations", "5")
-        self.assertIn("=== WebSocket handshake in memory", out)
-        self.assertIn("ratio txupgrade/autobahn (CPU per handshake):", out)
-        for kind in ("txupgrade", "autobahn"):
-            self.assertTrue(any(line.startswith(kind) for line in out.splitlines()), kind)
-            self.assertGreater(results["median"][kind], 0)
-        self.assertTrue(math.isfinite(results["ratio"]) and results["ratio"] > 0, results["ratio"])
+        title = "=== WebSocket handshake in memory"
+        ratioLabel = "ratio txupgrade/autobahn (CPU per handshake):"
+        checkInMemory(self, "bench_websocket_memory.py", title, ratioLabel, ("txupgrade", "autobahn"))
 
     def test_brokenSwitchIsCaught(self) -> None:
         """The script's own check refuses output that is not a 101 followed by the server's Close."""
