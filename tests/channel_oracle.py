@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,15 +172,9 @@ def _parseHead(data: bytes, req: RefRequest, pos: int) -> int | None:
     if req.problems:
         req.lineProblem = True
         return None
-    pos = eol + 2
-    while True:
-        eol = data.find(CRLF, pos)
-        if eol == -1:
-            return None
-        line = data[pos:eol]
-        pos = eol + 2
+    for line, after in _lines(data, eol + 2):
         if not line:
-            return pos
+            return after
         if line[:1] in (b" ", b"\t"):
             req.problems.append("obs-fold")
             continue
@@ -198,6 +192,14 @@ def _parseHead(data: bytes, req: RefRequest, pos: int) -> int | None:
         if _CTL.search(value):
             req.tolerated.append("CTL in a value")
         req.headers.append((name.lower(), value))
+    return None
+
+
+def _lines(data: bytes, pos: int) -> Iterator[tuple[bytes, int]]:
+    """Each whole line from C{pos} on (without its CRLF), with the offset after it."""
+    while (eol := data.find(CRLF, pos)) != -1:
+        line, pos = data[pos:eol], eol + 2
+        yield line, pos
 
 
 def _chunkedEnd(data: bytes, req: RefRequest, pos: int) -> int | None:
@@ -231,17 +233,13 @@ def _chunkedEnd(data: bytes, req: RefRequest, pos: int) -> int | None:
         total += length
         req.bodyLength = total  # so far: a limit may apply before the end
     req.bodyLength = total
-    while True:
-        eol = data.find(CRLF, pos)
-        if eol == -1:
-            return None
-        line = data[pos:eol]
-        pos = eol + 2
+    for line, after in _lines(data, pos):
         if not line:
-            return pos
+            return after
         name, colon, _value = line.partition(b":")
         if not colon or not _TOKEN.fullmatch(name):
             req.tolerated.append("malformed trailer")
+    return None
 
 
 #: What a site on a loopback address answers to by default (a defence

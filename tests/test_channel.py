@@ -25,10 +25,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 from zope.interface import implementer
 
-from tests.support.http import parseResponses
+from tests.support.http import Held, parseResponses
 from tests.support.http import request as rawRequest
 from txupgrade import negotiation
 from txupgrade.channel import UpgradeAwareRequest, UpgradeSite
@@ -59,29 +59,19 @@ def head101(name: bytes = b"test") -> bytes:
     return HEAD_101 % (name,)
 
 
-def request(
-    target: bytes = b"/show",
-    headers: Iterable[tuple[bytes, bytes]] = (),
-    body: bytes = b"",
-    method: bytes = b"GET",
-    version: bytes = b"HTTP/1.1",
-) -> bytes:
-    """The raw bytes of one request to C{localhost}; add C{Content-Length} yourself."""
-    return rawRequest(method, target, headers, body, version, host=b"localhost")
+def request(target: bytes = b"/show", **fields: Any) -> bytes:
+    """L{tests.support.http.request} to C{localhost}, C{target} first (C{/show} by default)."""
+    return rawRequest(target=target, host=b"localhost", **fields)
 
 
 def offering(
     protocols: bytes = b"test",
     target: bytes = b"/show",
     headers: Iterable[tuple[bytes, bytes]] = (),
-    body: bytes | None = None,
-    method: bytes = b"GET",
+    **fields: Any,
 ) -> bytes:
-    """A request offering C{protocols}, with a C{Content-Length} body if given."""
-    allHeaders = [(b"Connection", b"Upgrade"), (b"Upgrade", protocols), *headers]
-    if body is not None:
-        allHeaders.append((b"Content-Length", b"%d" % len(body)))
-    return request(target, allHeaders, body or b"", method)
+    """L{upgradeRequest} to C{localhost} offering C{protocols}: a C{Content-Length} C{body} if given."""
+    return upgradeRequest([protocols.decode("ascii")], target, headers=headers, host=b"localhost", **fields)
 
 
 def chunked(*chunks: bytes) -> bytes:
@@ -103,23 +93,16 @@ def normalize(data: bytes) -> bytes:
     return _DATE.sub(b"\r\nDate: -", data)
 
 
-class RecordedProtocol(Protocol):
-    """What a L{RecordingUpgrade} builds: keeps everything it receives."""
+class RecordedProtocol(RecordingProtocol):
+    """What a L{RecordingUpgrade} builds: keeps everything it receives, and counts C{connectionMade}."""
 
     def __init__(self, request: UpgradeRequest) -> None:
+        super().__init__()
         self.request = request
-        self.data = bytearray()
         self.made = 0
-        self.lostReason: Failure | None = None
 
     def connectionMade(self) -> None:
         self.made += 1
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self.lostReason = reason
 
 
 @implementer(IUpgradeProtocol)
@@ -183,20 +166,6 @@ class Show(Resource):
         return b"%s %s %s" % (request.method, request.uri, request.content.read())
 
 
-class Slow(Resource):
-    """Answers only when the test finishes the request it keeps."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list[Request] = []
-
-    def render_GET(self, request: Request) -> object:
-        self.pending.append(request)
-        return NOT_DONE_YET
-
-
 class TrackedRequest(UpgradeAwareRequest):
     """A request whose instances, and channels, the test can watch being collected."""
 
@@ -227,7 +196,7 @@ class ChannelMixin:
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.slow = Slow()
+        self.slow = Held()
         self.ws = RecordingUpgrade("ws")
 
     def makeSite(self, protocols: Iterable[IUpgradeProtocol] = (), **kwargs: Any) -> UpgradeSite:
@@ -433,18 +402,9 @@ class ChannelRuleTestsMixin(ChannelMixin):
             (got.method, got.target, got.version, got.path),
             (b"POST", b"/chat?room=1", b"HTTP/1.1", b"/chat"),
         )
-        self.assertEqual(
-            got.headers,
-            (
-                (b"host", b"localhost"),
-                (b"connection", b"Upgrade"),
-                (b"upgrade", b"test/3"),
-                (b"x-one", b"1"),
-                (b"x-dup", b"a"),
-                (b"x-dup", b"b"),
-                (b"content-length", b"5"),
-            ),
-        )
+        offer = ((b"host", b"localhost"), (b"connection", b"Upgrade"), (b"upgrade", b"test/3"))
+        rest = ((b"x-one", b"1"), (b"x-dup", b"a"), (b"x-dup", b"b"), (b"content-length", b"5"))
+        self.assertEqual(got.headers, (*offer, *rest))
         self.assertEqual(got.body, b"hello")
         self.assertEqual(got.offer, Offer((ProtocolName("test", "3"),)))
         self.assertEqual((got.peer, got.host, got.secure), (PEER, HOST, False))
@@ -579,7 +539,7 @@ class ChannelRuleTestsMixin(ChannelMixin):
     def test_limitOnlyForUpgrades(self) -> None:
         """R11: the limit does not apply to a request offering no upgrade."""
         conn = self.exchange(
-            request(b"/echo", [(b"Content-Length", b"40")], b"e" * 40, b"POST"),
+            request(b"/echo", headers=[(b"Content-Length", b"40")], body=b"e" * 40, method=b"POST"),
             [RecordingUpgrade()],
             maxUpgradeBodySize=16,
         )
@@ -1210,7 +1170,7 @@ class TestingHelperTests(SynchronousTestCase):
     def test_plainHTTP(self) -> None:
         """Without an offer, the connection is a plain HTTP/1.1 one."""
         conn = MemoryConnection(UpgradeSite(EchoResource(), reactor=Clock()))
-        conn.send(request(b"/", [(b"Content-Length", b"3")], b"abc", b"POST"))
+        conn.send(request(b"/", headers=[(b"Content-Length", b"3")], body=b"abc", method=b"POST"))
         (response,), _ = parseResponses(conn.received)
         self.assertEqual((response.code, response.body), (200, b"abc"))
 

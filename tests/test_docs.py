@@ -24,17 +24,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 import txupgrade.plugins
 from tests.support.http import normalize, request
 from tests.support.net import TIMEOUT, connectClient, listen, reactor, withTimeout
+from tests.support.processes import ServingProcess, spawnPython
 from txupgrade.resource import DirectoryResource
 from txupgrade.tap import Options
 from txupgrade.testing import MemoryConnection, upgradeRequest
@@ -295,62 +294,12 @@ def _consoleBlocks(page: Path) -> list[tuple[str, str]]:
     return blocks
 
 
-class _Process(ProcessProtocol):
-    """A child process whose output is kept; L{ready} fires with the first port it names."""
-
-    def __init__(self, portPattern: bytes) -> None:
-        self.output = b""
-        self.portPattern = re.compile(portPattern)
-        self.ready: Deferred[int] = Deferred()
-        self.ended: Deferred[None] = Deferred()
-        self.endReason: Failure | None = None
-        self.waiters: list[tuple[bytes, Deferred[None]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        match = self.portPattern.search(self.output)
-        if match and not self.ready.called:
-            self.ready.callback(int(match.group(1)))
-        for waiter in list(self.waiters):
-            if waiter[0] in self.output:
-                self.waiters.remove(waiter)
-                waiter[1].callback(None)
-
-    def waitFor(self, text: bytes) -> Deferred[None]:
-        """Fire once C{text} is in the output."""
-        d: Deferred[None] = Deferred()
-        if text in self.output:
-            d.callback(None)
-        else:
-            self.waiters.append((text, d))
-        return d
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.endReason = reason
-        if not self.ready.called:
-            self.ready.errback(AssertionError(f"exited before listening: {self.output!r}"))
-        self.ended.callback(None)
-
-
 def _spawn(
     test: TestCase, argv: list[str], portPattern: bytes, python: str = sys.executable, **env: str
-) -> _Process:
+) -> ServingProcess:
     """Run C{python argv} in a temporary directory; kill it at cleanup."""
-    process = _Process(portPattern)
-    cwd = tempfile.mkdtemp(prefix="txupgrade-docs-run-")
-    test.addCleanup(shutil.rmtree, cwd, True)
-    environ = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", **env)
-    transport = reactor.spawnProcess(process, python, [python, *argv], env=environ, path=cwd)
-
-    @inlineCallbacks
-    def stop() -> Any:
-        if process.endReason is None:
-            transport.signalProcess("KILL")
-            yield withTimeout(process.ended)
-
-    test.addCleanup(stop)
+    process = ServingProcess(portPattern)
+    spawnPython(test, process, argv, python, PYTHONDONTWRITEBYTECODE="1", **env)
     return process
 
 
@@ -369,7 +318,7 @@ class QuickstartTests(TestCase):
         daemon = _spawn(
             self, [*_TWISTD, "txupgrade", "--listen", "tcp:0:interface=127.0.0.1"], rb"starting on (\d+)"
         )
-        port = yield withTimeout(daemon.ready, 60)
+        [port, *_] = yield withTimeout(daemon.ready, 60)
         blocks = _consoleBlocks(DOCS / "quickstart.md")
         self.assertGreaterEqual(len(blocks), 4)
         self.assertIn("python docs/examples/echo_client.py 8080", [command for command, _ in blocks])
@@ -582,7 +531,7 @@ class ServeShoutExampleTests(TestCase):
             rb"listening on (\d+)",
             PYTHONPATH=os.pathsep.join([str(SHOUT_DIST), str(ROOT)]),
         )
-        port = yield withTimeout(process.ready, 30)
+        [port, *_] = yield withTimeout(process.ready, 30)
         yield self.checkServes(port)
 
 
@@ -747,7 +696,7 @@ class PackagingTests(TestCase):
             rb"starting on (\d+)",
             python,
         )
-        port = yield withTimeout(daemon.ready, 60)
+        [port, *_] = yield withTimeout(daemon.ready, 60)
         client = yield connectClient(self, port)
         client.send(request())
         yield client.waitFor(lambda d: b"</html>" in d)

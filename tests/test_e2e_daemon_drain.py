@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from tests.daemon_sample import SLOW_FIRST, SLOW_REST
 from tests.support.daemon import LOCAL, startDaemon
-from tests.support.http import request, upgrade
+from tests.support.http import parseHead, request, upgrade
 from tests.support.net import RawClient, connectClient, reactor, wait, withTimeout
 from tests.support.processes import CollectingProcess, binaryOrSkip
 from tests.support.websocket import decodeAll, encodeFrame, handshake
@@ -32,10 +32,10 @@ CLIENTS = 100
 
 def _closeCode(data: bytes) -> int | None:
     """The code of the first Close frame after the C{101} head in C{data}, if one is in."""
-    _head, separator, frames = data.partition(b"\r\n\r\n")
-    if not separator:
+    parsed = parseHead(data)
+    if parsed is None:
         return None
-    for (_fin, opcode, payload, _masked), _raw in decodeAll(frames):
+    for (_fin, opcode, payload, _masked), _raw in decodeAll(parsed[1]):
         if opcode == 8:
             return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
     return None

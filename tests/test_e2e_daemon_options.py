@@ -22,6 +22,7 @@ from websockets.sync.client import unix_connect as wsUnixConnect
 
 from tests.daemon_sample import HELLO
 from tests.support.daemon import LOCAL, runToEnd, spawnDaemon, startDaemon
+from tests.support.http import parseResponse
 from tests.support.net import TrackingSite, inThread, listen, wait
 from tests.test_e2e_plugins import GOOD_PLUGIN
 from txupgrade.daemon.demo import demoRoot
@@ -56,8 +57,8 @@ def _getUnix(path: str, target: str) -> tuple[int, bytes]:
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
+    response = parseResponse(data)
+    return response.code, response.body
 
 
 def _chat(url: str, origin: str | None, message: str, unixPath: str | None = None) -> str:

@@ -166,6 +166,36 @@ class _Row:
         test.assertEqual((status, body), ("200", ECHO_GET_BODY), err)
 
     @inlineCallbacks
+    def assertCurlHTTP2(self, *curlArgs: str, said: bytes = b"") -> Any:
+        """C{curl curlArgs} gets C{200} and the body over HTTP/2, C{said} in its C{-v} log."""
+        test: Any = self
+        target = yield self.serve()
+        body, status, version, err = yield curlGet(target, *curlArgs)
+        test.assertIn(said, err)
+        test.assertEqual((status, version, body), ("200", "2", ECHO_GET_BODY), err)
+
+    @inlineCallbacks
+    def assertH2load(self, application: bytes) -> Any:
+        """h2load's 40 requests all succeed, over the C{application} protocol its report names."""
+        test: Any = self
+        target = yield self.serve()
+        out = yield h2load(target)
+        test.assertIn(b"Application protocol: " + application, out)
+        test.assertIn(b"40 succeeded, 0 failed, 0 errored", out)
+
+    @inlineCallbacks
+    def nodeReport(self, node: str, args: list[str], env: dict[str, str], seconds: float) -> Any:
+        """Run a client of C{tests/node}: its JSON report, once it names no error and exited 0."""
+        test: Any = self
+        out, err, exitCode = yield runNode(node, args, env, seconds)
+        lines = out.decode("utf-8").splitlines()
+        test.assertTrue(lines, f"no report from {args}; stderr: {err!r}")
+        report = json.loads(lines[-1])
+        test.assertEqual(report["errors"], [], err)
+        test.assertEqual(exitCode, 0, (report, err))
+        return report
+
+    @inlineCallbacks
     def test_get(self) -> Any:
         """curl's plain C{GET /echo} (default ALPN on TLS, where ALPN C{h2} wins): C{200} and the body."""
         test: Any = self
@@ -200,16 +230,10 @@ class _Row:
             url = f"ws+unix://{target.path}:/ws"
         else:
             url = target.url("ws", "/ws")
-        out, err, exitCode = yield runNode(
-            node, ["ws_client.js", url], {"NODE_EXTRA_CA_CERTS": str(self.certificate.ca)}, CLIENT_SECONDS
-        )
-        lines = out.decode("utf-8").splitlines()
-        test.assertTrue(lines, f"no report from ws_client.js; stderr: {err!r}")
-        report = json.loads(lines[-1])
-        test.assertEqual(report["errors"], [], err)
+        env = {"NODE_EXTRA_CA_CERTS": str(self.certificate.ca)}
+        report = yield self.nodeReport(node, ["ws_client.js", url], env, CLIENT_SECONDS)
         test.assertEqual([echo["same"] for echo in report["echoes"]], [True, True, True], report)
         test.assertEqual(report["closeCode"], 1000, report)
-        test.assertEqual(exitCode, 0, err)
 
     @inlineCallbacks
     def test_webSocketPython(self) -> Any:
@@ -227,22 +251,13 @@ class _Cleartext(_Row):
         # The certificate enables the RFC 2817 TLS upgrade on cleartext listeners.
         return ["--tls-certificate", "server.pem", "--listen", LOCAL]
 
-    @inlineCallbacks
     def test_h2PriorKnowledge(self) -> Any:
         """C{curl --http2-prior-knowledge}: HTTP/2 from the first byte, C{200} and the body."""
-        test: Any = self
-        target = yield self.serve()
-        body, status, version, err = yield curlGet(target, "--http2-prior-knowledge")
-        test.assertEqual((status, version, body), ("200", "2", ECHO_GET_BODY), err)
+        return self.assertCurlHTTP2("--http2-prior-knowledge")
 
-    @inlineCallbacks
     def test_h2c(self) -> Any:
         """C{curl --http2 http://}: C{Upgrade: h2c} switched (C{101}), the answer over HTTP/2."""
-        test: Any = self
-        target = yield self.serve()
-        body, status, version, err = yield curlGet(target, "-v", "--http2")
-        test.assertIn(b"< HTTP/1.1 101 Switching Protocols", err)
-        test.assertEqual((status, version, body), ("200", "2", ECHO_GET_BODY), err)
+        return self.assertCurlHTTP2("-v", "--http2", said=b"< HTTP/1.1 101 Switching Protocols")
 
     @inlineCallbacks
     def test_tlsUpgrade(self) -> Any:
@@ -263,14 +278,9 @@ class _Cleartext(_Row):
 class _H2loadCleartext(_Cleartext):
     """A cleartext row on TCP: h2load too (it cannot reach a Unix socket; curl covers HTTP/2 there)."""
 
-    @inlineCallbacks
     def test_h2load(self) -> Any:
         """h2load by prior knowledge: 40 requests over 2 connections, 5 streams each, all succeed."""
-        test: Any = self
-        target = yield self.serve()
-        out = yield h2load(target)
-        test.assertIn(b"40 succeeded, 0 failed, 0 errored", out)
-        test.assertIn(b"Application protocol: h2c", out)
+        return self.assertH2load(b"h2c")
 
 
 class _Secure(_Row):
@@ -282,23 +292,13 @@ class _Secure(_Row):
     def daemonArgs(self) -> list[str]:
         return ["--tls-certificate", "server.pem", "--listen", SSL_LOCAL]
 
-    @inlineCallbacks
     def test_h2ALPN(self) -> Any:
         """C{curl --http2 https://}: ALPN C{h2}, curl's C{http_version} is 2, C{200} and the body."""
-        test: Any = self
-        target = yield self.serve()
-        body, status, version, err = yield curlGet(target, "-v", "--http2")
-        test.assertIn(b"ALPN: server accepted h2", err)
-        test.assertEqual((status, version, body), ("200", "2", ECHO_GET_BODY), err)
+        return self.assertCurlHTTP2("-v", "--http2", said=b"ALPN: server accepted h2")
 
-    @inlineCallbacks
     def test_h2loadALPN(self) -> Any:
         """h2load over C{https://} (it offers C{h2}): 40 requests over 2 connections, all succeed."""
-        test: Any = self
-        target = yield self.serve()
-        out = yield h2load(target)
-        test.assertIn(b"Application protocol: h2\n", out)
-        test.assertIn(b"40 succeeded, 0 failed, 0 errored", out)
+        return self.assertH2load(b"h2\n")
 
     @inlineCallbacks
     def test_alpnChoice(self) -> Any:
@@ -355,22 +355,13 @@ class _Secure(_Row):
         profile = self.directory / "chromium-profile"
         profile.mkdir()
         url = target.url("http", "/")
-        out, err, exitCode = yield runNode(
-            node,
-            ["-r", str(preload), "browser_check.js", url, CHROMIUM, str(profile)],
-            {"TXUPGRADE_SPKI": self.certificate.spki},
-            60,
-        )
-        lines = out.decode("utf-8").splitlines()
-        test.assertTrue(lines, f"no report from browser_check.js; stderr: {err!r}")
-        report = json.loads(lines[-1])
-        test.assertEqual(report["errors"], [], err)
+        args = ["-r", str(preload), "browser_check.js", url, CHROMIUM, str(profile)]
+        report = yield self.nodeReport(node, args, {"TXUPGRADE_SPKI": self.certificate.spki}, 60)
         test.assertTrue(report["title"].startswith("echo ok: hello from "), report)
         [socket] = report["sockets"]
         test.assertEqual(socket["url"], target.url("ws", "/ws"))
         test.assertEqual(len(socket["sent"]), 1, socket)
         test.assertEqual(socket["received"], socket["sent"])
-        test.assertEqual(exitCode, 0, err)
 
 
 class TCPRow(_H2loadCleartext, TestCase):
@@ -441,24 +432,22 @@ class HAProxyV2Row(_HAProxyRow, TestCase):
     sendProxy = "send-proxy-v2"
 
 
-class WorkersTCPRow(_H2loadCleartext, TestCase):
+class _Workers:
+    """C{--workers 2} with a C{tcp:} and an C{ssl:} listener (mixed in before the row's columns)."""
+
+    workers = True
+    named = ("tcp:127.0.0.1:", "ssl:127.0.0.1:")
+
+    def daemonArgs(self) -> list[str]:
+        return ["--tls-certificate", "server.pem", "--listen", LOCAL, "--listen", SSL_LOCAL]
+
+
+class WorkersTCPRow(_Workers, _H2loadCleartext, TestCase):
     """C{--workers 2} with a C{tcp:} and an C{ssl:} listener: the C{tcp:} one."""
 
-    workers = True
-    named = ("tcp:127.0.0.1:", "ssl:127.0.0.1:")
 
-    def daemonArgs(self) -> list[str]:
-        return ["--tls-certificate", "server.pem", "--listen", LOCAL, "--listen", SSL_LOCAL]
-
-
-class WorkersSSLRow(_Secure, TestCase):
+class WorkersSSLRow(_Workers, _Secure, TestCase):
     """C{--workers 2} with a C{tcp:} and an C{ssl:} listener: the C{ssl:} one."""
-
-    workers = True
-    named = ("tcp:127.0.0.1:", "ssl:127.0.0.1:")
-
-    def daemonArgs(self) -> list[str]:
-        return ["--tls-certificate", "server.pem", "--listen", LOCAL, "--listen", SSL_LOCAL]
 
     def listenerTarget(self, daemon: Daemon) -> Target:
         return Target(daemon.ports[1], None, True, self.certificate.ca)

@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.support.daemon import LOCAL, startDaemon
-from tests.support.http import request, scrapeMetrics, upgrade
+from tests.support.http import holdsResponses, parseResponse, request, scrapeMetrics, upgrade
 from tests.support.net import RawClient, connectClient, inThread, reactor, withTimeout
 from tests.support.websocket import handshake
 
@@ -26,13 +26,6 @@ def _rescrape(samples: dict[Any, float], port: int) -> Any:
     samples.update(fresh)
 
 
-def _whole(data: bytes) -> bool:
-    """Whether C{data} holds a whole response with a C{Content-Length}."""
-    head, separator, body = data.partition(b"\r\n\r\n")
-    match = re.search(rb"\r\nContent-Length: (\d+)", head)
-    return bool(separator and match and len(body) >= int(match.group(1)))
-
-
 class MetricsTests(TestCase):
     """C{/metrics} against a real daemon."""
 
@@ -41,17 +34,8 @@ class MetricsTests(TestCase):
     @inlineCallbacks
     def test_countsWhatTheTestDid(self) -> Any:
         """Upgrades by outcome, open connections, bytes, handshakes and limit hits, exactly."""
-        daemon = yield startDaemon(
-            self,
-            [
-                "--listen",
-                LOCAL,
-                "--metrics",
-                "tcp:0:interface=127.0.0.1",
-                "--max-connections-per-client",
-                "4",
-            ],
-        )
+        args = ["--listen", LOCAL, "--metrics", LOCAL, "--max-connections-per-client", "4"]
+        daemon = yield startDaemon(self, args)
         [port] = daemon.ports
         metricsPort = int(re.search(rb"metrics on 127\.0\.0\.1:(\d+)", daemon.output).group(1))  # type: ignore[union-attr]
         self.assertNotEqual(metricsPort, port)
@@ -73,13 +57,13 @@ class MetricsTests(TestCase):
         # A WebSocket handshake from another site's page: refused (403).
         refused = yield connectClient(self, port)
         send(refused, handshake(port, b"/ws", extra=[(b"Origin", b"http://evil.example")]))
-        yield refused.waitFor(_whole)
-        self.assertTrue(refused.data.startswith(b"HTTP/1.1 403 "), refused.data)
+        yield refused.waitFor(holdsResponses)
+        self.assertEqual(parseResponse(refused.data).code, 403, refused.data)
         # A plain request, answered with the usual advertisement.
         plain = yield connectClient(self, port)
         send(plain, request(target=b"/echo"))
-        yield plain.waitFor(_whole)
-        self.assertTrue(plain.data.startswith(b"HTTP/1.1 200 "), plain.data)
+        yield plain.waitFor(holdsResponses)
+        self.assertEqual(parseResponse(plain.data).code, 200, plain.data)
         # A fifth connection from this address: over the limit.
         over = yield connectClient(self, port)
         yield over.waitForClose()

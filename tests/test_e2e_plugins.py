@@ -7,7 +7,6 @@ skipped and logged; and C{twistd txupgrade} run as a real process.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import sys
@@ -15,17 +14,16 @@ import tempfile
 import textwrap
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import pluginPackagePaths
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 import txupgrade.plugins
 from tests.support.http import Hello, normalize, request, switching, upgrade
-from tests.support.net import TIMEOUT, RawClient, TrackingSite, connectClient, listen, reactor, withTimeout
+from tests.support.net import TIMEOUT, RawClient, TrackingSite, connectClient, listen, withTimeout
+from tests.support.processes import ServingProcess, spawnPython
 from txupgrade.daemon.demo import demoRoot
 from txupgrade.registry import ProtocolRegistry
 
@@ -218,55 +216,17 @@ class ThirdPartyPluginTests(TestCase):
         yield self.serveAndShout(registry)
 
 
-class _Daemon(ProcessProtocol):
-    """A child process whose output is kept, and whose listening ports are read from its log."""
-
-    def __init__(self, expectedPorts: int) -> None:
-        self.output = b""
-        self.expectedPorts = expectedPorts
-        self.listening: Deferred[list[int]] = Deferred()
-        self.ended: Deferred[None] = Deferred()
-        self.endReason: Failure | None = None
-
-    def ports(self) -> list[int]:
-        return [int(p) for p in re.findall(rb"starting on (\d+)", self.output)]
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        if not self.listening.called and len(self.ports()) >= self.expectedPorts:
-            self.listening.callback(self.ports())
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.endReason = reason
-        if not self.listening.called:
-            self.listening.errback(AssertionError(f"exited before listening: {self.output!r}"))
-        self.ended.callback(None)
-
-
 class DaemonTests(TestCase):
     """C{twistd txupgrade} (and C{python -m twisted txupgrade}) as real processes."""
 
-    def spawn(self, argv: list[str], ports: int) -> _Daemon:
-        """Run C{argv} in a temporary directory; kill it at cleanup if still running."""
-        daemon = _Daemon(ports)
-        cwd = tempfile.mkdtemp(prefix="txupgrade-daemon-")
-        self.addCleanup(shutil.rmtree, cwd, True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        transport = reactor.spawnProcess(daemon, sys.executable, [sys.executable, *argv], env=env, path=cwd)
-
-        @inlineCallbacks
-        def stop() -> Any:
-            if daemon.endReason is None:
-                transport.signalProcess("KILL")
-                yield withTimeout(daemon.ended)
-
-        self.addCleanup(stop)
+    def spawn(self, argv: list[str], ports: int) -> ServingProcess:
+        """Run C{argv}; kill it at cleanup if still running. Ready once it names C{ports} ports."""
+        daemon = ServingProcess(rb"starting on (\d+)", ports)
+        spawnPython(self, daemon, argv)
         return daemon
 
     @inlineCallbacks
-    def terminate(self, daemon: _Daemon) -> Any:
+    def terminate(self, daemon: ServingProcess) -> Any:
         """SIGTERM the daemon; it must shut down cleanly in bounded time."""
         daemon.transport.signalProcess("TERM")  # type: ignore[union-attr]
         yield withTimeout(daemon.ended, TIMEOUT)
@@ -329,7 +289,7 @@ class DaemonTests(TestCase):
         argv = ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
         argv += ["--logfile=-", "txupgrade", "--listen", listen, "--listen", listen]
         daemon = self.spawn(argv, 2)
-        ports = yield withTimeout(daemon.listening, 30)
+        ports = yield withTimeout(daemon.ready, 30)
         self.assertEqual(len(set(ports)), 2)
         for port in ports:
             yield self.checkServes(port)
@@ -339,6 +299,6 @@ class DaemonTests(TestCase):
     def test_twist(self) -> Any:
         """C{python -m twisted txupgrade} (the C{twist} runner) serves too."""
         daemon = self.spawn(["-m", "twisted", "txupgrade", "--listen", "tcp:0:interface=127.0.0.1"], 1)
-        ports = yield withTimeout(daemon.listening, 30)
+        ports = yield withTimeout(daemon.ready, 30)
         yield self.checkServes(ports[0])
         yield self.terminate(daemon)

@@ -29,7 +29,7 @@ from websockets.sync.client import connect as wsConnect
 from tests.support.http import parseHead, parseResponses, request, upgrade
 from tests.support.net import TrackingSite, connectClient, inThread, listen, wait
 from tests.support.proxies import startProxy
-from tests.support.websocket import BlockingClient, RecordingServerFactory, handshake
+from tests.support.websocket import BlockingClient, RecordingServerFactory, echoAndClose, handshake
 from txupgrade.daemon.demo import demoRoot
 from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.protocols.websocket import WebSocketEndpoint
@@ -52,20 +52,8 @@ def _webSocketEcho(url: str) -> dict[str, Any]:
     """
     text = "hello through the proxy \N{SNOWMAN}"
     blob = os.urandom(BINARY_SIZE)
-    with wsConnect(
-        url,
-        open_timeout=CLIENT_TIMEOUT,
-        close_timeout=CLIENT_TIMEOUT,
-        max_size=4 * BINARY_SIZE,
-    ) as conn:
-        assert conn.response is not None
-        status = conn.response.status_code
-        conn.send(text)
-        textBack = conn.recv(timeout=CLIENT_TIMEOUT)
-        conn.send(blob)
-        blobBack = conn.recv(timeout=CLIENT_TIMEOUT)
-        conn.close(1000, "done")
-        received = conn.protocol.close_rcvd
+    conn = wsConnect(url, open_timeout=CLIENT_TIMEOUT, close_timeout=CLIENT_TIMEOUT, max_size=4 * BINARY_SIZE)
+    status, textBack, blobBack, received = echoAndClose(conn, text, blob, CLIENT_TIMEOUT)
     return {
         "status": status,
         "textOk": textBack == text,

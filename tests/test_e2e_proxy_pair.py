@@ -24,7 +24,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as wsConnect
 from websockets.typing import Origin
 
-from tests.support.http import upgrade
+from tests.support.http import parseHead, upgrade
 from tests.support.net import (
     RawClient,
     TrackingSite,
@@ -188,13 +188,15 @@ class _PairTests:
             assert client.transport is not None
             clientPorts.append(client.transport.getHost().port)
             client.send(upgrade(b"echo", target=b"/"))
-            data = yield client.waitFor(lambda data: b"\r\n\r\n" in data)
-            head = data.partition(b"\r\n\r\n")[0]
-            test.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+            data = yield client.waitFor(lambda data: parseHead(data) is not None)
+            parsed = parseHead(data)
+            assert parsed is not None
+            response, rest = parsed
+            test.assertEqual((response.status, rest), (b"HTTP/1.1 101 Switching Protocols", b""), data)
             payload = f"bytes of client {i}\r\n".encode()
             client.send(payload)
-            yield client.waitForBytes(len(head) + 4 + len(payload))
-            test.assertEqual(client.data[len(head) + 4 :], payload)
+            yield client.waitForBytes(len(data) + len(payload))
+            test.assertEqual(client.data[len(data) :], payload)
             client.transport.loseConnection()
             yield client.waitForClose()
         switched = [len(instance.site.connections) for instance in self.instances]

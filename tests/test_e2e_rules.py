@@ -22,7 +22,13 @@ from txupgrade.negotiation import Accept, Decline, Refuse, UpgradeError, Upgrade
 from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.resource import BytesResource, DirectoryResource, UpgradeRequiredResource
 
-ADVERTISE_ECHO = b"Upgrade: echo\r\nConnection: Upgrade\r\n"
+
+def advertising(protocols: bytes) -> bytes:
+    """The header lines of a plain answer advertising C{protocols} (R5)."""
+    return b"Upgrade: " + protocols + b"\r\nConnection: Upgrade\r\n"
+
+
+ADVERTISE_ECHO = advertising(b"echo")
 
 
 class Report(Protocol):
@@ -136,8 +142,7 @@ class CaseAndVersionTests(_Server, TestCase):
     def test_wrongVersionOnly(self) -> Any:
         """Only a wrong version offered: a plain answer advertising C{vers/1}."""
         self.serve([SimpleUpgrade("vers", version="1")])
-        advert = b"Upgrade: vers/1\r\nConnection: Upgrade\r\n"
-        yield self.roundTrip(upgrade(b"vers/2"), plainResponse(b"hello /", advert))
+        yield self.roundTrip(upgrade(b"vers/2"), plainResponse(b"hello /", advertising(b"vers/1")))
 
 
 class ConnectionOptionTests(_Server, TestCase):
@@ -219,8 +224,7 @@ class IgnoreAndAdvertiseTests(_Server, TestCase):
     def test_allDecline(self) -> Any:
         """When the only match declines, the request is answered plainly."""
         self.serve([SimpleUpgrade("shy", decision=lambda r: Decline("no"))])
-        advert = b"Upgrade: shy\r\nConnection: Upgrade\r\n"
-        yield self.roundTrip(upgrade(b"shy"), plainResponse(b"hello /", advert))
+        yield self.roundTrip(upgrade(b"shy"), plainResponse(b"hello /", advertising(b"shy")))
 
 
 class PreferenceTests(_Server, TestCase):
@@ -264,8 +268,7 @@ class PreferenceTests(_Server, TestCase):
     def test_onlyListed(self) -> Any:
         """Nothing the client listed: no switch, both advertised in server order."""
         self.serveTwo()
-        advert = b"Upgrade: beta, alpha\r\nConnection: Upgrade\r\n"
-        yield self.roundTrip(upgrade(b"gamma"), plainResponse(b"hello /", advert))
+        yield self.roundTrip(upgrade(b"gamma"), plainResponse(b"hello /", advertising(b"beta, alpha")))
 
 
 class SwitchingResponseTests(_Server, TestCase):
@@ -305,11 +308,8 @@ class OriginalRequestTests(_Server, TestCase):
     def test_protocolSeesRequest(self) -> Any:
         """Method, target and body reach the new protocol, which answers them."""
         self.serve([SimpleUpgrade("report", Report)])
-        data = request(
-            b"POST",
-            b"/some/path?q=1",
-            [(b"Connection", b"Upgrade"), (b"Upgrade", b"report"), (b"Content-Length", b"9")],
-            b"the body!",
+        data = upgrade(
+            b"report", b"/some/path?q=1", extra=[(b"Content-Length", b"9")], method=b"POST", body=b"the body!"
         )
         client = yield self.roundTrip(
             data, switching(b"report") + reported(b"POST", b"/some/path?q=1", b"the body!")
@@ -368,23 +368,34 @@ class ExpectContinueTests(_Server, TestCase):
     """R10: C{100 Continue} comes before the C{101}."""
 
     @inlineCallbacks
+    def sendExpecting(self, protocol: bytes, target: bytes, length: int, answer: bytes) -> Any:
+        """
+        On a new connection, a C{POST} head offering C{protocol} with
+        C{Expect: 100-continue} and a C{Content-Length} of C{length}; assert
+        what comes back is exactly C{answer}: a head (waited for up to its
+        blank line), or a refusal (waited for until the server closes).
+        """
+        client = yield self.connect()
+        client.send(
+            upgrade(
+                protocol,
+                target,
+                extra=[(b"Expect", b"100-continue"), (b"Content-Length", b"%d" % length)],
+                method=b"POST",
+            )
+        )
+        if answer.endswith(b"\r\n\r\n"):
+            yield client.waitForSuffix(b"\r\n\r\n")
+        else:
+            yield client.waitForClose()
+        self.assertEqual(client.data, answer)
+        return client
+
+    @inlineCallbacks
     def test_continueThenSwitch(self) -> Any:
         """The client waits for C{100 Continue}, sends the body, and gets the C{101}."""
         self.serve([SimpleUpgrade("report", Report)])
-        client = yield self.connect()
-        head = request(
-            b"POST",
-            b"/up",
-            [
-                (b"Connection", b"Upgrade"),
-                (b"Upgrade", b"report"),
-                (b"Expect", b"100-continue"),
-                (b"Content-Length", b"5"),
-            ],
-        )
-        client.send(head)
-        yield client.waitForSuffix(b"\r\n\r\n")
-        self.assertEqual(client.data, b"HTTP/1.1 100 Continue\r\n\r\n")
+        client = yield self.sendExpecting(b"report", b"/up", 5, _CONTINUE)
         yield self.roundTrip(b"hello", switching(b"report") + reported(b"POST", b"/up", b"hello"), client)
         yield self.assertEchoes(client)
 
@@ -392,41 +403,16 @@ class ExpectContinueTests(_Server, TestCase):
     def test_continueThenPlainAnswer(self) -> Any:
         """An offer not taken, with C{Expect}: C{100}, then the normal answer."""
         self.serve()
-        client = yield self.connect()
-        head = request(
-            b"POST",
-            b"/",
-            [
-                (b"Connection", b"Upgrade"),
-                (b"Upgrade", b"nope"),
-                (b"Expect", b"100-continue"),
-                (b"Content-Length", b"2"),
-            ],
-        )
-        client.send(head)
-        yield client.waitForSuffix(b"\r\n\r\n")
-        self.assertEqual(client.data, b"HTTP/1.1 100 Continue\r\n\r\n")
+        client = yield self.sendExpecting(b"nope", b"/", 2, _CONTINUE)
         yield self.roundTrip(b"ok", plainResponse(b"posted ok", ADVERTISE_ECHO), client)
 
-    @inlineCallbacks
     def test_tooLargeGetsNoContinue(self) -> Any:
         """A declared body over the limit: C{413} and close, never C{100 Continue}."""
         self.serve(maxUpgradeBodySize=16)
-        client = yield self.connect()
-        client.send(
-            request(
-                b"POST",
-                b"/",
-                [
-                    (b"Connection", b"Upgrade"),
-                    (b"Upgrade", b"echo"),
-                    (b"Expect", b"100-continue"),
-                    (b"Content-Length", b"17"),
-                ],
-            )
-        )
-        data = yield client.waitForClose()
-        self.assertEqual(data, _REFUSED_413)
+        return self.sendExpecting(b"echo", b"/", 17, _REFUSED_413)
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class WholeBodyTests(_Server, TestCase):
@@ -525,12 +511,7 @@ class TrailingBytesTests(_Server, TestCase):
     def test_sameSegmentAfterBody(self) -> Any:
         """Bytes after a C{Content-Length} body, in the same write, follow it."""
         self.serve([SimpleUpgrade("report", Report)])
-        data = request(
-            b"POST",
-            b"/",
-            [(b"Connection", b"Upgrade"), (b"Upgrade", b"report"), (b"Content-Length", b"3")],
-            b"abc",
-        )
+        data = upgrade(b"report", extra=[(b"Content-Length", b"3")], method=b"POST", body=b"abc")
         yield self.roundTrip(data + b"tail", switching(b"report") + reported(b"POST", b"/", b"abc") + b"tail")
 
     @inlineCallbacks
@@ -562,12 +543,8 @@ class TrailingBytesTests(_Server, TestCase):
     def test_oneBytePerWriteChunked(self) -> Any:
         """A chunked upgrade request and trailing bytes, one byte per segment."""
         self.serve([SimpleUpgrade("report", Report)])
-        data = request(
-            b"POST",
-            b"/",
-            [(b"Connection", b"Upgrade"), (b"Upgrade", b"report"), (b"Transfer-Encoding", b"chunked")],
-            b"3\r\nabc\r\n0\r\n\r\n",
-        )
+        chunked = [(b"Transfer-Encoding", b"chunked")]
+        data = upgrade(b"report", extra=chunked, method=b"POST", body=b"3\r\nabc\r\n0\r\n\r\n")
         return self.byteByByte(
             data + b"0\r\n\r\n", switching(b"report") + reported(b"POST", b"/", b"abc") + b"0\r\n\r\n"
         )
@@ -849,12 +826,7 @@ class MalformedTests(_Server, TestCase):
     def test_malformedWithBodyThenPipelinedGet(self) -> Any:
         """A malformed offer with a body, and a GET, in one write: C{400}, then C{200}."""
         self.serve()
-        bad = request(
-            b"POST",
-            b"/",
-            [(b"Connection", b"Upgrade"), (b"Upgrade", b"a b"), (b"Content-Length", b"5")],
-            b"GET /",
-        )
+        bad = upgrade(b"a b", extra=[(b"Content-Length", b"5")], method=b"POST", body=b"GET /")
         yield self.roundTrip(
             bad + request(target=b"/after"),
             _bad(b"malformed protocol in Upgrade: 'a b'") + plainResponse(b"hello /after"),
@@ -873,13 +845,17 @@ class MalformedTests(_Server, TestCase):
         yield self.roundTrip(request(), plainResponse(b"hello /"), client)
 
     @inlineCallbacks
+    def assertFailed(self, offer: bytes, logged: type[BaseException]) -> Any:
+        """C{offer} is answered C{500} with C{logged} logged once; a GET is served after."""
+        client = yield self.roundTrip(upgrade(offer), _FAILED)
+        self.assertEqual(len(self.flushLoggedErrors(logged)), 1)
+        yield self.roundTrip(request(), plainResponse(b"hello /"), client)
+        return client
+
     def test_pluginRefusesWithSuccess(self) -> Any:
         """A C{Refuse} with a non-error status is a plugin bug: C{500}, logged."""
         self.serve([SimpleUpgrade("odd", decision=lambda r: Refuse(200))])
-        body = b"The upgrade failed on the server.\n"
-        client = yield self.roundTrip(upgrade(b"odd"), _error(500, b"Internal Server Error", body))
-        self.assertEqual(len(self.flushLoggedErrors(UpgradeError)), 1)
-        yield self.roundTrip(request(), plainResponse(b"hello /"), client)
+        return self.assertFailed(b"odd", UpgradeError)
 
     @inlineCallbacks
     def test_oversizeValue(self) -> Any:
@@ -921,14 +897,10 @@ class MalformedTests(_Server, TestCase):
         """A plugin's header value with CRLF: C{500}, logged, no injection, usable after."""
         bad = SimpleUpgrade("bad", decision=lambda r: Accept(headers=((b"X-Bad", b"a\r\nInjected: yes"),)))
         self.serve([bad, EchoUpgrade()])
-        body = b"The upgrade failed on the server.\n"
-        client = yield self.roundTrip(upgrade(b"bad"), _error(500, b"Internal Server Error", body))
-        self.assertEqual(len(self.flushLoggedErrors(UpgradeError)), 1)
-        yield self.roundTrip(request(), plainResponse(b"hello /"), client)
+        client = yield self.assertFailed(b"bad", UpgradeError)
         yield self.roundTrip(upgrade(), switching(), client)
         self.assertNotIn(b"Injected", client.data)
 
-    @inlineCallbacks
     def test_pluginRaises(self) -> Any:
         """A plugin whose C{negotiate} raises: C{500}, logged, connection usable."""
 
@@ -936,10 +908,7 @@ class MalformedTests(_Server, TestCase):
             raise ZeroDivisionError("boom")
 
         self.serve([SimpleUpgrade("boom", decision=explode)])
-        body = b"The upgrade failed on the server.\n"
-        client = yield self.roundTrip(upgrade(b"boom"), _error(500, b"Internal Server Error", body))
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
-        yield self.roundTrip(request(), plainResponse(b"hello /"), client)
+        return self.assertFailed(b"boom", ZeroDivisionError)
 
     @inlineCallbacks
     def test_garbageDoesNotAffectOthers(self) -> Any:
@@ -979,3 +948,7 @@ def _error(status: int, reason: bytes, body: bytes) -> bytes:
 
 def _bad(body: bytes) -> bytes:
     return _error(400, b"Bad Request", body)
+
+
+#: The C{500} for a plugin that fails (R15).
+_FAILED = _error(500, b"Internal Server Error", b"The upgrade failed on the server.\n")

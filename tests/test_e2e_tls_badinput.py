@@ -52,7 +52,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.trial.unittest import TestCase
 
 from tests.support.daemon import LOCAL, Daemon, runToEnd, startDaemon
-from tests.support.http import Response, parseResponses, request, scrapeMetrics, upgrade
+from tests.support.http import Response, holdsResponses, parseResponses, request, scrapeMetrics, upgrade
 from tests.support.matrix import (
     CLIENT_TIMEOUT,
     ECHO_GET_BODY,
@@ -277,15 +277,6 @@ def _upgradeInsecurely(port: int) -> dict[str, Any]:
                 answer = readResponse(tls)
                 seen["answer"] = (answer.code, answer.body)
         return seen
-
-
-def _responsesIn(data: bytes, count: int) -> bool:
-    """Whether C{data} holds at least C{count} whole responses."""
-    try:
-        responses, _ = parseResponses(data)
-    except AssertionError:
-        return False  # a body still coming
-    return len(responses) >= count
 
 
 def handshakeLines(daemon: Daemon, port: int) -> list[str]:
@@ -570,7 +561,7 @@ class RunTimeTests(_Directory, TestCase):
     def askOn(self, client: RawClient, count: int) -> Any:
         """Send C{client}'s C{count}th request; all its C{count} answers are C{200} with the echo body."""
         client.send(request(target=b"/echo?keepalive=%d" % count))
-        data = yield client.waitFor(lambda data: _responsesIn(data, count))
+        data = yield client.waitFor(lambda data: holdsResponses(data, count))
         responses, _ = parseResponses(data)
         self.assertEqual([(r.code, r.body) for r in responses], [(200, ECHO_GET_BODY)] * count)
 
@@ -595,10 +586,18 @@ class RunTimeTests(_Directory, TestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn(text, lines[0])
 
-    def assertTLSFailureCounted(self, samples: Any, reason: str) -> None:
-        """The metrics count one failed TLS handshake, for C{reason}, and no limit hit."""
+    @inlineCallbacks
+    def assertFailedOnce(self, kept: RawClient, seen: dict[str, Any], reason: str, detail: str = "") -> Any:
+        """
+        The daemon L{servesOn} C{kept}; its metrics count one failed TLS
+        handshake, for C{reason}, and no limit hit; one line is logged about
+        the bad connection's handshake (C{seen}'s port): C{reason}, C{detail}.
+        """
+        samples = yield self.servesOn(kept)
         self.assertEqual(_byLabel(samples, "txupgrade_tls_handshake_failures_total"), {reason: 1.0})
         self.assertEqual(_byLabel(samples, "txupgrade_limit_hits_total"), {})
+        port = seen["port"]
+        self.assertLoggedOnce(port, f"TLS handshake with 127.0.0.1:{port} failed: {reason}{detail}")
 
     def assertClosedWithoutHTTP(self, seen: dict[str, Any]) -> None:
         """The server closed the connection with nothing, or a TLS alert: never an HTTP answer."""
@@ -618,13 +617,7 @@ class RunTimeTests(_Directory, TestCase):
         seen = yield inThread(_offerALPN, self.tlsTarget, ["foo"])
         self.assertIsNotNone(seen["error"], seen)
         self.assertIn("no application protocol", seen["error"].lower())
-        samples = yield self.servesOn(kept)
-        self.assertTLSFailureCounted(samples, "no application protocol")
-        self.assertLoggedOnce(
-            seen["port"],
-            f"TLS handshake with 127.0.0.1:{seen['port']} failed: "
-            "no application protocol (ALPN offered: foo)",
-        )
+        yield self.assertFailedOnce(kept, seen, "no application protocol", " (ALPN offered: foo)")
 
     @inlineCallbacks
     def test_tls10ClientHello(self) -> Any:
@@ -640,11 +633,7 @@ class RunTimeTests(_Directory, TestCase):
         alert = seen["received"]
         # An alert record: type 21, two bytes of version, length 2, fatal (2) protocol_version (70).
         self.assertEqual((alert[:1], alert[3:]), (b"\x15", b"\x00\x02\x02\x46"), seen)
-        samples = yield self.servesOn(kept)
-        self.assertTLSFailureCounted(samples, "unsupported protocol")
-        self.assertLoggedOnce(
-            seen["port"], f"TLS handshake with 127.0.0.1:{seen['port']} failed: unsupported protocol"
-        )
+        yield self.assertFailedOnce(kept, seen, "unsupported protocol")
 
     @inlineCallbacks
     def test_plainHTTPOnTLSPort(self) -> Any:
@@ -656,11 +645,7 @@ class RunTimeTests(_Directory, TestCase):
         kept = yield self.keepAlive()
         seen = yield inThread(_sendRaw, self.tlsTarget.port, request(target=b"/echo"))
         self.assertClosedWithoutHTTP(seen)
-        samples = yield self.servesOn(kept)
-        self.assertTLSFailureCounted(samples, "http request")
-        self.assertLoggedOnce(
-            seen["port"], f"TLS handshake with 127.0.0.1:{seen['port']} failed: http request"
-        )
+        yield self.assertFailedOnce(kept, seen, "http request")
 
     @inlineCallbacks
     def test_garbageOnTLSPort(self) -> Any:
@@ -674,11 +659,7 @@ class RunTimeTests(_Directory, TestCase):
         self.assertNotIn(garbage[0], range(0x14, 0x19))  # no TLS record type
         seen = yield inThread(_sendRaw, self.tlsTarget.port, garbage)
         self.assertClosedWithoutHTTP(seen)
-        samples = yield self.servesOn(kept)
-        self.assertTLSFailureCounted(samples, "wrong version number")
-        self.assertLoggedOnce(
-            seen["port"], f"TLS handshake with 127.0.0.1:{seen['port']} failed: wrong version number"
-        )
+        yield self.assertFailedOnce(kept, seen, "wrong version number")
 
     @inlineCallbacks
     def test_repeatedFailuresLoggedOnceCountedEach(self) -> Any:
@@ -758,11 +739,8 @@ class RunTimeTests(_Directory, TestCase):
         seen = yield inThread(_plainAfterSwitch, self.plainPort)
         self.assertEqual((seen["code"], seen["upgrade"]), (101, [b"TLS/1.2, HTTP/1.1"]), seen)
         self.assertClosedWithoutHTTP(seen)
-        samples = yield self.servesOn(kept)
-        self.assertTLSFailureCounted(samples, "http request")
+        yield self.assertFailedOnce(kept, seen, "http request")
         plainTarget = Target(self.plainPort, None, False, self.certificate.ca)
         switched = yield inThread(tlsUpgrade, plainTarget)
         self.assertEqual((switched["code"], switched["answer"]), (101, (200, ECHO_GET_BODY)), switched)
-        self.assertLoggedOnce(
-            seen["port"], f"TLS handshake with 127.0.0.1:{seen['port']} failed: http request"
-        )
+        self.assertEqual(len(handshakeLines(self.daemon, seen["port"])), 1)

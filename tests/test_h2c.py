@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tests.h2_helpers import (
+from tests.support.http2 import (
     PAGE,
     SWITCHING,
     H2Client,
@@ -143,29 +143,20 @@ class PluginTests(SynchronousTestCase):
 
     def test_stream1Headers(self) -> None:
         """Pseudo-headers from the request line and Host; no connection-specific fields."""
-        request = upgradeRequest(
-            [
-                *GOOD,
-                (b"http2-settings", b"AAMAAABk"),
-                (b"keep-alive", b"5"),
-                (b"te", b"trailers, deflate"),
-                (b"accept", b"*/*"),
-                (b"transfer-encoding", b"chunked"),
-                (b"expect", b"100-continue"),
-            ],
-            body=b"hello",
-        )
-        self.assertEqual(
-            stream1Headers(request),
-            [
-                (b":method", b"GET"),
-                (b":scheme", b"http"),
-                (b":path", b"/x?y=1"),
-                (b":authority", b"example"),
-                (b"accept", b"*/*"),
-                (b"content-length", b"5"),
-            ],
-        )
+        connectionSpecific = [
+            (b"http2-settings", b"AAMAAABk"),
+            (b"keep-alive", b"5"),
+            (b"te", b"trailers, deflate"),
+        ]
+        framing = [(b"transfer-encoding", b"chunked"), (b"expect", b"100-continue")]
+        request = upgradeRequest([*GOOD, *connectionSpecific, (b"accept", b"*/*"), *framing], body=b"hello")
+        pseudo = [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":path", b"/x?y=1"),
+            (b":authority", b"example"),
+        ]
+        self.assertEqual(stream1Headers(request), [*pseudo, (b"accept", b"*/*"), (b"content-length", b"5")])
 
     def test_pluginScanImportsNoH2(self) -> None:
         """The plugin module imports no HTTP/2 code of ours, and imports without h2 at all."""
@@ -348,15 +339,9 @@ class NoUpgradeInHTTP2Tests(SynchronousTestCase):
         memory = H2Memory(h2Site())
         client = memory.client
         data = client.preface() + client.request(1)
-        bad = [
-            (b"upgrade", b"h2c"),
-            (b"upgrade", b"websocket"),
-            (b"connection", b"Upgrade"),
-            (b"keep-alive", b"timeout=5"),
-            (b"transfer-encoding", b"chunked"),
-            (b"proxy-connection", b"keep-alive"),
-            (b"te", b"gzip"),
-        ]
+        offers = [(b"upgrade", b"h2c"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+        hopByHop = [(b"keep-alive", b"timeout=5"), (b"transfer-encoding", b"chunked")]
+        bad = [*offers, *hopByHop, (b"proxy-connection", b"keep-alive"), (b"te", b"gzip")]
         for i, header in enumerate(bad):
             data += client.request(3 + 2 * i, b"/echo", extra=[header])
         data += client.request(99, b"/dyn")

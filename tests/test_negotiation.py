@@ -8,6 +8,8 @@ here, plus Hypothesis properties over arbitrary input. No reactor, no I/O.
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -326,61 +328,46 @@ class SwitchingResponseTests(SynchronousTestCase):
     R7: the exact bytes of C{101 Switching Protocols}.
     """
 
+    def assertSwitching(
+        self, protocols: Sequence[str], extra: Sequence[tuple[Any, Any]], upgrade: bytes, rest: bytes = b""
+    ) -> None:
+        """C{switchingResponse} is exactly: status line, C{Upgrade: upgrade}, C{Connection}, C{rest}, CRLF."""
+        self.assertEqual(
+            switchingResponse(protocols, extra),
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n%s\r\n"
+            % (upgrade, rest),
+        )
+
     def test_oneProtocol(self) -> None:
         """One protocol: the status line, C{Upgrade}, C{Connection}, blank line."""
-        self.assertEqual(
-            switchingResponse(["websocket"]),
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-        )
+        self.assertSwitching(["websocket"], (), b"websocket")
 
     def test_layerAscending(self) -> None:
         """Several layers are listed in the order given (RFC 2817)."""
-        self.assertEqual(
-            switchingResponse(("TLS/1.2", "HTTP/1.1")),
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: TLS/1.2, HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
-        )
+        self.assertSwitching(("TLS/1.2", "HTTP/1.1"), (), b"TLS/1.2, HTTP/1.1")
 
     def test_extraHeaders(self) -> None:
         """The plugin's headers follow C{Connection}, in their order."""
-        extra = (
-            (b"Sec-WebSocket-Accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            (b"X-Empty", b""),
-            (b"X-Tab", b"a\tb"),
-        )
-        self.assertEqual(
-            switchingResponse(["websocket"], extra),
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Empty: \r\nX-Tab: a\tb\r\n\r\n",
+        accept = (b"Sec-WebSocket-Accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        self.assertSwitching(
+            ["websocket"],
+            (accept, (b"X-Empty", b""), (b"X-Tab", b"a\tb")),
+            b"websocket",
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Empty: \r\nX-Tab: a\tb\r\n",
         )
 
     def test_reservedHeadersDropped(self) -> None:
         """A plugin's own C{Upgrade} or C{Connection} (any case) is dropped."""
-        extra = (
-            (b"Upgrade", b"evil"),
-            (b"connection", b"close"),
-            (b"UPGRADE", b"x"),
-            (b"X-Kept", b"1"),
-        )
-        self.assertEqual(
-            switchingResponse(["echo"], extra),
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Kept: 1\r\n\r\n",
-        )
+        extra = ((b"Upgrade", b"evil"), (b"connection", b"close"), (b"UPGRADE", b"x"), (b"X-Kept", b"1"))
+        self.assertSwitching(["echo"], extra, b"echo", b"X-Kept: 1\r\n")
 
     def test_badPluginHeaders(self) -> None:
         """Header injection or a non-token name raises with status 500."""
-        bad = [
-            (b"X-A", b"1\r\nSet-Cookie: x"),
-            (b"X-A", b"1\r"),
-            (b"X-A", b"1\n"),
-            (b"X-A", b"\x00"),
-            (b"X-A\r\nB", b"1"),
-            (b"Bad Name", b"1"),
-            (b"Bad:Name", b"1"),
-            (b"", b"1"),
-            (b"caf\xc3\xa9", b"1"),
-            ("X-Str", b"1"),
-            (b"X-Str", "1"),
+        badValues = [(b"X-A", value) for value in (b"1\r\nSet-Cookie: x", b"1\r", b"1\n", b"\x00", "1")]
+        badNames = [
+            (name, b"1") for name in (b"X-A\r\nB", b"Bad Name", b"Bad:Name", b"", b"caf\xc3\xa9", "X-Str")
         ]
+        bad: list[tuple[Any, Any]] = [*badValues, *badNames]
         for header in bad:
             error = self.assertRaises(UpgradeError, switchingResponse, ["echo"], (header,))
             self.assertEqual(error.statusHint, 500, header)

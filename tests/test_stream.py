@@ -19,8 +19,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.support.http import upgrade
-from tests.support.net import RawClient, TLSPair, connectClient, listen, reactor, wait, withTimeout
+from tests.support.http import parseResponses, upgrade
+from tests.support.net import (
+    RawClient,
+    RecordingProducer,
+    TLSPair,
+    connectClient,
+    listen,
+    reactor,
+    wait,
+    withTimeout,
+)
 from txupgrade import Decline, IUpgradeProtocol, Refuse, UpgradeSite
 from txupgrade.protocols.stream import StreamUpgrade
 from txupgrade.resource import DirectoryResource
@@ -74,8 +83,9 @@ class ReverseExampleTests(SynchronousTestCase):
             conn = MemoryConnection(site, chunkSize=chunk)
             conn.send(upgradeRequest(["reverse/1"], b"/some/path?q=1") + b"abc\r\n")
             conn.send(b"hello\r\n")
-            head, _, rest = conn.received.partition(b"\r\n\r\n")
-            self.assertTrue(head.startswith(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: reverse/1\r\n"))
+            responses, rest = parseResponses(conn.received)
+            upgrades = [(r.status, r.header(b"upgrade")) for r in responses]
+            self.assertEqual(upgrades, [(b"HTTP/1.1 101 Switching Protocols", [b"reverse/1"])])
             self.assertEqual(rest, b"/some/path\r\ncba\r\nolleh\r\n")
             conn.close()
 
@@ -200,18 +210,9 @@ class ProducerTests(SynchronousTestCase):
     def test_ownProducer(self) -> None:
         """A protocol's own registerProducer works, replacing the default, and resumes reading."""
 
-        class Own(Protocol):
+        class Own(Protocol, RecordingProducer):
             def connectionMade(self) -> None:
                 self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-
-            def pauseProducing(self) -> None:
-                pass
-
-            def resumeProducing(self) -> None:
-                pass
-
-            def stopProducing(self) -> None:
-                pass
 
         transport, made = self.switch(Own)
         self.assertIs(transport.producer, made[0])

@@ -50,6 +50,22 @@ class SeenHeaders(Resource):
         )
 
 
+def seen(
+    target: bytes, connection: bytes = b"-", contentLength: bytes = b"-", args: bytes = b"", body: bytes = b""
+) -> bytes:
+    """What L{SeenHeaders} answers over TLS, where no upgrade, expect or chunked field is left."""
+    return (
+        b"secure=1 %s connection=%s upgrade=- expect=- transfer-encoding=- content-length=%s args=%s body=%s"
+        % (
+            target,
+            connection,
+            contentLength,
+            args,
+            body,
+        )
+    )
+
+
 class Dynamic(Resource):
     """A parent whose children are made per request: reaching them needs twisted.web's traversal."""
 
@@ -149,6 +165,14 @@ class ResumeTests(SynchronousTestCase):
         transport.tls.handshake()
         return self.answers(transport)
 
+    def assertSeenOverTLS(
+        self, transport: _TLSCapableTransport, expected: bytes, message: Any = None
+    ) -> None:
+        """Complete the handshake: one answer, whose body is C{expected} (as L{seen} writes it)."""
+        [answer] = self.handshake(transport)
+        self.assertEqual(answer.code, 200, message)
+        self.assertEqual(answer.body, expected, message)
+
     def answers(self, transport: _TLSCapableTransport) -> list[Response]:
         responses, rest = parseResponses(transport.value())
         self.assertEqual(rest, b"")
@@ -162,50 +186,27 @@ class ResumeTests(SynchronousTestCase):
             assert transport.tls is not None
             self.assertEqual(transport.tls.hello, HELLO)
             self.assertEqual(transport.value(), b"")
-            [answer] = self.handshake(transport)
-            self.assertEqual(answer.code, 200)
-            self.assertEqual(
-                answer.body,
-                b"secure=1 /seen?a=1 connection=- upgrade=- expect=- transfer-encoding=- content-length=-"
-                b" args=a=1 body=",
-            )
+            self.assertSeenOverTLS(transport, seen(b"/seen?a=1", args=b"a=1"))
 
     def test_traversedPathAnsweredAfterHandshake(self) -> None:
         """Switched from render (dynamic children): a chunked POST body arrives with a Content-Length."""
         body = b"5\r\nfirst\r\n0\r\n\r\n"
-        data = request(
-            b"POST",
-            b"/dynamic/x",
-            [
-                (b"Connection", b"keep-alive, Upgrade"),
-                (b"Upgrade", b"TLS/1.2"),
-                (b"Transfer-Encoding", b"chunked"),
-            ],
-            body,
-        )
+        chunked = [(b"Transfer-Encoding", b"chunked")]
+        data = upgrade(b"TLS/1.2", b"/dynamic/x", b"keep-alive, Upgrade", chunked, method=b"POST", body=body)
         for byteByByte in (False, True):
             transport = self.switchToTLS(data, byteByByte)
-            [answer] = self.handshake(transport)
-            self.assertEqual(
-                answer.body,
-                b"secure=1 /dynamic/x connection=keep-alive upgrade=- expect=- transfer-encoding=-"
-                b" content-length=5 args= body=first",
-            )
+            expected = seen(b"/dynamic/x", b"keep-alive", contentLength=b"5", body=b"first")
+            self.assertSeenOverTLS(transport, expected)
 
     def test_formOnStaticPath(self) -> None:
         """A form POST switched on at once: twisted.web still parses its body into the arguments."""
         body = b"b=2&c=3"
-        data = request(
-            b"POST",
-            b"/seen?a=1",
-            [
-                (b"Connection", b"Upgrade"),
-                (b"Upgrade", b"TLS/1.2"),
-                (b"Content-Type", b"application/x-www-form-urlencoded"),
-                (b"Expect", b"100-continue"),
-                (b"Content-Length", b"%d" % len(body)),
-            ],
-        )
+        form = [
+            (b"Content-Type", b"application/x-www-form-urlencoded"),
+            (b"Expect", b"100-continue"),
+            (b"Content-Length", b"%d" % len(body)),
+        ]
+        data = upgrade(b"TLS/1.2", b"/seen?a=1", extra=form, method=b"POST")
         for byteByByte in (False, True):
             transport = self.connect()
             self.send(transport, data, byteByByte)
@@ -214,12 +215,8 @@ class ResumeTests(SynchronousTestCase):
             self.send(transport, body, byteByByte)
             self.assertEqual(transport.value(), switching(b"TLS/1.2, HTTP/1.1"))
             transport.clear()
-            [answer] = self.handshake(transport)
-            self.assertEqual(
-                answer.body,
-                b"secure=1 /seen?a=1 connection=- upgrade=- expect=- transfer-encoding=- content-length=7"
-                b" args=a=1,b=2,c=3 body=b=2&c=3",
-            )
+            expected = seen(b"/seen?a=1", contentLength=b"7", args=b"a=1,b=2,c=3", body=b"b=2&c=3")
+            self.assertSeenOverTLS(transport, expected)
 
     def test_upgradeFieldsNotCarried(self) -> None:
         """Over TLS the site sees no C{upgrade} option (any case, spacing or line) and no C{Expect}."""
@@ -232,20 +229,14 @@ class ResumeTests(SynchronousTestCase):
             ([b"Upgrade, Upgrade"], [], b"-"),
             ([b"Upgrade"], [b"100-continue"], b"-"),
         ]
-        for connection, expect, seen in cases:
+        for connection, expect, shown in cases:
             headers = [(b"Connection", value) for value in connection]
             headers += [(b"Upgrade", b"TLS/1.2")] + [(b"Expect", value) for value in expect]
             for byteByByte in (False, True):
                 # twisted.web answers an Expect before the body it waits for, even an empty one (R10).
                 continued = b"HTTP/1.1 100 Continue\r\n\r\n" if expect else b""
                 transport = self.switchToTLS(request(target=b"/seen", headers=headers), byteByByte, continued)
-                [answer] = self.handshake(transport)
-                self.assertEqual(
-                    answer.body,
-                    b"secure=1 /seen connection=%s upgrade=- expect=- transfer-encoding=-"
-                    b" content-length=- args= body=" % seen,
-                    (connection, expect),
-                )
+                self.assertSeenOverTLS(transport, seen(b"/seen", connection=shown), (connection, expect))
 
     def test_connectionGoesOnOverTLS(self) -> None:
         """Later requests are answered over TLS, a TLS offer there declined, and the idle timeout is back."""

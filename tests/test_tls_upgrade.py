@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
-from tests.support.http import Hello, upgrade
+from tests.support.http import Hello, Response, holdsResponses, parseHead, parseResponses, upgrade
 from tests.support.net import TLSPair, connectClient, listen, reactor, wait, withTimeout
 from txupgrade import IUpgradeProtocol, UpgradeRequest, UpgradeSite
 from txupgrade.client import upgradeToTLS
@@ -138,12 +138,13 @@ def pythonTLSUpgrade(port: int, cafile: str, request: bytes, pipelineHello: bool
             first += outgoing.read()
         sock.sendall(first)
         buffer = b""
-        while b"\r\n\r\n" not in buffer:
+        while (parsed := parseHead(buffer)) is None:
             chunk = sock.recv(65536)
             if not chunk:
                 raise AssertionError(f"closed before the 101: {buffer!r}")
             buffer += chunk
-        head, _, rest = buffer.partition(b"\r\n\r\n")
+        rest = parsed[1]
+        head = buffer[: len(buffer) - len(rest)]
         incoming.write(rest)
         while True:
             try:
@@ -169,22 +170,12 @@ def pythonTLSUpgrade(port: int, cafile: str, request: bytes, pipelineHello: bool
         return head, answers, tls.version()
 
 
-def _readResponses(tls: Any, sock: socket.socket, incoming: Any, count: int) -> bytes:
-    """Read C{count} complete responses with a Content-Length over C{tls}."""
+def _readResponses(tls: Any, sock: socket.socket, incoming: Any, count: int) -> list[Response]:
+    """Read C{count} whole responses over C{tls} (h11 parses them)."""
     data = b""
     while True:
-        complete = 0
-        rest = data
-        while b"\r\n\r\n" in rest:
-            head, _, body = rest.partition(b"\r\n\r\n")
-            named = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
-            length = int(named[0].split(b":", 1)[1]) if named else 0
-            if len(body) < length:
-                break
-            complete += 1
-            rest = body[length:]
-        if complete >= count:
-            return data
+        if holdsResponses(data, count):
+            return parseResponses(data)[0]
         try:
             data += tls.read(65536)
             continue
@@ -194,6 +185,10 @@ def _readResponses(tls: Any, sock: socket.socket, incoming: Any, count: int) -> 
         if not chunk:
             raise AssertionError(f"closed after {data!r}")
         incoming.write(chunk)
+
+
+#: The first bytes of a ClientHello, cut short.
+_CUT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
 
 
 class TLSUpgradeSocketTests(TestCase):
@@ -235,11 +230,13 @@ class TLSUpgradeSocketTests(TestCase):
             pythonTLSUpgrade, port, self.cafile, request, pipelineHello, then
         )
         self.assertEqual(
-            head, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: TLS/1.2, HTTP/1.1\r\nConnection: Upgrade"
+            head,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: TLS/1.2, HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
         )
-        self.assertTrue(answers.startswith(b"HTTP/1.1 200 OK\r\n"), answers[:60])
-        self.assertIn(b"secure=1 path=/secure", answers)
-        self.assertTrue(answers.endswith(b"secure=1 posted=body"), answers[-60:])
+        self.assertEqual(
+            [(answer.status, answer.body) for answer in answers],
+            [(b"HTTP/1.1 200 OK", b"secure=1 path=/secure"), (b"HTTP/1.1 200 OK", b"secure=1 posted=body")],
+        )
         self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
 
     def test_pythonSSL(self) -> Any:
@@ -289,14 +286,28 @@ class TLSUpgradeSocketTests(TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:40])
 
     @inlineCallbacks
-    def test_noClientHello(self) -> Any:
-        """A client that never starts the handshake is closed at the timeout, and logged."""
+    def switched(self, port: int, after: bytes = b"") -> Any:
+        """A client that offered C{TLS/1.2}, sent C{after} and read the plain C{101}."""
+        client = yield connectClient(self, port)
+        client.send(upgrade(b"TLS/1.2") + after)
+        yield client.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        return client
+
+    @inlineCallbacks
+    def assertOthersServed(self, port: int) -> Any:
+        """Another client gets its plain answer."""
+        good = yield connectClient(self, port)
+        good.send(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = yield good.waitFor(lambda d: d.endswith(b"hello /hello"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+
+    @inlineCallbacks
+    def assertHandshakeTimesOut(self, after: bytes) -> Any:
+        """After the C{101} and C{after}: still open at 4 s, closed and logged by 6 s (the timeout is 5 s)."""
         messages = self.logged()
         clock = Clock()
         port = listen(self, self.site(reactor=clock))
-        client = yield connectClient(self, port)
-        client.send(upgrade(b"TLS/1.2"))
-        yield client.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        client = yield self.switched(port, after)
         clock.advance(4)
         self.assertIsNone(client.lostReason)
         clock.advance(2)
@@ -304,50 +315,33 @@ class TLSUpgradeSocketTests(TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 101 "))
         self.assertTrue(any("no handshake within 5 s" in m for m in messages), messages)
 
-    @inlineCallbacks
+    def test_noClientHello(self) -> Any:
+        """A client that never starts the handshake is closed at the timeout, and logged."""
+        return self.assertHandshakeTimesOut(b"")
+
     def test_stalledHandshake(self) -> Any:
         """A ClientHello cut short (the handshake stalls) is closed at the timeout too."""
-        messages = self.logged()
-        clock = Clock()
-        port = listen(self, self.site(reactor=clock))
-        client = yield connectClient(self, port)
-        client.send(upgrade(b"TLS/1.2") + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
-        yield client.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
-        clock.advance(6)
-        data = yield client.waitForClose()
-        self.assertTrue(data.startswith(b"HTTP/1.1 101 "))
-        self.assertTrue(any("no handshake within 5 s" in m for m in messages), messages)
+        return self.assertHandshakeTimesOut(_CUT_HELLO)
 
     @inlineCallbacks
     def test_badHandshakeLeavesOthersAlone(self) -> Any:
         """Garbage instead of a ClientHello closes that connection; another client is served."""
         messages = self.logged()
         port = listen(self, self.site())
-        bad = yield connectClient(self, port)
-        bad.send(upgrade(b"TLS/1.2"))
-        yield bad.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        bad = yield self.switched(port)
         bad.send(b"this is not TLS at all\r\n\r\n" * 10)
         yield bad.waitForClose()
-        good = yield connectClient(self, port)
-        good.send(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        data = yield good.waitFor(lambda d: d.endswith(b"hello /hello"))
-        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+        yield self.assertOthersServed(port)
         self.assertTrue(any("before the handshake completed" in m for m in messages), messages)
 
     @inlineCallbacks
     def test_resetMidHandshake(self) -> Any:
         """A client that resets mid-handshake: closed and logged, no error, others served."""
         messages = self.logged()
-        site = self.site()
-        port = listen(self, site)
-        bad = yield connectClient(self, port)
-        bad.send(upgrade(b"TLS/1.2") + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
-        yield bad.waitFor(lambda d: d.endswith(b"\r\n\r\n"))
+        port = listen(self, self.site())
+        bad = yield self.switched(port, _CUT_HELLO)
         bad.transport.abortConnection()
         yield bad.waitForClose()
         yield wait(lambda: any("before the handshake completed" in m for m in messages))
-        good = yield connectClient(self, port)
-        good.send(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        data = yield good.waitFor(lambda d: d.endswith(b"hello /hello"))
-        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+        yield self.assertOthersServed(port)
         self.assertEqual(self.flushLoggedErrors(), [])

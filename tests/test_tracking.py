@@ -13,10 +13,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyClass, verifyObject
 
+from tests.support.http import Held
 from txupgrade import _twistedcompat
 from txupgrade.channel import UpgradeSite
 from txupgrade.daemon.demo import webSocketEchoFactory
@@ -30,24 +29,10 @@ from txupgrade.resource import DirectoryResource
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
-class _Held(Resource):
-    """Never answers by itself: the request stays in flight."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[Any] = []
-
-    def render_GET(self, request: Any) -> Any:
-        self.requests.append(request)
-        return NOT_DONE_YET
-
-
-def _tracker() -> tuple[ConnectionTracker, Clock, _Held]:
+def _tracker() -> tuple[ConnectionTracker, Clock, Held]:
     clock = Clock()
     root = DirectoryResource()
-    held = _Held()
+    held = Held()
     root.putChild(b"held", held)
     site = UpgradeSite(root, [EchoUpgrade()], reactor=clock)
     return ConnectionTracker(site, clock), clock, held
@@ -129,13 +114,13 @@ class DrainTests(SynchronousTestCase):
         idle, idleTransport = _connect(tracker)
         busy, busyTransport = _connect(tracker)
         busy.dataReceived(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
-        self.assertEqual(len(held.requests), 1)
+        self.assertEqual(len(held.pending), 1)
         done = tracker.drain(10)
         self.assertTrue(idleTransport.disconnecting)
         self.assertFalse(busyTransport.disconnecting)
         idle.connectionLost(Exception("closed"))  # type: ignore[arg-type]
-        held.requests[0].write(b"late")
-        held.requests[0].finish()
+        held.pending[0].write(b"late")
+        held.pending[0].finish()
         self.assertIn(b"\r\nConnection: close\r\n", busyTransport.value())
         self.assertTrue(busyTransport.disconnecting)
         busy.connectionLost(Exception("closed"))  # type: ignore[arg-type]

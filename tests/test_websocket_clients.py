@@ -15,7 +15,8 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import trustme
@@ -30,7 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as wsConnect
 from zope.interface import implementer
 
-from tests.support.net import inThread, listen, wait, withTimeout
+from tests.support.net import RecordingProducer, inThread, listen, wait, withTimeout
 from tests.support.websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -177,86 +178,83 @@ class _WebSocketClientSession(_Session):
         self.conn.shutdown()
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What a scenario may ask of the handshake, whichever the client library."""
+
+    subprotocols: list[str] | None = None
+    headers: dict[str, str] | None = None
+    origin: str | None = None
+    sslContext: ssl.SSLContext | None = None
+    compress: bool = False
+
+
 class _Client:
     """How to open a session with one client library."""
 
     name = ""
+    #: What the library raises for an HTTP error instead of a C{101}.
+    refusal: type[Exception] = Exception
 
-    def connect(
-        self,
-        url: str,
-        *,
-        subprotocols: list[str] | None = None,
-        headers: dict[str, str] | None = None,
-        origin: str | None = None,
-        sslContext: ssl.SSLContext | None = None,
-        compress: bool = False,
-    ) -> Any:
+    def connect(self, url: str, **options: Any) -> AbstractContextManager[_Session]:
+        """A session with C{url}, opened with L{_Options}C{(**options)}."""
+        return self.open(url, _Options(**options))
+
+    def open(self, url: str, options: _Options) -> AbstractContextManager[_Session]:
         raise NotImplementedError()
 
-    def refusedStatus(self, url: str, **kwargs: Any) -> int:
+    def status(self, refused: Any) -> int:
+        """The HTTP status of a L{refusal}."""
+        raise NotImplementedError()
+
+    def refusedStatus(self, url: str, **options: Any) -> int:
         """Open C{url}, expecting an HTTP error; return its status."""
-        raise NotImplementedError()
+        try:
+            with self.connect(url, **options):
+                pass
+        except self.refusal as refused:
+            return self.status(refused)
+        raise AssertionError("the handshake succeeded")
 
 
 class _WebsocketsClient(_Client):
     name = "websockets"
+    refusal = InvalidStatus
 
     @contextmanager
-    def connect(  # type: ignore[override]
-        self,
-        url: str,
-        *,
-        subprotocols: list[str] | None = None,
-        headers: dict[str, str] | None = None,
-        origin: str | None = None,
-        sslContext: ssl.SSLContext | None = None,
-        compress: bool = False,
-    ) -> Iterator[_Session]:
-        options: dict[str, Any] = {"subprotocols": subprotocols, "origin": origin, "ssl": sslContext}
+    def open(self, url: str, options: _Options) -> Iterator[_Session]:
         with wsConnect(
             url,
-            additional_headers=headers,
-            compression="deflate" if compress else None,
+            additional_headers=options.headers,
+            compression="deflate" if options.compress else None,
             open_timeout=CLIENT_TIMEOUT,
             close_timeout=CLIENT_TIMEOUT,
             max_size=4 * ONE_MIB,
-            **options,
+            subprotocols=options.subprotocols,
+            origin=options.origin,
+            ssl=options.sslContext,
         ) as conn:
             yield _WebsocketsSession(conn)
 
-    def refusedStatus(self, url: str, **kwargs: Any) -> int:
-        try:
-            with self.connect(url, **kwargs):
-                pass
-        except InvalidStatus as refused:
-            return refused.response.status_code
-        raise AssertionError("the handshake succeeded")
+    def status(self, refused: Any) -> int:
+        return refused.response.status_code
 
 
 class _WebSocketClientClient(_Client):
     name = "websocket-client"
+    refusal = wsclient.WebSocketBadStatusException
 
     @contextmanager
-    def connect(  # type: ignore[override]
-        self,
-        url: str,
-        *,
-        subprotocols: list[str] | None = None,
-        headers: dict[str, str] | None = None,
-        origin: str | None = None,
-        sslContext: ssl.SSLContext | None = None,
-        compress: bool = False,
-    ) -> Iterator[_Session]:
-        if compress:
+    def open(self, url: str, options: _Options) -> Iterator[_Session]:
+        if options.compress:
             raise AssertionError("websocket-client does not implement permessage-deflate")
         conn = wsclient.create_connection(
             url,
             timeout=CLIENT_TIMEOUT,
-            subprotocols=subprotocols,
-            header=[f"{k}: {v}" for k, v in (headers or {}).items()],
-            origin=origin,
-            sslopt={"context": sslContext} if sslContext is not None else None,
+            subprotocols=options.subprotocols,
+            header=[f"{k}: {v}" for k, v in (options.headers or {}).items()],
+            origin=options.origin,
+            sslopt={"context": options.sslContext} if options.sslContext is not None else None,
             enable_multithread=False,
         )
         session = _WebSocketClientSession(conn)
@@ -265,13 +263,8 @@ class _WebSocketClientClient(_Client):
         finally:
             session.shutdown()
 
-    def refusedStatus(self, url: str, **kwargs: Any) -> int:
-        try:
-            with self.connect(url, **kwargs):
-                pass
-        except wsclient.WebSocketBadStatusException as refused:
-            return refused.status_code
-        raise AssertionError("the handshake succeeded")
+    def status(self, refused: Any) -> int:
+        return refused.status_code
 
 
 @implementer(interfaces.IOpenSSLContextFactory)
@@ -606,23 +599,6 @@ class WebSocketClientTests(_ClientScenarios, TestCase):
         self.assertEqual(request.origin, url.replace("ws://", "http://").removesuffix("/ws"))
 
 
-@implementer(interfaces.IPushProducer)
-class _Producer:
-    """A push producer that records what it is asked."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-
-
 class RawSocketTests(TestCase):
     """Byte-exact tests with a raw RFC 6455 client on a plain socket."""
 
@@ -634,13 +610,27 @@ class RawSocketTests(TestCase):
         return listen(self, site), factory
 
     @inlineCallbacks
+    def _switchesAndEchoes(
+        self, port: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> Any:
+        """A handshake (with C{extra} headers) and a text frame in one write: a C{101}, and the frame back."""
+
+        def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
+            with BlockingClient(port) as client:
+                client.send(handshake(port, extra=extra or []) + encodeFrame(OP_TEXT, text))
+                status, _ = client.readHead()
+                return status, client.readFrame()
+
+        status, frame = yield inThread(run)
+        self.assertEqual((status, frame), (101, (True, OP_TEXT, text, False)))
+
+    @inlineCallbacks
     def _noByteLost(self, oneByteAtATime: bool) -> Any:
         port, factory = self._serve()
         key = b"dGhlIHNhbXBsZSBub25jZQ=="
 
         def run() -> tuple[int, dict[bytes, list[bytes]], list[tuple[bool, int, bytes, bool]]]:
-            client = BlockingClient(port)
-            try:
+            with BlockingClient(port) as client:
                 client.send(
                     handshake(port, key=key)
                     + encodeFrame(OP_TEXT, b"first")
@@ -653,8 +643,6 @@ class RawSocketTests(TestCase):
                 frames.append(client.readFrame())
                 client.readUntilClosed(CLIENT_TIMEOUT)
                 return status, headers, frames
-            finally:
-                client.close()
 
         status, headers, frames = yield inThread(run)
         self.assertEqual(status, 101)
@@ -683,7 +671,7 @@ class RawSocketTests(TestCase):
     def test_registerProducer(self) -> Any:
         """After the switch, the protocol's C{registerProducer} works."""
         factory = RecordingServerFactory()
-        producer = _Producer()
+        producer = RecordingProducer()
         registered: list[Any] = []
 
         def onOpen(proto: RecordingServerProtocol) -> None:
@@ -693,18 +681,7 @@ class RawSocketTests(TestCase):
 
         factory.onOpenHook = onOpen
         port, _ = self._serve(factory)
-
-        def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            client = BlockingClient(port)
-            try:
-                client.send(handshake(port) + encodeFrame(OP_TEXT, b"produce"))
-                status, _ = client.readHead()
-                return status, client.readFrame()
-            finally:
-                client.close()
-
-        status, frame = yield inThread(run)
-        self.assertEqual((status, frame), (101, (True, OP_TEXT, b"produce", False)))
+        yield self._switchesAndEchoes(port, b"produce")
         proto = factory.connections[0]
         self.assertIsNone(proto.openError)
         self.assertEqual(registered, [producer])
@@ -718,8 +695,7 @@ class RawSocketTests(TestCase):
         port, factory = self._serve(timeout=0.5)
 
         def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            client = BlockingClient(port)
-            try:
+            with BlockingClient(port) as client:
                 client.send(handshake(port))
                 status, _ = client.readHead()
                 time.sleep(1.5)
@@ -729,8 +705,6 @@ class RawSocketTests(TestCase):
                 client.readFrame()
                 client.readUntilClosed(CLIENT_TIMEOUT)
                 return status, echoed
-            finally:
-                client.close()
 
         status, frame = yield inThread(run)
         self.assertEqual((status, frame), (101, (True, OP_TEXT, b"still here", False)))
@@ -744,11 +718,8 @@ class RawSocketTests(TestCase):
         port, _ = self._serve(timeout=0.5)
 
         def run() -> float:
-            client = BlockingClient(port)
-            try:
+            with BlockingClient(port) as client:
                 return client.readUntilClosed(3.0)[1]
-            finally:
-                client.close()
 
         elapsed = yield inThread(run)
         self.assertLess(elapsed, 3.0)
@@ -761,14 +732,11 @@ class RawSocketTests(TestCase):
         port, _ = self._serve(factory)
 
         def run() -> tuple[int, bytes, float]:
-            client = BlockingClient(port)
-            try:
+            with BlockingClient(port) as client:
                 client.send(handshake(port))
                 status, _ = client.readHead()
                 data, elapsed = client.readUntilClosed(3.0)
                 return status, data, elapsed
-            finally:
-                client.close()
 
         status, data, elapsed = yield inThread(run)
         self.assertEqual(status, 101)
@@ -787,13 +755,10 @@ class RawSocketTests(TestCase):
         port, _ = self._serve(factory, **endpointArgs)
 
         def run() -> tuple[int, dict[bytes, list[bytes]], bytes]:
-            client = BlockingClient(port)
-            try:
+            with BlockingClient(port) as client:
                 client.send(request(port))
                 status, headers = client.readHead()
                 return status, headers, client.readBody(headers)
-            finally:
-                client.close()
 
         result = yield inThread(run)
         self.assertEqual(factory.connections, [])
@@ -849,18 +814,7 @@ class RawSocketTests(TestCase):
         factory = RecordingServerFactory()
         port, _ = self._serve(factory, **endpointArgs)
         value = origin(port) if callable(origin) else origin
-
-        def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            client = BlockingClient(port)
-            try:
-                client.send(handshake(port, extra=[(b"Origin", value)]) + encodeFrame(OP_TEXT, b"o"))
-                status, _ = client.readHead()
-                return status, client.readFrame()
-            finally:
-                client.close()
-
-        status, frame = yield inThread(run)
-        self.assertEqual((status, frame), (101, (True, OP_TEXT, b"o", False)))
+        yield self._switchesAndEchoes(port, b"o", [(b"Origin", value)])
         request = factory.connections[0].request
         assert request is not None
         self.assertEqual(request.origin, value.decode())
@@ -896,8 +850,7 @@ class RawSocketTests(TestCase):
         frame = encodeFrame(OP_BINARY, os.urandom(4096))
 
         def run() -> tuple[int | None, list[tuple[bool, int, bytes, bool]]]:
-            client = BlockingClient(port)
-            try:
+            with BlockingClient(port) as client:
                 if sameSegment:
                     client.send(handshake(port) + frame)
                 else:
@@ -918,8 +871,6 @@ class RawSocketTests(TestCase):
                     data = client.buffer
                 frames.extend(frame for frame, _ in decodeAll(data))
                 return status, frames
-            finally:
-                client.close()
 
         status, frames = yield inThread(run)
         proto = factory.connections[0]
@@ -958,21 +909,13 @@ class RawSocketTests(TestCase):
         """A client gone after half its headers logs no error; the next client works."""
         port, factory = self._serve()
 
-        def run() -> tuple[int, tuple[bool, int, bytes, bool]]:
-            first = BlockingClient(port)
-            data = handshake(port)
-            first.send(data[: len(data) // 2])
-            first.close()
-            second = BlockingClient(port)
-            try:
-                second.send(handshake(port) + encodeFrame(OP_TEXT, b"second"))
-                status, _ = second.readHead()
-                return status, second.readFrame()
-            finally:
-                second.close()
+        def leave() -> None:
+            with BlockingClient(port) as first:
+                data = handshake(port)
+                first.send(data[: len(data) // 2])
 
-        status, frame = yield inThread(run)
-        self.assertEqual((status, frame), (101, (True, OP_TEXT, b"second", False)))
+        yield inThread(leave)
+        yield self._switchesAndEchoes(port, b"second")
         yield wait(lambda: all(p.lost.called for p in factory.connections))
         self.assertEqual(len(factory.connections), 1)
         self.assertEqual(self.flushLoggedErrors(), [])

@@ -25,6 +25,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+from tests.support.http import parseHead
 from tests.support.websocket import OP_CLOSE, OP_TEXT, closePayload, decodeAll, encodeFrame, handshakeBytes
 from txupgrade.channel import UpgradeSite
 from txupgrade.protocols.websocket import WebSocketEndpoint, acceptKey
@@ -101,14 +102,11 @@ def _site(root: Resource, **kwargs: Any) -> UpgradeSite:
 
 
 def _response(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes]:
-    """The status, headers and what follows the head of the first response in C{data}."""
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers: dict[bytes, list[bytes]] = {}
-    for line in lines[1:]:
-        name, value = line.split(b":", 1)
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    return int(lines[0].split(b" ")[1]), headers, rest
+    """The status, headers (by lower-case name) and what follows the head of the first response in C{data}."""
+    parsed = parseHead(data)
+    assert parsed is not None, f"no whole response head in {data!r}"
+    head, rest = parsed
+    return head.code, head.byName(), rest
 
 
 class AutobahnPrivateStateTests(SynchronousTestCase):
@@ -449,18 +447,18 @@ class NegotiateTests(SynchronousTestCase):
         status, _, body = _response(conn.received)
         self.assertEqual((status, body), (403, b"no\n"))
 
+    def connectPending(self, data: bytes) -> tuple[Any, Any, Deferred[Any]]:
+        """Send C{data} to a factory whose C{onConnect} answers later: nothing is sent meanwhile."""
+        pending: Deferred[Any] = Deferred()
+        conn, factory = self.connect(_factory(lambda request: pending))
+        conn.send(data)
+        self.assertEqual(conn.received, b"")
+        return conn, factory, pending
+
     def test_asyncConnectionDeny(self) -> None:
         """A Deferred C{onConnect} failing with C{ConnectionDeny}: that refusal."""
-        pending: list[Deferred[Any]] = []
-
-        def later(request: ConnectionRequest) -> Deferred[Any]:
-            pending.append(Deferred())
-            return pending[-1]
-
-        conn, factory = self.connect(_factory(later))
-        conn.send(handshake())
-        self.assertEqual(conn.received, b"")
-        pending[0].errback(ConnectionDeny(401, "later, no"))
+        conn, factory, pending = self.connectPending(handshake())
+        pending.errback(ConnectionDeny(401, "later, no"))
         conn.flush()
         status, _, body = _response(conn.received)
         self.assertEqual((status, body), (401, b"later, no\n"))
@@ -468,16 +466,9 @@ class NegotiateTests(SynchronousTestCase):
 
     def test_asyncAccept(self) -> None:
         """A Deferred C{onConnect}: frames sent meanwhile are echoed after the 101."""
-        pending: list[Deferred[Any]] = []
-
-        def later(request: ConnectionRequest) -> Deferred[Any]:
-            pending.append(Deferred())
-            return pending[-1]
-
-        conn, _ = self.connect(_factory(later))
-        conn.send(handshake(extra=[(b"Sec-WebSocket-Protocol", b"x, y")]) + encodeFrame(OP_TEXT, b"early"))
-        self.assertEqual(conn.received, b"")
-        pending[0].callback("y")
+        offer = handshake(extra=[(b"Sec-WebSocket-Protocol", b"x, y")])
+        conn, _, pending = self.connectPending(offer + encodeFrame(OP_TEXT, b"early"))
+        pending.callback("y")
         conn.flush()
         status, headers, rest = _response(conn.received)
         self.assertEqual(status, 101)

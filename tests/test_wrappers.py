@@ -19,7 +19,6 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProtocolNegotiationFactory,
-    IPushProducer,
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
@@ -28,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from tests.support.net import reactor
+from tests.support.net import RecordingProducer, reactor
 from tests.test_tls_tap import certificateFiles
 from txupgrade import _twistedcompat
 from txupgrade.daemon.workerplan import SharedListener
@@ -49,6 +48,16 @@ LISTENERS = (
 )
 
 
+def _recorded(name: str) -> Any:
+    """A method that records its own C{name} in C{self.events}."""
+
+    def method(self: Recorder) -> None:
+        self.events.append(name)
+
+    method.__name__ = name
+    return method
+
+
 @implementer(IHandshakeListener, IHalfCloseableProtocol)
 class Recorder(Protocol):
     """Stands in for the protocol on the connection: records what reaches it."""
@@ -56,28 +65,9 @@ class Recorder(Protocol):
     def __init__(self) -> None:
         self.events: list[str] = []
 
-    def handshakeCompleted(self) -> None:
-        self.events.append("handshakeCompleted")
-
-    def readConnectionLost(self) -> None:
-        self.events.append("readConnectionLost")
-
-    def writeConnectionLost(self) -> None:
-        self.events.append("writeConnectionLost")
-
-
-@implementer(IPushProducer)
-class Producer:
-    """A producer to register through the stack."""
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
+    handshakeCompleted = _recorded("handshakeCompleted")
+    readConnectionLost = _recorded("readConnectionLost")
+    writeConnectionLost = _recorded("writeConnectionLost")
 
 
 def factoryLayers(factory: Any) -> list[Any]:
@@ -138,7 +128,7 @@ class StackTests(TestCase):
         self.assertIsNotNone(transport.producer, kinds)
         channel.transport.unregisterProducer()
         self.assertIsNone(transport.producer, kinds)
-        producer = Producer()
+        producer = RecordingProducer()
         channel.transport.registerProducer(producer, True)
         self.assertIs(transport.producer, producer, kinds)
         recorder = Recorder()

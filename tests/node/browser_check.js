@@ -9,21 +9,13 @@
 // exits 0 only if the title starts with "echo ok:". Bounded: 45 s.
 "use strict";
 
+const { report } = require("./report");
 const { chromium } = require("playwright-core");
 
 const [url, executablePath, userDataDir] = process.argv.slice(2);
 const result = { title: null, output: null, sockets: [], errors: [] };
 
-function finish(exitCode) {
-  result.ok = exitCode === 0;
-  process.stdout.write(JSON.stringify(result) + "\n");
-  process.exit(exitCode);
-}
-
-setTimeout(() => {
-  result.errors.push("timed out");
-  finish(2);
-}, 45000).unref();
+const finish = report(result, 45);
 
 (async () => {
   const context = await chromium.launchPersistentContext(userDataDir, {

@@ -8,22 +8,14 @@
 // passed. Bounded: gives up (exit 2) after 20 s.
 "use strict";
 
+const { report } = require("./report");
 const crypto = require("crypto");
 const WebSocket = require("ws");
 
 const url = process.argv[2];
 const result = { echoes: [], closeCode: null, closeReason: null, errors: [] };
 
-function finish(exitCode) {
-  result.ok = exitCode === 0;
-  process.stdout.write(JSON.stringify(result) + "\n");
-  process.exit(exitCode);
-}
-
-setTimeout(() => {
-  result.errors.push("timed out");
-  finish(2);
-}, 20000).unref();
+const finish = report(result, 20);
 
 const messages = [
   { data: "hello from node \u2603", binary: false },

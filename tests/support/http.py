@@ -14,6 +14,7 @@ from typing import Any
 import h11
 from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from txupgrade.interfaces import IUpgradeProtocol
@@ -39,11 +40,19 @@ def upgrade(
     target: bytes = b"/",
     connection: bytes = b"Upgrade",
     extra: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    method: bytes = b"GET",
+    body: bytes = b"",
 ) -> bytes:
-    """The raw bytes of a body-less upgrade request."""
+    """
+    The raw bytes of an upgrade request: C{Connection}, C{Upgrade}, then
+    C{extra} (framing the C{body} is C{extra}'s job).
+    """
     return request(
-        target=target,
-        headers=[(b"Connection", connection), (b"Upgrade", protocols), *extra],
+        method,
+        target,
+        [(b"Connection", connection), (b"Upgrade", protocols), *extra],
+        body,
     )
 
 
@@ -204,6 +213,29 @@ class Hello(Resource):
     def render_POST(self, request: Any) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain")
         return b"posted " + request.content.read()
+
+
+def holdsResponses(data: bytes, count: int = 1) -> bool:
+    """Whether C{data} holds at least C{count} whole responses (L{False} while one is cut short)."""
+    try:
+        responses, _ = parseResponses(data)
+    except AssertionError:
+        return False
+    return len(responses) >= count
+
+
+class Held(Resource):
+    """A leaf that never answers a C{GET} by itself: each stays in C{pending} until the test finishes it."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Any] = []
+
+    def render_GET(self, request: Any) -> object:
+        self.pending.append(request)
+        return NOT_DONE_YET
 
 
 def plainResponse(body: bytes, extra: bytes = b"") -> bytes:

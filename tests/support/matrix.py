@@ -29,6 +29,7 @@ from tests.support.http import Response, parseHead, parseResponse, parseResponse
 from tests.support.net import freePort, reactor
 from tests.support.processes import NODE_DIR
 from tests.support.proxies import startProxy
+from tests.support.websocket import echoAndClose
 
 #: The socket timeout of every blocking client, in seconds.
 CLIENT_TIMEOUT = 8.0
@@ -254,15 +255,7 @@ def webSocketEcho(target: Target) -> dict[str, Any]:
         conn = unix_connect(target.path, target.url("ws", "/ws"), **options)
     else:
         conn = connect(target.url("ws", "/ws"), **options)
-    with conn:
-        assert conn.response is not None
-        status = conn.response.status_code
-        conn.send(text)
-        textBack = conn.recv(timeout=CLIENT_TIMEOUT)
-        conn.send(blob)
-        blobBack = conn.recv(timeout=CLIENT_TIMEOUT)
-        conn.close(1000, "done")
-        received = conn.protocol.close_rcvd
+    status, textBack, blobBack, received = echoAndClose(conn, text, blob, CLIENT_TIMEOUT)
     return {
         "status": status,
         "text": textBack == text,

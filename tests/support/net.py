@@ -1,6 +1,7 @@
 """
 Real sockets on 127.0.0.1 for the end-to-end tests: the listener helper, the
-site that tracks its connections, the raw client, and bounded waits.
+site that tracks its connections, the raw client, bounded waits, and the
+push producer tests register on a transport.
 
 Every wait here is bounded (L{TIMEOUT} unless told), and every listener and
 connection a test opens is closed by the test's cleanups, on both sides, so
@@ -19,10 +20,11 @@ from twisted.internet import reactor as _globalReactor
 from twisted.internet import ssl, threads
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
+from twisted.internet.interfaces import IListeningPort, IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from txupgrade.channel import UpgradeSite
 
@@ -369,3 +371,20 @@ def connectClient(
     yield withTimeout(connectProtocol(endpoint, client))
     test.addCleanup(client.close)
     return client
+
+
+@implementer(IPushProducer)
+class RecordingProducer:
+    """A push producer that records what it is asked, in order: C{"pause"}, C{"resume"}, C{"stop"}."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")

@@ -1,7 +1,8 @@
 """
 WebSocket for the tests: RFC 6455 frames and opening handshakes, the
-blocking client for byte-exact tests run in a thread (L{inThread}), and the
-recording autobahn server with the site that serves it.
+blocking client for byte-exact tests run in a thread (L{inThread}), the echo
+round of a C{websockets} client, and the recording autobahn server with the
+site that serves it.
 
 Every socket the blocking client opens has a timeout shorter than the bound
 of L{inThread}, so its thread ends too.
@@ -235,6 +236,23 @@ def decodeAll(data: bytes) -> list[tuple[tuple[bool, int, bytes, bool], bytes]]:
         data = decoded[1]
 
 
+def echoAndClose(conn: Any, text: str, blob: bytes, timeout: float) -> tuple[int, Any, Any, Any]:
+    """
+    On an open C{websockets} (sync) client connection: echo C{text}, then
+    C{blob}, and close with 1000 C{"done"}. The handshake's status, what came
+    back for each, and the close frame received (L{None} if none).
+    """
+    with conn:
+        assert conn.response is not None
+        status = conn.response.status_code
+        conn.send(text)
+        textBack = conn.recv(timeout=timeout)
+        conn.send(blob)
+        blobBack = conn.recv(timeout=timeout)
+        conn.close(1000, "done")
+        return status, textBack, blobBack, conn.protocol.close_rcvd
+
+
 class BlockingClient:
     """
     A blocking RFC 6455 client on a plain socket, for byte-exact tests.
@@ -314,6 +332,12 @@ class BlockingClient:
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def closePayload(payload: bytes) -> tuple[int | None, str]:

@@ -39,23 +39,22 @@ class Dynamic(Resource):
         return b"%s %s %d\n" % (request.method, request.uri, len(body))
 
 
-class Later(Resource):
-    """A leaf answered from a later reactor turn (a deferred answer)."""
+def later(clock: Any) -> Resource:
+    """A leaf answered a second later on C{clock} (a deferred answer); cancelled if the client goes."""
 
-    isLeaf = True
-
-    def __init__(self, clock: Any) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def render_GET(self, request: Request) -> int:
+    def render(request: Request) -> int:
         def answer() -> None:
             request.write(b"later\n")
             request.finish()
 
-        call = self.clock.callLater(1, answer)
+        call = clock.callLater(1, answer)
         request.notifyFinish().addErrback(lambda reason: call.cancel())
         return NOT_DONE_YET
+
+    leaf = Resource()
+    leaf.isLeaf = True
+    leaf.render_GET = render  # type: ignore[attr-defined]
+    return leaf
 
 
 def h2Site(clock: Any = None, **kwargs: Any) -> UpgradeSite:
@@ -65,7 +64,7 @@ def h2Site(clock: Any = None, **kwargs: Any) -> UpgradeSite:
     root.putChild(b"", BytesResource(PAGE, "text/html"))
     root.putChild(b"echo", EchoResource())
     root.putChild(b"dyn", Dynamic())
-    root.putChild(b"later", Later(clock))
+    root.putChild(b"later", later(clock))
     root.putChild(
         b"ws", UpgradeRequiredResource([SimpleUpgrade("websocket")], [(b"Sec-WebSocket-Version", b"13")])
     )
