@@ -129,6 +129,80 @@ def announce(port: int, reactor: object) -> None:
     print(f"READY {port} {type(reactor).__name__}", flush=True)
 
 
+def serveSite(makeSite: Callable[[], Any]) -> None:
+    """
+    In a server: the site C{makeSite()} builds (called once the epoll
+    reactor is installed and log events are discarded), its access log off,
+    on C{HOST} (a free port, backlog 1024); profiled on signals
+    (L{profileOnSignals}), announced (L{announce}), run until stopped.
+    """
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+
+    discardLogs()
+    site = makeSite()
+    site.log = lambda request: None
+    running: Any = reactor
+    port = running.listenTCP(0, site, backlog=1024, interface=HOST)
+    profileOnSignals()
+    announce(port.getHost().port, reactor)
+    running.run()
+
+
+async def asgiLifespan(receive: Any, send: Any) -> None:
+    """An ASGI app's C{lifespan} scope: startup and shutdown acknowledged, until the shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def serveHypercorn(app: Any, errorlog: str | None = None) -> None:
+    """
+    In a server: hypercorn serving the ASGI C{app} on C{HOST} (a free port),
+    one worker, asyncio, C{keep_alive_max_requests} raised (so that a load
+    generator's connections are not closed after 1,000 requests), access log
+    off, its error log to C{errorlog} (none by default), backlog 1024;
+    profiled on signals (L{profileOnSignals}), announced (L{announce}) once
+    it accepts connections, run until stopped.
+    """
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    config = Config()
+    config.bind = [f"{HOST}:{port}"]
+    config.keep_alive_max_requests = 1 << 30
+    config.accesslog = None
+    config.errorlog = errorlog
+    config.backlog = 1024
+    profileOnSignals()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(serve(app, config))
+        for _ in range(500):
+            try:
+                socket.create_connection((HOST, port), 0.1).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.01)
+        announce(port, asyncio.get_event_loop())
+        await task
+
+    asyncio.run(main())
+
+
 class ServerProcess:
     """
     One benchmark server: C{python SCRIPT --serve KIND ...}, its output in a
@@ -532,6 +606,22 @@ def windowFigures(done: float, usage: Usage, **extra: float) -> dict[str, float]
         "generatorShare": generator,
         "otherShare": other,
     }
+
+
+def figuresLine(
+    label: str, width: int, name: str, figures: dict[str, float], unit: str = "", generator: str = "generator"
+) -> str:
+    """
+    A progress line of one window's L{windowFigures} for server C{name}:
+    C{unit}s per server CPU-second and per second, and the CPU check (the
+    load generator called C{generator}); C{label} padded to C{width}.
+    """
+    server, generated, other = (pct(figures[key]) for key in ("serverShare", "generatorShare", "otherShare"))
+    return (
+        f"  {label:{width}} {name:10} {figures['perCpu']:9,.0f}{unit}/CPU-s"
+        f" {figures['perWall']:9,.0f}{unit}/s"
+        f"  (server CPU {server}, {generator} {generated}, other load {other})"
+    )
 
 
 # ---------------------------------------------------------------------------

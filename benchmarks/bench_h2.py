@@ -59,76 +59,37 @@ SHAPES = [("c10 m10", 10, 10), ("c10 m1", 10, 1), ("c2 m100", 2, 100)]
 
 def serveTxupgrade() -> None:
     """The txupgrade server: an UpgradeSite with one leaf, on the epoll reactor."""
-    from twisted.internet import epollreactor
 
-    epollreactor.install()
-    from twisted.internet import reactor
-    from twisted.web.resource import Resource
+    def makeSite() -> Any:
+        from twisted.web.resource import Resource
 
-    from txupgrade import UpgradeSite
-    from txupgrade.protocols.h2c import H2cUpgrade
+        from txupgrade import UpgradeSite
+        from txupgrade.protocols.h2c import H2cUpgrade
 
-    class Hello(Resource):
-        isLeaf = True
+        class Hello(Resource):
+            isLeaf = True
 
-        def render_GET(self, request: Any) -> bytes:
-            request.setHeader(b"content-type", b"text/plain")
-            return BODY
+            def render_GET(self, request: Any) -> bytes:
+                request.setHeader(b"content-type", b"text/plain")
+                return BODY
 
-    H.discardLogs()
-    site = UpgradeSite(Hello(), [H2cUpgrade()])
-    site.log = lambda request: None  # type: ignore[method-assign]
-    port = reactor.listenTCP(0, site, backlog=1024, interface=H.HOST)  # type: ignore[attr-defined]
-    H.profileOnSignals()
-    H.announce(port.getHost().port, reactor)
-    reactor.run()  # type: ignore[attr-defined]
+        return UpgradeSite(Hello(), [H2cUpgrade()])
+
+    H.serveSite(makeSite)
 
 
 def serveHypercorn() -> None:
     """The hypercorn server: a minimal ASGI app, one worker, asyncio."""
-    import asyncio
-
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await H.asgiLifespan(receive, send)
+            return
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(BODY))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": BODY})
 
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((H.HOST, 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    config = Config()
-    config.bind = [f"{H.HOST}:{port}"]
-    config.keep_alive_max_requests = 1 << 30
-    config.accesslog = None
-    config.errorlog = None
-    config.backlog = 1024
-    H.profileOnSignals()
-
-    async def main() -> None:
-        task = asyncio.ensure_future(serve(app, config))  # type: ignore[arg-type]
-        for _ in range(500):
-            try:
-                socket.create_connection((H.HOST, port), 0.1).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.01)
-        H.announce(port, asyncio.get_event_loop())
-        await task
-
-    asyncio.run(main())
+    H.serveHypercorn(app)
 
 
 SERVERS = {"txupgrade": serveTxupgrade, "hypercorn": serveHypercorn}
@@ -187,11 +148,7 @@ def loadRounds(
                 else:
                     figures = run()
                 results[label][kind].append(figures)
-                H.say(
-                    f"  {label:8} {kind:10} {figures['perCpu']:9,.0f} req/CPU-s"
-                    f" {figures['perWall']:9,.0f} req/s  (server CPU {H.pct(figures['serverShare'])},"
-                    f" h2load {H.pct(figures['generatorShare'])}, other load {H.pct(figures['otherShare'])})"
-                )
+                H.say(H.figuresLine(label, 8, kind, figures, unit=" req", generator="h2load"))
     return results
 
 

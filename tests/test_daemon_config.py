@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 
 from txupgrade.daemon import config
 from txupgrade.daemon.config import ConfigError
+from txupgrade.daemon.demo import MAX_FRAME_PAYLOAD, MAX_MESSAGE_PAYLOAD, webSocketEchoFactory
 from txupgrade.daemon.service import (
     DaemonError,
     buildRoot,
@@ -28,6 +29,8 @@ from txupgrade.daemon.service import (
     loadWebSocketFactory,
     tlsDescriptions,
 )
+from txupgrade.daemon.workerplan import workerArguments
+from txupgrade.daemon.workers import _NOT_PASSED_ON
 from txupgrade.protocols.websocket import WebSocketEndpoint
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, buildService
@@ -242,7 +245,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.settings["listen"], ["tcp:8080:interface=127.0.0.1"])
         self.assertEqual(options.settings["protocols"], ["echo", "h2c", "websocket"])
         service = buildService(options.settings, options.protocols, MemoryReactorClock())  # type: ignore[arg-type]
-        self.assertEqual(sorted(service.site.resource.children), [b"", b"echo", b"ws"])
+        self.assertEqual(sorted(service.site.resource.children), [b"", b"demo", b"echo", b"ws"])
         self.assertEqual(service.site.allowedHosts, "auto")
         [port] = service.reactor.tcpServers
         self.assertEqual((port[0], port[3]), (8080, "127.0.0.1"))
@@ -253,6 +256,96 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             error.code,
             "txupgrade: --enable: unknown protocol 'gopher' (available: echo, h2c, websocket, TLS)",
+        )
+
+
+class WebSocketLimitsTests(SynchronousTestCase):
+    """C{websocket-max-message} and C{websocket-max-frame}: parsed, checked, given to the demo's C{/ws}."""
+
+    def factoryLimits(self, options: Options) -> tuple[int, int]:
+        """The C{(frame, message)} limits of the C{/ws} factory of the service C{options} build."""
+        service = buildService(options.settings, options.protocols, MemoryReactorClock())  # type: ignore[arg-type]
+        factory = service.site.resource.children[b"ws"].upgrade.factory
+        return factory.maxFramePayloadSize, factory.maxMessagePayloadSize
+
+    def test_defaults(self) -> None:
+        """1 MiB frames and 4 MiB messages, the demo's constants, when nothing is given."""
+        options = _parse()
+        self.assertEqual(
+            (options.settings["websocket-max-frame"], options.settings["websocket-max-message"]),
+            (MAX_FRAME_PAYLOAD, MAX_MESSAGE_PAYLOAD),
+        )
+        self.assertEqual((MAX_FRAME_PAYLOAD, MAX_MESSAGE_PAYLOAD), (1 << 20, 4 << 20))
+        self.assertEqual(self.factoryLimits(options), (1 << 20, 4 << 20))
+        factory = webSocketEchoFactory()
+        self.assertEqual((factory.maxFramePayloadSize, factory.maxMessagePayloadSize), (1 << 20, 4 << 20))
+
+    def test_commandLineAndFile(self) -> None:
+        """The same limits from options and from the file (C{_} for C{-}) reach the factory."""
+        fromArgs = _parse("--websocket-max-message", "16777216", "--websocket-max-frame", "65536")
+        path = _write(self, "websocket-max-message = 16777216\nwebsocket_max_frame = 65536\n")
+        fromFile = _parse("--config", path)
+        for options in (fromArgs, fromFile):
+            self.assertEqual(options.settings["websocket-max-message"], 16777216)
+            self.assertEqual(options.settings["websocket-max-frame"], 65536)
+            self.assertEqual(self.factoryLimits(options), (65536, 16777216))
+        self.assertEqual(
+            _parse("--config", path, "--websocket-max-frame", "7").settings["websocket-max-frame"], 7
+        )
+
+    def test_badValues(self) -> None:
+        """Zero, negative, non-numbers and booleans are one line naming the setting."""
+        for name in ("websocket-max-message", "websocket-max-frame"):
+            for value in ("0", "-1", "many", "1.5"):
+                error = self.assertRaises(SystemExit, _parse, f"--{name}", value)
+                self.assertIn(f"txupgrade: command line: bad {name} {value!r}", str(error.code))
+                self.assertEqual(len(str(error.code).splitlines()), 1)
+            for value in ("0", "-5", "true", '"x"'):
+                path = _write(self, f"{name} = {value}\n")
+                error = self.assertRaises(ConfigError, config.readConfig, path)
+                self.assertIn(f"{path}: {name}: bad {name}", str(error))
+        error = self.assertRaises(SystemExit, _parse, "--websocket-max-frame", "0")
+        self.assertIn("must be at least 1", str(error.code))
+
+    def test_frameOverMessage(self) -> None:
+        """A frame limit over the message limit is refused, whether the two come from one place or both."""
+        error = self.assertRaises(
+            SystemExit, _parse, "--websocket-max-message", "1024", "--websocket-max-frame", "2048"
+        )
+        self.assertEqual(
+            error.code,
+            "txupgrade: websocket-max-frame 2048 is larger than websocket-max-message 1024: "
+            "a frame is part of a message",
+        )
+        path = _write(self, "websocket-max-message = 1000\n")
+        error = self.assertRaises(SystemExit, _parse, "--config", path)
+        self.assertIn(
+            "websocket-max-frame 1048576 is larger than websocket-max-message 1000", str(error.code)
+        )
+        equal = _parse("--websocket-max-message", "5", "--websocket-max-frame", "5")
+        self.assertEqual(equal.settings["websocket-max-frame"], 5)
+        self.assertRaises(ValueError, webSocketEchoFactory, maxFramePayload=2, maxMessagePayload=1)
+        self.assertRaises(ValueError, webSocketEchoFactory, maxFramePayload=0, maxMessagePayload=1)
+
+    def test_help(self) -> None:
+        """C{--help} lists both, with their defaults."""
+        text = str(Options())
+        for name, default in (("websocket-max-message", 4194304), ("websocket-max-frame", 1048576)):
+            self.assertIn(f"--{name}=", text)
+            section = text[text.index(f"--{name}=") :]
+            self.assertIn(f"[default: {default}]", " ".join(section.split())[:400])
+
+    def test_workers(self) -> None:
+        """A worker is started with both limits on its command line."""
+        settings = _parse("--websocket-max-message", "9000000", "--websocket-max-frame", "3000").settings
+        arguments = workerArguments(settings, config.SETTINGS, drop=_NOT_PASSED_ON)
+        self.assertIn("--websocket-max-message=9000000", arguments)
+        self.assertIn("--websocket-max-frame=3000", arguments)
+        worker = Options()
+        worker.parseOptions(arguments)
+        self.assertEqual(
+            (worker.settings["websocket-max-message"], worker.settings["websocket-max-frame"]),
+            (9000000, 3000),
         )
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -667,9 +668,12 @@ class PackagingTests(TestCase):
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
         python = str(venv / "bin" / "python")
         # The new environment sees txupgrade and Twisted as installed here
-        # (with their own .pth files), after its own site-packages.
-        here = sysconfig.get_paths()["purelib"]
-        (_venvSitePackages(venv) / "base.pth").write_text(f"import site; site.addsitedir({here!r})\n")
+        # (with their own .pth files), after its own site-packages; here may
+        # itself be a venv that sees the system's site-packages.
+        here = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+        (_venvSitePackages(venv) / "base.pth").write_text(
+            "import site; " + "; ".join(f"site.addsitedir({path!r})" for path in dict.fromkeys(here)) + "\n"
+        )
         subprocess.run(
             [
                 sys.executable,

@@ -3,7 +3,7 @@ Extended CONNECT (RFC 8441) on the HTTP/2 connection: the setting, the
 negotiation by the same C{IUpgradeProtocol}s as C{Upgrade}, the stream as
 the protocol's transport (bytes both ways, END_STREAM, resets, flow
 control), and the refusals. In memory with h2 as the client, then through
-a real C{twistd txupgrade --extended-connect} with Node's http2 client,
+a real C{twistd txupgrade} (extended CONNECT is on by default) with Node's http2 client,
 by prior knowledge and by ALPN C{h2} over TLS.
 """
 
@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
@@ -27,51 +25,28 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 from tests.support.daemon import LOCAL, startDaemon
+from tests.support.http2 import H2EventClient, Recording
 from tests.support.matrix import CHROMIUM_TRUST_JS, makeCertificate, runNode
+from tests.support.net import wait
 from tests.support.processes import NODE_DIR, missingOrSkip, nodeOrSkip, runProcess
+from tests.support.websocket import maskedFrame
 from txupgrade import (
-    Accept,
     DirectoryResource,
-    IUpgradeProtocol,
     ProtocolRegistry,
     Refuse,
     StreamUpgrade,
+    UpgradeRequiredResource,
     UpgradeSite,
 )
 from txupgrade.daemon.demo import demoRoot
-from txupgrade.negotiation import UpgradeRequest
 from txupgrade.protocols.echo import EchoUpgrade
 from txupgrade.protocols.h2c import H2cUpgrade
-from txupgrade.testing import MemoryConnection, RecordingProtocol
+from txupgrade.testing import RecordingProtocol
 
 ENABLE = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
 CHROMIUM = "/usr/bin/chromium"
-
-
-@implementer(IUpgradeProtocol)
-class Recording:
-    """An upgrade that records the request it was offered and the protocol it built."""
-
-    name = "recording"
-    version = None
-
-    def __init__(self, decision: Any = None, build: Any = RecordingProtocol) -> None:
-        self.decision = decision if decision is not None else Accept(headers=((b"X-Recorded", b"yes"),))
-        self.build = build
-        self.requests: list[UpgradeRequest] = []
-        self.protocols: list[Any] = []
-
-    def negotiate(self, request: UpgradeRequest) -> Any:
-        self.requests.append(request)
-        return self.decision
-
-    def buildProtocol(self, request: UpgradeRequest, site: Any) -> Any:
-        protocol = self.build()
-        self.protocols.append(protocol)
-        return protocol
 
 
 class Upper(Protocol):
@@ -81,69 +56,10 @@ class Upper(Protocol):
         self.transport.write(data.upper())  # type: ignore[union-attr]
 
 
-class Client:
-    """h2 as the client of an in-memory connection to C{site}, by prior knowledge."""
-
-    def __init__(self, site: UpgradeSite) -> None:
-        self.memory = MemoryConnection(site)
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
-        self.h2.initiate_connection()
-        self.seen = 0
-        self.events: list[Any] = []
-        self.flush()
-
-    def flush(self) -> list[Any]:
-        """Send what the client has queued; read the server's answer; the new events."""
-        new: list[Any] = []
-        while True:
-            out = self.h2.data_to_send()
-            if out:
-                self.memory.send(out)
-            else:
-                self.memory.flush()
-            data = self.memory.received
-            if len(data) == self.seen:
-                break
-            new.extend(self.h2.receive_data(data[self.seen :]))
-            self.seen = len(data)
-        self.events.extend(new)
-        return new
-
-    def connect(
-        self,
-        protocol: bytes,
-        streamID: int = 1,
-        extra: list[tuple[bytes, bytes]] | None = None,
-        path: bytes = b"/chat?room=1",
-    ) -> None:
-        headers = [
-            (b":method", b"CONNECT"),
-            (b":protocol", protocol),
-            (b":scheme", b"http"),
-            (b":path", path),
-            (b":authority", b"localhost"),
-        ]
-        self.h2.send_headers(streamID, headers + list(extra or ()))
-        self.flush()
-
-    def of(self, streamID: int, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind) and getattr(e, "stream_id", None) == streamID]
-
-    def status(self, streamID: int) -> bytes | None:
-        for event in self.of(streamID, h2.events.ResponseReceived):
-            return dict(event.headers)[b":status"]
-        return None
-
-    def body(self, streamID: int) -> bytes:
-        return b"".join(e.data for e in self.of(streamID, h2.events.DataReceived))
-
-
-def switched(*others: Any) -> tuple[Client, RecordingProtocol]:
+def switched(*others: Any) -> tuple[H2EventClient, RecordingProtocol]:
     """A client with stream 1 switched to a L{Recording} plugin (C{others} offered too), and its protocol."""
     plugin = Recording()
-    client = Client(site(plugin, *others))
+    client = H2EventClient(site(plugin, *others))
     client.connect(b"recording", 1)
     [protocol] = plugin.protocols
     return client, protocol
@@ -151,6 +67,14 @@ def switched(*others: Any) -> tuple[Client, RecordingProtocol]:
 
 def site(*protocols: Any, extendedConnect: bool = True) -> UpgradeSite:
     return UpgradeSite(DirectoryResource(), list(protocols), reactor=Clock(), extendedConnect=extendedConnect)
+
+
+def treeSite(*protocols: Any, extendedConnect: bool = True) -> UpgradeSite:
+    """A site offering nothing itself, C{protocols} on a resource two levels down (as a WebSocketEndpoint)."""
+    root, below = DirectoryResource(), DirectoryResource()
+    root.putChild(b"a", below)
+    below.putChild(b"ws", UpgradeRequiredResource(list(protocols)))
+    return UpgradeSite(root, [], reactor=Clock(), extendedConnect=extendedConnect)
 
 
 class SettingTests(SynchronousTestCase):
@@ -162,10 +86,13 @@ class SettingTests(SynchronousTestCase):
             ("off, echo", site(EchoUpgrade(), extendedConnect=False), 0),
             ("on, only h2c", site(H2cUpgrade()), 0),
             ("on, nothing", site(), 0),
+            ("on, echo on a resource below /", treeSite(EchoUpgrade()), 1),
+            ("on, only h2c on a resource", treeSite(H2cUpgrade()), 0),
+            ("off, echo on a resource", treeSite(EchoUpgrade(), extendedConnect=False), 0),
         ]
         for label, served, expected in cases:
             with self.subTest(label):
-                client = Client(served)
+                client = H2EventClient(served)
                 self.assertEqual(client.h2.remote_settings[ENABLE], expected)
 
 
@@ -174,7 +101,7 @@ class SwitchTests(SynchronousTestCase):
 
     def test_echo(self) -> None:
         """200, the bytes echoed on the stream, END_STREAM answered with END_STREAM."""
-        client = Client(site(EchoUpgrade()))
+        client = H2EventClient(site(EchoUpgrade()))
         client.connect(b"echo")
         self.assertEqual(client.status(1), b"200")
         client.h2.send_data(1, b"hello")
@@ -188,7 +115,7 @@ class SwitchTests(SynchronousTestCase):
     def test_requestAsOffered(self) -> None:
         """The plugin sees the request as it came over HTTP/2; its headers go into the 200."""
         plugin = Recording()
-        client = Client(site(plugin))
+        client = H2EventClient(site(plugin))
         client.connect(b"recording", extra=[(b"x-token", b"abc")])
         [request] = plugin.requests
         self.assertEqual(
@@ -238,7 +165,7 @@ class SwitchTests(SynchronousTestCase):
 
     def test_streamUpgrade(self) -> None:
         """The raw-stream handoff (any Twisted protocol factory) works on a stream unchanged."""
-        client = Client(site(StreamUpgrade("upper", Factory.forProtocol(Upper))))
+        client = H2EventClient(site(StreamUpgrade("upper", Factory.forProtocol(Upper))))
         client.connect(b"upper")
         client.h2.send_data(1, b"shout")
         client.flush()
@@ -260,22 +187,14 @@ class SwitchTests(SynchronousTestCase):
         self.assertEqual(client.h2.local_flow_control_window(1), window)
 
 
-def maskedFrame(opcode: int, payload: bytes) -> bytes:
-    """One final client frame (masked, as a client must), payload under 126 bytes."""
-    mask = b"\x0f\x1e\x2d\x3c"
-    return (
-        bytes([0x80 | opcode, 0x80 | len(payload)])
-        + mask
-        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    )
-
-
 class WebSocketTests(SynchronousTestCase):
     """WebSocket over HTTP/2 (RFC 8441 §5): the demo's autobahn echo at /ws, on a stream."""
 
     def setUp(self) -> None:
         registry = ProtocolRegistry([EchoUpgrade()])
-        self.client = Client(UpgradeSite(demoRoot(registry), registry, reactor=Clock(), extendedConnect=True))
+        self.client = H2EventClient(
+            UpgradeSite(demoRoot(registry), registry, reactor=Clock(), extendedConnect=True)
+        )
 
     def open(self, streamID: int = 1, origin: bytes = b"http://localhost") -> None:
         self.client.connect(
@@ -349,7 +268,7 @@ class RefusalTests(SynchronousTestCase):
         ]
         for label, served, protocol, status in cases:
             with self.subTest(label):
-                client = Client(served)
+                client = H2EventClient(served)
                 client.connect(protocol, 1)
                 self.assertEqual(client.status(1), status)
                 self.assertTrue(client.of(1, h2.events.StreamEnded))
@@ -369,7 +288,7 @@ class RefusalTests(SynchronousTestCase):
 
     def test_notAdvertised(self) -> None:
         """:protocol without the server's setting: that stream is malformed (PROTOCOL_ERROR), only it."""
-        client = Client(site(EchoUpgrade(), extendedConnect=False))
+        client = H2EventClient(site(EchoUpgrade(), extendedConnect=False))
         client.connect(b"echo", 1)
         [reset] = client.of(1, h2.events.StreamReset)
         self.assertEqual(reset.error_code, h2.errors.ErrorCodes.PROTOCOL_ERROR)
@@ -377,18 +296,17 @@ class RefusalTests(SynchronousTestCase):
 
 
 def tlsArguments(certificate: Any) -> list[str]:
-    """A daemon's arguments for one ssl: listener with C{certificate}, extended CONNECT on."""
+    """A daemon's arguments for one ssl: listener with C{certificate} (extended CONNECT is the default)."""
     return [
         "--listen",
         "ssl:0:interface=127.0.0.1",
-        "--extended-connect",
         "--tls-certificate",
         str(certificate.server),
     ]
 
 
 class DaemonTests(TestCase):
-    """C{twistd txupgrade --extended-connect}, with Node's http2 client."""
+    """C{twistd txupgrade} as shipped, with Node's http2 client and Chromium."""
 
     @inlineCallbacks
     def node(self, url: str, protocol: str, payload: str) -> Any:
@@ -400,7 +318,7 @@ class DaemonTests(TestCase):
     @inlineCallbacks
     def test_priorKnowledge(self) -> None:
         """Cleartext: echo switches on its stream, an unknown protocol gets 501, on one daemon."""
-        daemon = yield startDaemon(self, ["--listen", LOCAL, "--extended-connect"])
+        daemon = yield startDaemon(self, ["--listen", LOCAL])
         url = f"http://127.0.0.1:{daemon.ports[0]}"
         echoed = yield self.node(url, "echo", "hello over a stream")
         self.assertEqual(
@@ -422,12 +340,8 @@ class DaemonTests(TestCase):
         self.assertEqual((echoed["status"], echoed["body"]), (200, "secret"))
 
     @inlineCallbacks
-    def test_chromiumWebSocketOnTheConnection(self) -> None:
-        """
-        Chromium loads the demo page over https (ALPN h2) and opens its wss://
-        WebSocket on the same HTTP/2 connection: the daemon's access log shows
-        the WebSocket as an extended CONNECT answered 200, and it echoes.
-        """
+    def chromium(self, *arguments: str) -> Any:
+        """Chromium loads the demo page over https (ALPN h2) from a daemon; its echo works."""
         if not os.path.exists(CHROMIUM):
             missingOrSkip(
                 [f"{CHROMIUM} is missing (install the Debian package chromium, as .ci/install does)"]
@@ -436,10 +350,7 @@ class DaemonTests(TestCase):
         directory = Path(tempfile.mkdtemp(prefix="txupgrade-h2ws-"))
         self.addCleanup(shutil.rmtree, directory, True)
         certificate = makeCertificate(directory)
-        daemon = yield startDaemon(
-            self,
-            tlsArguments(certificate),
-        )
+        daemon = yield startDaemon(self, [*tlsArguments(certificate), *arguments])
         preload = directory / "trust.js"
         preload.write_text(CHROMIUM_TRUST_JS)
         profile = directory / "profile"
@@ -455,13 +366,31 @@ class DaemonTests(TestCase):
         self.assertEqual(report["errors"], [], err)
         self.assertTrue(report["title"].startswith("echo ok: "), (report, daemon.output.decode()[-3000:]))
         self.assertEqual(code, 0, err)
+        # The access log is written in batches: wait for the WebSocket's line.
+        yield wait(lambda: b" /ws HTTP/" in daemon.output)
         self.assertIn(b'"GET / HTTP/2" 200', daemon.output)
+        return daemon
+
+    @inlineCallbacks
+    def test_chromiumWebSocketOnTheConnection(self) -> None:
+        """
+        Chromium's wss:// WebSocket on a page loaded over HTTP/2 rides that
+        connection: the access log shows an extended CONNECT answered 200.
+        """
+        daemon = yield self.chromium()
         self.assertIn(b'"CONNECT /ws HTTP/2" 200', daemon.output)
         self.assertNotIn(b'"GET /ws HTTP/1.1" 101', daemon.output)
 
     @inlineCallbacks
-    def test_offByDefault(self) -> None:
-        """Without the option the setting is not sent, so clients do not try."""
-        daemon = yield startDaemon(self, ["--listen", LOCAL])
+    def test_chromiumWithoutExtendedConnect(self) -> None:
+        """With --no-extended-connect Chromium opens its WebSocket on an HTTP/1.1 connection of its own."""
+        daemon = yield self.chromium("--no-extended-connect")
+        self.assertIn(b'"GET /ws HTTP/1.1" 101', daemon.output)
+        self.assertNotIn(b"CONNECT /ws", daemon.output)
+
+    @inlineCallbacks
+    def test_turnedOff(self) -> None:
+        """With --no-extended-connect the setting is not sent, so clients do not try."""
+        daemon = yield startDaemon(self, ["--listen", LOCAL, "--no-extended-connect"])
         answer = yield self.node(f"http://127.0.0.1:{daemon.ports[0]}", "echo", "x")
         self.assertEqual(answer["enableConnectProtocol"], False)

@@ -17,6 +17,9 @@ Twisted's own ALPN C{h2} server) for four reasons:
      headers; this class validates each request with h2's own validator and
      resets just that stream with C{PROTOCOL_ERROR}: other streams go on, and
      such a request never reaches the site, let alone an upgrade protocol.
+     A second header block without END_STREAM on a request, and any on a
+     switched CONNECT stream, are malformed the same way (L{_ServerState});
+     a plain CONNECT (a tunnel, RFC 9113 §8.5) is answered C{501}.
      Resets the server sends count, like the client's, against Twisted's
      reset budget (CVE-2023-44487 and its server-provoked variant).
      Responses never carry connection-specific fields (a resource that
@@ -54,21 +57,19 @@ import h2.exceptions
 import h2.settings
 from h2.utilities import HeaderValidationFlags, validate_headers
 from hyperframe.frame import GoAwayFrame
-from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import _http2
 from zope.interface import implementer
 
-from txupgrade import negotiation
-from txupgrade._h2rules import PREFACE, stream1Headers
-from txupgrade.interfaces import IConnectionOnly, IDrainable
-from txupgrade.negotiation import UpgradeError, UpgradeRequest, hostAllowed
-from txupgrade.offer import OfferNegotiation
-from txupgrade.reporting import pluginFailed
+from txupgrade._h2connect import ConnectStream, extendedConnectProtocol, offersExtendedConnect
+from txupgrade._h2rules import CONNECTION_SPECIFIC, PREFACE, stream1Headers
+from txupgrade.interfaces import IDrainable
+from txupgrade.negotiation import UpgradeRequest, hostAllowed
 
-__all__ = ["CONNECTION_SPECIFIC", "ConnectStream", "H2Connection", "buildH2Connection"]
+__all__ = ["H2Connection", "buildH2Connection", "streamConnection"]
 
 _REQUEST = HeaderValidationFlags(
     is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
@@ -78,10 +79,6 @@ _TRAILERS = HeaderValidationFlags(
 )
 _END = _http2._END_STREAM_SENTINEL
 
-#: Response fields that have no meaning in HTTP/2 (RFC 9113 §8.2.2).
-CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"upgrade", b"keep-alive", b"proxy-connection", b"transfer-encoding"}
-)
 
 _RequestReceived = h2.events.RequestReceived
 _DataReceived = h2.events.DataReceived
@@ -94,6 +91,7 @@ _PingAckReceived = h2.events.PingAckReceived
 _PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
+_CLOSED = h2.connection.ConnectionState.CLOSED
 #: The first drain C{GOAWAY} allows every stream (RFC 9113 §6.8).
 _ANY_STREAM = 2**31 - 1
 #: The payload of the drain's round-trip C{PING}.
@@ -103,138 +101,33 @@ _DRAIN_PING = b"txdrain1"
 _H2_OPEN_INBOUND: Any = h2.connection.H2Connection.open_inbound_streams
 
 
-class _StreamBytes:
+class _StreamMalformed:
     """
-    Stands in for a switched stream's request: what Twisted's stream hands
-    its request (body chunks, the end of the body, a loss) goes to the
-    protocol now on the stream instead.
-    """
-
-    def __init__(self, stream: ConnectStream, protocol: Any) -> None:
-        self.stream = stream
-        self.protocol = protocol
-        self.lost = False
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if not self.lost:
-            self.protocol.dataReceived(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        """The client's END_STREAM: a half-close for a protocol that takes one, else the end."""
-        if self.lost:
-            return
-        if IHalfCloseableProtocol.providedBy(self.protocol):
-            self.protocol.readConnectionLost()
-        else:
-            self.stream.loseConnection()
-
-    def connectionLost(self, reason: Failure) -> None:
-        if not self.lost:
-            self.lost = True
-            self.protocol.connectionLost(reason)
-
-
-class ConnectStream(_http2.H2Stream):
-    """
-    A stream opened by an extended CONNECT (RFC 8441 §4): its request is
-    negotiated at once, by the same L{txupgrade.offer} rules as an
-    C{Upgrade} offer, with C{:protocol} as the offer; on a switch it answers
-    C{200} and becomes the protocol's transport (its DATA frames the bytes
-    both ways, flow control the backpressure, END_STREAM the half-close, a
-    reset the loss). A refusal is an ordinary response on the stream.
+    An event of L{_ServerState}: the stream's request is malformed and h2 has
+    already reset it with C{PROTOCOL_ERROR}; the connection forgets it.
     """
 
-    disconnecting = False
-    _bytes: _StreamBytes | None = None
-    _remoteEnded = False
-
-    def startNegotiation(self, protocolValue: bytes) -> None:
-        """Negotiate C{:protocol}'s value as the stream's request's offer, now."""
-        request = self._request
-        site = self.site
-        finder = getattr(site, "allowedHostsFor", None)
-        allowed = finder(self.getHost()) if finder is not None else None
-        try:
-            names = negotiation.parseProtocolList([protocolValue], maxOffered=1)
-        except UpgradeError as error:
-            request.upgrade = OfferNegotiation(error=error, allowedHosts=allowed)
-        else:
-            request.upgrade = OfferNegotiation(negotiation.Offer(names), allowedHosts=allowed)
-        request.content.seek(0)
-        request.requestReceived(self.command, self.path, b"HTTP/2")
-
-    def switchStream(self, request: Any, outcome: Any) -> None:
-        """Answer C{200} (with the plugin's headers) and give the stream to C{outcome.protocol}."""
-        headers = [(b":status", b"200")]
-        headers.extend((n.lower(), v) for n, v in outcome.headers if n.lower() not in CONNECTION_SPECIFIC)
-        connection = self._conn
-        try:
-            connection.conn.send_headers(self.streamID, headers)
-        except h2.exceptions.StreamClosedError:
-            return
-        request.code, request.code_message, request.sentLength = 200, b"OK", 0
-        # Logged once, as any request (the access log shows the CONNECT and its 200).
-        self.factory.log(request)
-        protocol = outcome.protocol
-        self._bytes = self._request = _StreamBytes(self, protocol)
-        connection._tryToWriteControlData()
-        early = b""
-        if request.content is not None:
-            request.content.seek(0)
-            early = request.content.read()
-        try:
-            protocol.makeConnection(self)
-            # DATA that came while a plugin's negotiate was pending is the protocol's.
-            if early and not self.disconnecting:
-                self._bytes.handleContentChunk(early)
-            if self._remoteEnded:
-                self._bytes.requestReceived(b"CONNECT", self.path or b"", b"HTTP/2")
-        except Exception:  # noqa: BLE001 - the new protocol's bug must not reach the connection
-            pluginFailed(
-                self.site,
-                connection._log,
-                outcome.name,
-                "start",
-                Failure(),
-                "Protocol {protocol} failed to start on an HTTP/2 stream from {peer}",
-                peer=connection._peer(),
-            )
-            self.abortConnection()
-
-    def receiveDataChunk(self, data: bytes, flowControlledLength: int) -> None:
-        """Before a switch, the request's body; once answered otherwise, dropped (the window given back)."""
-        if self._bytes is None and self._request.content is None:
-            self._conn.conn.acknowledge_received_data(flowControlledLength, self.streamID)
-            return
-        super().receiveDataChunk(data, flowControlledLength)
-
-    def requestComplete(self) -> None:
-        """The client's END_STREAM: the protocol's half-close, or (before a switch) kept for it."""
-        if self._bytes is None:
-            self._remoteEnded = True
-            return
-        super().requestComplete()
-
-    def loseConnection(self) -> None:
-        self.disconnecting = True
-        super().loseConnection()
-
-    def streamFinished(self) -> None:
-        """Both ends are done (or ours, and the rest is reset): the protocol's connection is lost."""
-        self.disconnecting = True
-        if self._bytes is not None:
-            self._bytes.connectionLost(Failure(ConnectionDone("The stream ended")))
+    def __init__(self, streamID: int, reason: str) -> None:
+        self.stream_id = streamID
+        self.reason = reason
 
 
 class _ServerState(h2.connection.H2Connection):
     """
-    h2's connection state, refusing a stream past our
-    SETTINGS_MAX_CONCURRENT_STREAMS with C{REFUSED_STREAM} (a stream error,
-    RFC 9113 §5.1.2) where h2 would end the whole connection.
+    h2's connection state, with two stream errors where h2 would end the
+    whole connection:
 
-    The stream is opened past the limit, so that its header block updates
-    the HPACK state and its id counts as used, then reset at once; its
-    events are dropped and its id noted in L{refused}.
+      - a stream past our SETTINGS_MAX_CONCURRENT_STREAMS is refused with
+        C{REFUSED_STREAM} (RFC 9113 §5.1.2). It is opened past the limit, so
+        that its header block updates the HPACK state and its id counts as
+        used, then reset at once; its events are dropped and its id noted
+        in L{refused}.
+      - a HEADERS frame without END_STREAM on a stream whose request head
+        is in (a second header block that cannot be trailers) makes that
+        request malformed (RFC 9113 §8.1, §8.1.1): its block is decoded
+        (the HPACK state stays right), the stream reset with
+        C{PROTOCOL_ERROR}, and a L{_StreamMalformed} event takes the place
+        of h2's error.
     """
 
     _admitting = False
@@ -252,6 +145,15 @@ class _ServerState(h2.connection.H2Connection):
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         streamID = frame.stream_id
+        state = self.streams.get(streamID)
+        if state is not None and state.open and "END_STREAM" not in frame.flags:
+            try:
+                return super()._receive_headers_frame(frame)
+            except h2.exceptions.ProtocolError as error:
+                if type(error) is not h2.exceptions.ProtocolError:
+                    raise
+                self.reset_stream(streamID, error_code=_PROTOCOL_ERROR)
+                return [], [_StreamMalformed(streamID, f"a second HEADERS without END_STREAM: {error}")]
         refuse = (
             streamID not in self.streams
             and self.open_inbound_streams >= self.local_settings.max_concurrent_streams
@@ -391,6 +293,11 @@ class H2Connection(_http2.H2Connection):
                     peer=self._peer(),
                     error=str(error) or type(error).__name__,
                 )
+                if self.conn.state_machine.state is not _CLOSED:
+                    # h2 raises on a bad preface before it queues a GOAWAY;
+                    # the connection is known to be HTTP/2 (ALPN h2, h2c), so
+                    # it is a connection error like any other (RFC 9113 §3.4).
+                    self.conn.close_connection(error_code=_PROTOCOL_ERROR)
                 self._terminate(Failure())
                 return
             self.resetTimeout()
@@ -415,11 +322,12 @@ class H2Connection(_http2.H2Connection):
                     self._handleWindowUpdate(event)
                 elif kind is _TrailersReceived:
                     self._trailersReceived(event)
+                elif kind is _StreamMalformed:
+                    self._malformedStream(event.stream_id, event.reason)
                 elif kind is _PingAckReceived and event.ping_data == _DRAIN_PING:
                     self._finalGoAway()
                 elif kind is _ConnectionTerminated:
-                    assert self.transport is not None
-                    self.transport.loseConnection()
+                    self._closeTransport()
                     self.connectionLost(
                         Failure(ConnectionLost("Remote peer sent GOAWAY")), _cancelTimeouts=False
                     )
@@ -448,8 +356,10 @@ class H2Connection(_http2.H2Connection):
             return
         if self._allowedHosts is not False and not self._hostAllowed(headers):
             return self._foreignHost(event.stream_id, headers)
-        protocolValue = _extendedConnect(headers)
+        protocolValue = extendedConnectProtocol(headers)
         if protocolValue is None:
+            if (b":method", b"CONNECT") in headers:
+                return self._plainConnect(event.stream_id)
             self._newStream(event.stream_id, headers)
         elif not self.extendedConnect:
             # :protocol without our SETTINGS_ENABLE_CONNECT_PROTOCOL: malformed (RFC 8441 §4).
@@ -476,23 +386,56 @@ class H2Connection(_http2.H2Connection):
     def _foreignHost(self, streamID: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Answer C{400} on the stream, as HTTP/1.1 does for a host not served (DNS rebinding)."""
         self._logRefusal("Answered 400 to an HTTP/2 request from {peer} for a host this site does not serve")
-        body = b"This server does not serve that host.\n"
+        self._answerNow(streamID, b"400", b"This server does not serve that host.\n")
+
+    def _plainConnect(self, streamID: int) -> None:
+        """
+        Answer C{501} to a CONNECT without C{:protocol} (RFC 9113 §8.5): this
+        is no proxy. Its stream never ends by itself, so the client is asked
+        to stop with a C{NO_ERROR} reset after the answer (§8.1).
+        """
+        self._logRefusal("Answered 501 to an HTTP/2 CONNECT (a tunnel, not served) from {peer}")
+        self._answerNow(streamID, b"501", b"This server opens no CONNECT tunnels.\n")
+        state = self.conn.streams.get(streamID)
+        if state is not None and not state.closed:
+            self.conn.reset_stream(streamID, error_code=_NO_ERROR)
+
+    def _answerNow(self, streamID: int, status: bytes, body: bytes) -> None:
+        """A short plain-text answer on a stream the site never sees."""
         self.conn.send_headers(
             streamID,
-            [(b":status", b"400"), (b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+            [(b":status", status), (b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
         )
         self.conn.send_data(streamID, body, end_stream=True)
 
     def _trailersReceived(self, event: Any) -> None:
-        """Reset a stream whose trailers are malformed; Twisted ignores the rest."""
+        """
+        Reset a stream whose trailers are malformed, or that is a CONNECT
+        stream (no HEADERS after the request's, RFC 9113 §8.5); Twisted
+        ignores the rest.
+        """
+        if isinstance(self.streams.get(event.stream_id), ConnectStream):
+            self._refuseStream(event.stream_id, "HEADERS on a CONNECT stream")
+            self._forgetMalformed(event.stream_id)
+            return
         try:
             list(validate_headers(event.headers, _TRAILERS))
         except h2.exceptions.ProtocolError as error:
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.connectionLost(Failure(ConnectionLost("Malformed trailers")))
-                self._requestDone(event.stream_id)
             self._refuseStream(event.stream_id, str(error))
+            self._forgetMalformed(event.stream_id)
+
+    def _malformedStream(self, streamID: int, reason: str) -> None:
+        """A stream h2's state (L{_ServerState}) reset as malformed: log, spend the budget, forget it."""
+        self._logMalformed(reason)
+        self._spendResetToken()
+        self._forgetMalformed(streamID)
+
+    def _forgetMalformed(self, streamID: int) -> None:
+        """Drop a stream reset as malformed; what was on it hears the loss."""
+        stream = self.streams.get(streamID)
+        if stream is not None:
+            stream.connectionLost(Failure(ConnectionLost("Malformed request")))
+            self._requestDone(streamID)
 
     def _logRefusal(self, text: str, **fields: Any) -> None:
         """Log the first stream this connection refuses (C{text}: a format); the rest are like it."""
@@ -502,12 +445,15 @@ class H2Connection(_http2.H2Connection):
 
     def _refuseStream(self, streamID: int, reason: str) -> None:
         """Reset a malformed request's stream with PROTOCOL_ERROR (RFC 9113 §8.1.1)."""
+        self._logMalformed(reason)
+        self.conn.reset_stream(streamID, error_code=_PROTOCOL_ERROR)
+        self._spendResetToken()
+
+    def _logMalformed(self, reason: str) -> None:
         self._logRefusal(
             "Reset malformed HTTP/2 request(s) from {peer} with PROTOCOL_ERROR, first: {reason}",
             reason=reason,
         )
-        self.conn.reset_stream(streamID, error_code=_PROTOCOL_ERROR)
-        self._spendResetToken()
 
     def _refusedStreams(self) -> None:
         """Streams h2 refused past the concurrency limit: log once, spend the budget."""
@@ -560,9 +506,19 @@ class H2Connection(_http2.H2Connection):
     def _terminate(self, reason: Failure) -> None:
         """Write the queued GOAWAY and close, leaving the timers to bound a peer that never reads."""
         if self._tryToWriteControlData():
-            assert self.transport is not None
-            self.transport.loseConnection()
+            self._closeTransport()
             self.connectionLost(reason, _cancelTimeouts=False)
+
+    def _closeTransport(self) -> None:
+        """
+        Close the transport after what is written, unregistered first: TLS
+        starts its shutdown only once no producer is registered (else the
+        connection would stay open until the idle timeout).
+        """
+        transport = self.transport
+        assert transport is not None
+        cast(Any, transport).unregisterProducer()
+        transport.loseConnection()
 
     def _handlePriorityUpdate(self, event: Any) -> None:
         """Priority signals are deprecated (RFC 9113 §5.3.2): streams share the connection."""
@@ -686,7 +642,7 @@ class H2Connection(_http2.H2Connection):
         self._ready.pop(streamID, None)
         if isinstance(stream, ConnectStream):
             state = self.conn.streams.get(streamID)
-            if state is not None and not state.closed:
+            if state is not None and not state.closed and self.conn.state_machine.state is not _CLOSED:
                 # Our END_STREAM went first: the client is asked to stop sending (RFC 9113 §8.1).
                 self.conn.reset_stream(streamID, error_code=_NO_ERROR)
             stream.streamFinished()
@@ -741,7 +697,7 @@ class H2Connection(_http2.H2Connection):
         if self._bufferedControlFrames:
             return  # resumeProducing writes them, then comes back here
         if self.transport is not None:
-            self.transport.loseConnection()
+            self._closeTransport()
 
     def remainingOutboundWindow(self, streamID: int) -> int:
         """The stream's send window minus what is already queued on it."""
@@ -773,24 +729,9 @@ class H2Connection(_http2.H2Connection):
         return transport.getPeer() if transport is not None else None
 
 
-def _extendedConnect(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """C{:protocol}'s value when the request is an extended CONNECT (RFC 8441 §4), else L{None}."""
-    method = value = None
-    for name, field in headers:
-        if not name.startswith(b":"):
-            break
-        if name == b":method":
-            method = field
-        elif name == b":protocol":
-            value = field
-    return value if method == b"CONNECT" else None
-
-
-def offersExtendedConnect(site: Any) -> bool:
-    """Whether C{site} offers extended CONNECT: it says so, and one of its protocols can live on a stream."""
-    if not getattr(site, "extendedConnect", False):
-        return False
-    return any(not IConnectionOnly.providedBy(p) for p in getattr(site, "protocols", ()))
+def streamConnection(stream: _http2.H2Stream) -> H2Connection:
+    """The HTTP/2 connection C{stream} is on (Twisted keeps it private)."""
+    return stream._conn
 
 
 def buildH2Connection(site: Any, upgradeRequest: UpgradeRequest | None = None) -> H2Connection:

@@ -16,12 +16,18 @@ from base64 import urlsafe_b64decode
 from txupgrade.negotiation import UpgradeRequest
 
 __all__ = [
+    "CONNECTION_SPECIFIC",
     "MAX_SETTINGS",
     "PREFACE",
     "H2SettingsError",
     "parseSettingsHeader",
     "stream1Headers",
 ]
+
+#: Response fields that have no meaning in HTTP/2 (RFC 9113 §8.2.2).
+CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"upgrade", b"keep-alive", b"proxy-connection", b"transfer-encoding"}
+)
 
 #: The client connection preface (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -28,6 +28,7 @@ through the usual twisted.web processing.
 from __future__ import annotations
 
 import functools
+import io
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, cast
@@ -80,6 +81,17 @@ class UpgradeAwareRequest(server.Request):
 
     upgrade: OfferNegotiation | None = None
     _outcome: Outcome | None = None
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        An HTTP/2 CONNECT has no length: what DATA comes before its answer is
+        held in memory (the stream's flow-control window bounds it), not in
+        the temporary file twisted.web opens for a body of unknown length.
+        """
+        if length is None and getattr(self.channel, "command", None) == b"CONNECT":
+            self.content = io.BytesIO()
+            return
+        super().gotLength(length)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """Decide an offer for a static path at once; else process as usual."""
@@ -421,7 +433,7 @@ class UpgradeSite(server.Site):
         C{:protocol NAME} is negotiated by the same protocols as C{Upgrade:
         NAME}, those that can live on a stream (not L{txupgrade.interfaces.IConnectionOnly}), and
         the stream carries the protocol's bytes (WebSocket: RFC 8441 §5).
-        Off by default for now (docs/h2c.md says why).
+        On by default; with no protocol that can live on a stream, nothing is advertised.
     @ivar maxUpgradeOffers: The most protocols one C{Upgrade} field may list
         (and 64 bytes each); a longer one is answered C{400} (R15).
     @ivar limitLog: Where limit hits are counted and logged (rate-limited):
@@ -453,7 +465,7 @@ class UpgradeSite(server.Site):
         maxUpgradeBodySize: int | None = None,
         priorKnowledge: bool = True,
         alpnH2: bool = True,
-        extendedConnect: bool = False,
+        extendedConnect: bool = True,
         allowedHosts: Iterable[str] | Literal["auto"] | None = "auto",
         maxUpgradeOffers: int = negotiation.MAX_OFFERED,
         **kwargs: Any,

@@ -104,6 +104,11 @@ class Options(usage.Options):
         settings = config.merge(fromFile, fromCommandLine)
         for mount in settings["websocket"]:
             config.parseMount(mount)
+        if settings["websocket-max-frame"] > settings["websocket-max-message"]:
+            raise ConfigError(
+                f"websocket-max-frame {settings['websocket-max-frame']} is larger than "
+                f"websocket-max-message {settings['websocket-max-message']}: a frame is part of a message"
+            )
         registry = ProtocolRegistry.fromPlugins()
         names = [name for name, _module in protocolChoices(registry)]
         chosen = config.selectProtocols(names, settings["enable"], settings["disable"])
@@ -163,7 +168,7 @@ def makeSite(settings: dict[str, Any], protocols: ProtocolRegistry | None = None
         logPath=settings["access-log"],
         priorKnowledge=not settings.get("no-prior-knowledge", False),
         alpnH2=not settings.get("no-alpn-h2", False),
-        extendedConnect=settings.get("extended-connect", False),
+        extendedConnect=not settings.get("no-extended-connect", False),
     )
     if settings.get("no-access-log"):
         site.quietAccessLog = True

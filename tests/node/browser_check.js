@@ -10,7 +10,7 @@
 "use strict";
 
 const { report } = require("./report");
-const { chromium } = require("playwright-core");
+const { launchChromium } = require("./chromium");
 
 const [url, executablePath, userDataDir] = process.argv.slice(2);
 const result = { title: null, output: null, sockets: [], errors: [] };
@@ -18,20 +18,7 @@ const result = { title: null, output: null, sockets: [], errors: [] };
 const finish = report(result, 45);
 
 (async () => {
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    timeout: 30000,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const context = await launchChromium(executablePath, userDataDir);
   try {
     const page = context.pages()[0] || (await context.newPage());
     page.on("pageerror", (error) => result.errors.push(`page error: ${error}`));

@@ -1,10 +1,13 @@
 """
 Helpers for the HTTP/2 tests: an h2-library client that records every
-stream's answer, the bytes of h2c upgrades, and a site to serve.
+stream's answer, the bytes of h2c upgrades, and a site to serve; h2 as the
+client of an in-memory connection keeping h2's events (L{H2EventClient}),
+extended CONNECT headers, and an upgrade that records what it was offered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,13 +17,16 @@ import h2.events
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from tests.support.http import SimpleUpgrade, request, switching
 from txupgrade.channel import UpgradeSite
+from txupgrade.interfaces import IUpgradeProtocol
+from txupgrade.negotiation import Accept, UpgradeRequest
 from txupgrade.protocols.echo import EchoResource
 from txupgrade.protocols.h2c import H2cUpgrade
 from txupgrade.resource import BytesResource, DirectoryResource, UpgradeRequiredResource
-from txupgrade.testing import MemoryConnection
+from txupgrade.testing import MemoryConnection, RecordingProtocol
 
 #: The page served at C{/} by L{h2Site}.
 PAGE = b"<html>the same site over HTTP/1.1 and HTTP/2</html>\n"
@@ -243,3 +249,108 @@ def pingAck(opaque: bytes) -> bytes:
     frame = PingFrame(0, opaque_data=opaque)
     frame.flags.add("ACK")
     return bytes(frame.serialize())
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def connectHeaders(
+    protocol: bytes = b"recording",
+    path: bytes = b"/chat",
+    drop: Iterable[bytes] = (),
+    extra: Iterable[tuple[bytes, bytes]] = (),
+) -> Headers:
+    """An extended CONNECT's header list (RFC 8441 §4), without the pseudo-headers in C{drop}."""
+    headers = [
+        (b":method", b"CONNECT"),
+        (b":protocol", protocol),
+        (b":scheme", b"http"),
+        (b":path", path),
+        (b":authority", b"localhost"),
+    ]
+    return [h for h in headers if h[0] not in drop] + list(extra)
+
+
+class H2EventClient:
+    """h2 as the client of an in-memory connection to C{site}, by prior knowledge, keeping h2's events."""
+
+    def __init__(self, site: UpgradeSite) -> None:
+        self.memory = MemoryConnection(site)
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.h2.initiate_connection()
+        self.seen = 0
+        self.events: list[Any] = []
+        self.flush()
+
+    def flush(self) -> list[Any]:
+        """Send what the client has queued; read the server's answer; the new events."""
+        new: list[Any] = []
+        while True:
+            out = self.h2.data_to_send()
+            if out:
+                self.memory.send(out)
+            else:
+                self.memory.flush()
+            data = self.memory.received
+            if len(data) == self.seen:
+                break
+            new.extend(self.h2.receive_data(data[self.seen :]))
+            self.seen = len(data)
+        self.events.extend(new)
+        return new
+
+    def connect(
+        self,
+        protocol: bytes,
+        streamID: int = 1,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        path: bytes = b"/chat?room=1",
+    ) -> None:
+        """An extended CONNECT for C{protocol} on C{streamID} (the stream left open), flushed."""
+        self.h2.send_headers(streamID, connectHeaders(protocol, path, extra=extra or ()))
+        self.flush()
+
+    def request(self, streamID: int, headers: Headers) -> None:
+        """C{headers} (C{:method} first) with C{:scheme} and C{:authority}, the stream left open; flushed."""
+        base = [(b":scheme", b"http"), (b":authority", b"localhost")]
+        self.h2.send_headers(streamID, headers[:1] + base + headers[1:])
+        self.flush()
+
+    def of(self, streamID: int, kind: type) -> list[Any]:
+        """The events of type C{kind} on C{streamID}."""
+        return [e for e in self.events if isinstance(e, kind) and getattr(e, "stream_id", None) == streamID]
+
+    def status(self, streamID: int) -> bytes | None:
+        """The C{:status} of the answer on C{streamID}, if any."""
+        for event in self.of(streamID, h2.events.ResponseReceived):
+            return dict(event.headers)[b":status"]
+        return None
+
+    def body(self, streamID: int) -> bytes:
+        """The data received on C{streamID}."""
+        return b"".join(e.data for e in self.of(streamID, h2.events.DataReceived))
+
+
+@implementer(IUpgradeProtocol)
+class Recording:
+    """An upgrade that records the request it was offered and the protocol it built."""
+
+    name = "recording"
+    version = None
+
+    def __init__(self, decision: Any = None, build: Any = RecordingProtocol) -> None:
+        self.decision = decision if decision is not None else Accept(headers=((b"X-Recorded", b"yes"),))
+        self.build = build
+        self.requests: list[UpgradeRequest] = []
+        self.protocols: list[Any] = []
+
+    def negotiate(self, request: UpgradeRequest) -> Any:
+        self.requests.append(request)
+        return self.decision
+
+    def buildProtocol(self, request: UpgradeRequest, site: Any) -> Any:
+        protocol = self.build()
+        self.protocols.append(protocol)
+        return protocol

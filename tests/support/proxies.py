@@ -70,15 +70,8 @@ def nginxConfig(directory: Path, listenPort: int, backendPort: int, token: str) 
         listenPort,
         token,
         "",
-        f"""\
-        location / {{
-            proxy_pass http://127.0.0.1:{backendPort};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_read_timeout 30s;
-        }}
-
+        nginxUpgradeLocation(backendPort)
+        + f"""
         location /plain/ {{
             proxy_pass http://127.0.0.1:{backendPort}/;
             proxy_http_version 1.1;
@@ -86,6 +79,27 @@ def nginxConfig(directory: Path, listenPort: int, backendPort: int, token: str) 
         }}
 """,
     )
+
+
+def nginxUpgradeLocation(
+    backendPort: int, connection: str = "$connection_upgrade", readTimeout: str | None = "30s"
+) -> str:
+    """
+    An nginx C{location /} proxying to C{127.0.0.1:backendPort} as nginx's
+    documentation says to for WebSocket: C{proxy_http_version 1.1},
+    C{Upgrade} passed on, C{Connection} set to C{connection} (by default the
+    config's map: C{upgrade} when the client asked for one, else C{close}),
+    and C{proxy_read_timeout readTimeout} unless it is C{None}.
+    """
+    timeout = f"            proxy_read_timeout {readTimeout};\n" if readTimeout is not None else ""
+    return f"""\
+        location / {{
+            proxy_pass http://127.0.0.1:{backendPort};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection {connection};
+{timeout}        }}
+"""
 
 
 def _nginx(directory: Path, listenPort: int, token: str, upstreams: str, locations: str) -> str:

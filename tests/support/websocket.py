@@ -190,6 +190,15 @@ def encodeFrame(opcode: int, payload: bytes, *, fin: bool = True, maskKey: bytes
     return head + key + masked
 
 
+#: The fixed mask key of L{maskedFrame}.
+MASK_KEY = b"\x0f\x1e\x2d\x3c"
+
+
+def maskedFrame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame, masked with L{MASK_KEY} (the same bytes every time)."""
+    return encodeFrame(opcode, payload, maskKey=MASK_KEY)
+
+
 def decodeFrame(data: bytes) -> tuple[tuple[bool, int, bytes, bool], bytes] | None:
     """
     One frame from the start of C{data}: C{((fin, opcode, payload, masked), rest)}.

@@ -51,6 +51,16 @@ def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return convert
 
 
+def _atLeastOne(value: Any) -> int:
+    number = _positive(int)(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return int(number)
+
+
+_atLeastOne.__name__ = "positive int"
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if value not in choices:
@@ -187,6 +197,24 @@ SETTINGS: tuple[Setting, ...] = (
         "N",
     ),
     Setting(
+        "websocket-max-message",
+        "value",
+        _atLeastOne,
+        4 << 20,
+        "Largest WebSocket message of the demo's /ws (after permessage-deflate), in bytes: "
+        "autobahn holds a whole message, so this bounds each connection's memory (1009 beyond)",
+        "BYTES",
+    ),
+    Setting(
+        "websocket-max-frame",
+        "value",
+        _atLeastOne,
+        1 << 20,
+        "Largest WebSocket frame payload of the demo's /ws, in bytes; at most "
+        "--websocket-max-message (1009 beyond)",
+        "BYTES",
+    ),
+    Setting(
         "policy", "value", _choice("client", "server"), "client", "Whose preference picks the protocol", ""
     ),
     Setting("access-log", "value", _text, None, "Write a combined access log to this file", "PATH"),
@@ -215,12 +243,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Do not offer HTTP/2 to TLS clients by ALPN h2: they get HTTP/1.1",
     ),
     Setting(
-        "extended-connect",
+        "no-extended-connect",
         "flag",
         bool,
         False,
-        "Offer RFC 8441 extended CONNECT on HTTP/2: CONNECT with :protocol NAME reaches the "
-        "upgrade protocol NAME (WebSocket included) on that stream; see docs/h2c.md",
+        "Do not offer RFC 8441 extended CONNECT on HTTP/2 (by default CONNECT with :protocol NAME "
+        "reaches the upgrade protocol NAME, WebSocket included, on that stream; see docs/h2c.md)",
     ),
     Setting("log-format", "value", _choice("text", "json"), "text", "Log as text lines or JSON", ""),
     Setting(

@@ -7,6 +7,10 @@ exposed on the public port.
     the channel's C{txupgrade.upgrade} log events (outcome C{accepted},
     C{declined}, C{refused}, C{malformed}) and, for C{failed}, from the
     site's L{txupgrade.reporting.PluginFailures} (whose log lines are rate-limited).
+  - C{txupgrade_upgrades_by_transport_total{protocol,http,tls}}: every
+    switch, by how it came: C{http="1.1"} an C{Upgrade} (C{101}),
+    C{http="2"} an extended CONNECT stream (RFC 8441); C{tls="yes"} or
+    C{"no"}. (C{txupgrade_upgrades_total} stays as it was.)
   - C{txupgrade_plugin_failures_total{protocol,stage}}: every exception of a
     plugin or of the protocol it built, by where it happened.
   - C{txupgrade_connections_active{protocol}}: open connections, C{http}
@@ -89,6 +93,14 @@ class _TrackerCollector:
             for name, count in sorted(values.items()):
                 family.add_metric([name], count)
             yield family
+        byTransport = CounterMetricFamily(
+            "txupgrade_upgrades_by_transport",
+            "Switches, by protocol, HTTP version (1.1: Upgrade, 2: extended CONNECT) and TLS",
+            labels=["protocol", "http", "tls"],
+        )
+        for labels, count in sorted(tracker.switches.items()):
+            byTransport.add_metric(list(labels), count)
+        yield byTransport
         hits = CounterMetricFamily("txupgrade_limit_hits", "Limit hits, by limit", labels=["limit"])
         for name, count in sorted(tracker.limitLog.counts.items()):
             hits.add_metric([name], count)

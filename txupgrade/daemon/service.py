@@ -140,7 +140,13 @@ def buildRoot(settings: dict[str, Any], protocols: ProtocolRegistry, webSocket: 
     if settings["resource"] is None:
         from txupgrade.daemon.demo import demoRoot
 
-        root: IResource = demoRoot(protocols, webSocket=webSocket, allowedOrigins=origins)
+        root: IResource = demoRoot(
+            protocols,
+            webSocket=webSocket,
+            allowedOrigins=origins,
+            maxFramePayload=settings["websocket-max-frame"],
+            maxMessagePayload=settings["websocket-max-message"],
+        )
     else:
         root = loadResource(settings["resource"])
     if mounts:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -41,7 +42,14 @@ from txupgrade.daemon.limits import LimitLog, Limits, refusal
 from txupgrade.daemon.logs import LineLog, LogRateLimit
 from txupgrade.interfaces import IDrainable
 
-__all__ = ["ConnectionTracker", "CountingTransport", "TrackedConnection", "peerText"]
+__all__ = [
+    "ConnectionTracker",
+    "CountingTransport",
+    "Switched",
+    "TrackedConnection",
+    "connectionOf",
+    "peerText",
+]
 
 _log = Logger(namespace="txupgrade.connection")
 _drainLog = Logger(namespace="txupgrade.drain")
@@ -63,6 +71,32 @@ def peerText(address: IAddress | None) -> str:
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
     return f"unix:{name}" if name else str(address)
+
+
+@dataclass(frozen=True, slots=True)
+class Switched:
+    """
+    One switch as the server saw it: which protocol, over which HTTP version
+    and transport, on which connection (and HTTP/2 stream).
+
+    @ivar protocol: The protocol's name (as in the C{101}, or C{:protocol}).
+    @ivar http: C{"1.1"} (an C{Upgrade}) or C{"2"} (an extended CONNECT stream).
+    @ivar tls: Whether the connection is TLS.
+    @ivar alpn: The ALPN protocol TLS negotiated (C{"h2"}, C{"http/1.1"}), or L{None}.
+    @ivar stream: The HTTP/2 stream's id, or L{None} for a whole connection.
+    @ivar connection: The connection's number (L{TrackedConnection.serial}).
+    @ivar peer: The client's address, as in the logs.
+    @ivar at: When, in the tracker's clock's seconds.
+    """
+
+    protocol: str
+    http: str
+    tls: bool
+    alpn: str | None
+    stream: int | None
+    connection: int
+    peer: str
+    at: float
 
 
 #: The L{CountingTransport} subclass for each set of transport interfaces.
@@ -115,6 +149,10 @@ class CountingTransport:
         self._connection.bytesOut += sum(map(len, data))
         self.wrappedTransport.writeSequence(data)
 
+    def streamSwitched(self, name: str, streamID: int) -> None:
+        """An HTTP/2 stream switched to C{name}: see L{TrackedConnection.streamSwitched}."""
+        self._connection.streamSwitched(name, streamID)
+
     def watchActivity(self) -> None:
         """From now on, each write also marks the connection active (its protocol has an idle timeout)."""
         self.write = self._writeActive  # type: ignore[method-assign]
@@ -143,11 +181,13 @@ class TrackedConnection(_compat.ChannelWrapper):
     @ivar bytesIn: Bytes received since the switch (or the start).
     @ivar bytesOut: Bytes sent since the switch (or the start).
     @ivar transport: The transport that calls this connection.
+    @ivar serial: The connection's number: 1 for the tracker's first, and so on.
     """
 
     tracker: ConnectionTracker
     transport: Any = None
     protocol = "http"
+    serial = 0
     peer = ""
     started = 0.0
     bytesIn = 0
@@ -168,6 +208,8 @@ class TrackedConnection(_compat.ChannelWrapper):
         tracker = self.tracker
         self.transport = transport
         self.started = tracker.clock.seconds()
+        tracker.opened += 1
+        self.serial = tracker.opened
         tracker.registerProtocol(self)
         if tracker.limits.requestHeadTimeout:
             self._headTimer = tracker.clock.callLater(tracker.limits.requestHeadTimeout, self._headTimedOut)
@@ -284,7 +326,31 @@ class TrackedConnection(_compat.ChannelWrapper):
             self._idleTimer = tracker.clock.callLater(self._idleTimeout, self._idleCheck)
             self.dataReceived = self._switchedActiveDataReceived  # type: ignore[method-assign]
             self._counting.watchActivity()
+        tracker.switched(self, name, None)
         tracker.upgraded(self, latency)
+
+    def streamSwitched(self, name: str, streamID: int) -> None:
+        """
+        An HTTP/2 stream of this connection switched to the protocol C{name}
+        (extended CONNECT, RFC 8441): counted by transport (the connection
+        itself stays HTTP/2, its bytes and close are the connection's).
+        """
+        if not self.peer:
+            self.peer = peerText(self.getPeer())
+        self.tracker.switched(self, name, streamID)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection is TLS (an C{ssl:} listener, or after an RFC 2817 upgrade)."""
+        return ISSLTransport.providedBy(self.transport)
+
+    @property
+    def alpn(self) -> str | None:
+        """The ALPN protocol TLS negotiated, or L{None} (no TLS, no ALPN, or not yet)."""
+        if not self.tls:
+            return None
+        negotiated = getattr(self.transport, "negotiatedProtocol", None)
+        return negotiated.decode("ascii", "replace") if isinstance(negotiated, bytes) else None
 
     def getPeer(self) -> IAddress:
         """The client's address (after the PROXY protocol, the proxied one)."""
@@ -350,6 +416,11 @@ class TrackedConnection(_compat.ChannelWrapper):
             tracker.closed(self, duration)
         tracker.unregisterProtocol(self)
         super().connectionLost(reason)
+
+
+def connectionOf(transport: Any) -> TrackedConnection | None:
+    """The tracked connection whose transport (as its protocols see it) is C{transport}, if any."""
+    return transport._connection if isinstance(transport, CountingTransport) else None
 
 
 def _isTLSError(reason: Failure) -> bool:
@@ -435,6 +506,12 @@ class ConnectionTracker:
         self.bytesOut: dict[str, int] = {}
         #: TLS handshakes that failed, by OpenSSL's reason.
         self.tlsFailures: dict[str, int] = {}
+        #: Switches by C{(protocol, http, tls)}: C{http} C{"1.1"} or C{"2"}, C{tls} C{"yes"} or C{"no"}.
+        self.switches: dict[tuple[str, str, str], int] = {}
+        #: The latest switch to each protocol (a bounded set: the site's protocols).
+        self.lastSwitch: dict[str, Switched] = {}
+        #: Connections opened so far (each one's L{TrackedConnection.serial}).
+        self.opened = 0
         self._tlsRate = LogRateLimit(self.clock.seconds)
         self._emptied: list[Deferred[None]] = []
 
@@ -496,7 +573,8 @@ class ConnectionTracker:
         if self.lineLog is not None:
             self.lineLog.line("txupgrade.connection#info", _CLOSED.format(**fields))
         else:
-            _log.info(_CLOSED, connectionEvent="closed", **fields)
+            # The event (a JSON log's record) also says how it switched; the text does not change.
+            _log.info(_CLOSED, connectionEvent="closed", http="1.1", tls=connection.tls, **fields)
 
     def addBytes(self, protocol: str, received: int, sent: int) -> None:
         """Count the bytes of a connection's part that is over."""
@@ -522,6 +600,27 @@ class ConnectionTracker:
             more=f" (and {more} more since the last line)" if more else "",
             connectionEvent="tls-failed",
             unlogged=more,
+        )
+
+    def switched(self, connection: TrackedConnection, name: str, streamID: int | None) -> None:
+        """
+        A connection (C{streamID} L{None}) or one of its HTTP/2 streams
+        switched to C{name}: count it by transport (L{switches}), keep it as
+        the protocol's L{lastSwitch}.
+        """
+        tls = connection.tls
+        http = "1.1" if streamID is None else "2"
+        key = (name, http, "yes" if tls else "no")
+        self.switches[key] = self.switches.get(key, 0) + 1
+        self.lastSwitch[name] = Switched(
+            name,
+            http,
+            tls,
+            connection.alpn,
+            streamID,
+            connection.serial,
+            connection.peer,
+            self.clock.seconds(),
         )
 
     def upgraded(self, connection: TrackedConnection, latency: float) -> None:

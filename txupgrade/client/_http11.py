@@ -1,128 +1,35 @@
-"""
-The client side of C{Upgrade}: ask a server to switch, then speak the new protocol.
-
-Example::
-
-    d = upgrade(endpoint, ["amp"], lambda response: amp.AMP())
-    d.addCallback(lambda proto: proto.callRemote(Sum, a=1, b=2))
-
-L{upgrade} connects to an endpoint, sends one HTTP/1.1 request offering the
-protocols in preference order (h11 writes it and parses the answer), checks
-the C{101} (it names one of the offered protocols first, and C{Connection}
-lists C{upgrade}), then connects the protocol your factory builds for the
-answer and hands it every byte that came behind the C{101}. Any other answer
-fails the L{Deferred} with L{UpgradeFailed}, carrying the status, headers
-and body, and the connection is closed.
-
-L{upgradeToTLS} does the same for RFC 2817 (C{Upgrade: TLS/1.2}): after the
-C{101} it starts TLS on the connection and reads the original request's
-answer over TLS; the connection then serves more requests.
-
-Needs the C{client} extra (h11).
-"""
+"""C{Upgrade} over HTTP/1.1 (h11): L{upgrade}, and RFC 2817's L{upgradeToTLS}."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import h11
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IProtocol,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txupgrade.client._common import (
+    _CLOSED,
+    Headers,
+    ProtocolFactory,
+    Response,
+    UpgradeFailed,
+    UpgradeResponse,
+)
 from txupgrade.negotiation import (
     ProtocolName,
     UpgradeError,
     matches,
     parseConnectionOptions,
     parseProtocolList,
-)
-
-__all__ = [
-    "HTTPClientProtocol",
-    "Response",
-    "UpgradeFailed",
-    "UpgradeResponse",
-    "upgrade",
-    "upgradeToTLS",
-]
-
-_log = Logger(namespace="txupgrade.client")
-
-Headers = tuple[tuple[bytes, bytes], ...]
-
-_CLOSED = Failure(ConnectionError("closed"))
-
-
-class UpgradeFailed(Exception):
-    """
-    The server did not switch: it answered something else, or nothing valid.
-
-    @ivar status: The response's status (C{200}, C{426}, ...; C{101} for an
-        invalid switch), or L{None} when no valid response arrived.
-    @ivar headers: The response's headers (names lower-cased), or C{()}.
-    @ivar body: The response's body, as far as it was read.
-    """
-
-    def __init__(self, message: str, status: int | None = None, headers: Headers = (), body: bytes = b""):
-        super().__init__(message if status is None else f"{message} (status {status})")
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        """The first value of header C{name} (any case), or L{None}."""
-        return _getHeader(self.headers, name)
-
-
-def _getHeader(headers: Headers, name: bytes) -> bytes | None:
-    name = name.lower()
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-@dataclass(frozen=True)
-class UpgradeResponse:
-    """
-    A valid C{101}: what the client protocol's factory is called with.
-
-    @ivar protocol: The protocol switched to, as the server named it (the
-        first, lowest, element of its C{Upgrade} field).
-    @ivar upgrade: Every element of the C{101}'s C{Upgrade} field, ascending.
-    @ivar headers: The C{101}'s headers, names lower-cased.
-    """
-
-    protocol: ProtocolName
-    upgrade: tuple[ProtocolName, ...]
-    headers: Headers
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        """The first value of header C{name} (any case), or L{None}."""
-        return _getHeader(self.headers, name)
-
-
-@dataclass(frozen=True)
-class Response:
-    """A complete HTTP response: C{status}, C{headers} (lower-cased names), C{body}."""
-
-    status: int
-    headers: Headers
-    body: bytes
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        """The first value of header C{name} (any case), or L{None}."""
-        return _getHeader(self.headers, name)
-
-
-ProtocolFactory = (
-    Callable[[UpgradeResponse], IProtocol] | Mapping[str, Callable[[UpgradeResponse], IProtocol]]
 )
 
 
