@@ -9,25 +9,28 @@ by prior knowledge and by ALPN C{h2} over TLS.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import tempfile
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import h2.errors
 import h2.events
 import h2.settings
-from hyperframe.frame import DataFrame, Frame
+from hyperframe.frame import DataFrame, Frame, HeadersFrame
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.support.benchmarks import importBenchmark
 from tests.support.daemon import LOCAL, startDaemon
-from tests.support.http2 import H2EventClient, Recording
+from tests.support.http2 import H2EventClient, Recording, decodeFrames
 from tests.support.matrix import CHROMIUM_TRUST_JS, makeCertificate, runNode
 from tests.support.net import wait
 from tests.support.processes import NODE_DIR, missingOrSkip, nodeOrSkip, runProcess
@@ -394,3 +397,64 @@ class DaemonTests(TestCase):
         daemon = yield startDaemon(self, ["--listen", LOCAL, "--no-extended-connect"])
         answer = yield self.node(f"http://127.0.0.1:{daemon.ports[0]}", "echo", "x")
         self.assertEqual(answer["enableConnectProtocol"], False)
+
+
+class IdleMemoryTests(SynchronousTestCase):
+    """
+    An idle WebSocket on an HTTP/2 stream holds no more Python memory than
+    one on an HTTP/1.1 connection of its own (tracemalloc, both in one run,
+    so on any machine): the stream keeps no queue or buffer it has not used.
+    """
+
+    def perWebSocket(self, chunk: bytes, perConnection: int, connections: int, answered: Any) -> float:
+        """
+        Bytes allocated per open WebSocket, C{perConnection} of them on each
+        of C{connections}, each connection's answer checked by C{answered}.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        bench = importBenchmark(self, "bench_h2_websocket")
+        site = bench._memorySite()
+        peer, host = IPv4Address("TCP", "127.0.0.1", 40000), IPv4Address("TCP", "127.0.0.1", 8080)
+        kept: list[Any] = []
+
+        def openAll(count: int) -> None:
+            for _ in range(count):
+                transport = StringTransport(hostAddress=host, peerAddress=peer)
+                protocol = site.buildProtocol(peer)
+                protocol.makeConnection(transport)
+                protocol.dataReceived(chunk)
+                self.assertTrue(answered(transport.value()), transport.value()[:200])
+                transport.clear()
+                kept.append((transport, protocol))
+
+        openAll(1)  # imports, caches and the site's first-connection work
+        kept.clear()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            openAll(connections)
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        return (after - before) / (perConnection * connections)
+
+    def test_streamNoHeavierThanConnection(self) -> None:
+        bench = importBenchmark(self, "bench_h2_websocket")
+        opened, _, _ = bench._h2Segments()
+        handshake = (
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+
+        def all200(written: bytes) -> bool:
+            return sum(isinstance(frame, HeadersFrame) for frame in decodeFrames(written)) == bench.STREAMS
+
+        onStreams = self.perWebSocket(opened, bench.STREAMS, 3, all200)
+        onConnections = self.perWebSocket(
+            handshake, 1, 3 * bench.STREAMS, lambda written: written.startswith(b"HTTP/1.1 101 ")
+        )
+        self.assertLessEqual(onStreams, 1.1 * onConnections, (onStreams, onConnections))

@@ -6,6 +6,7 @@ the switched protocol's transport, and when a site offers it at all.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import h2.config
@@ -76,6 +77,25 @@ class ConnectStream(_http2.H2Stream):
     disconnecting = False
     _bytes: _StreamBytes | None = None
     _remoteEnded = False
+    _inbound: deque[Any] | None = None
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # Never used by twisted.web: an idle stream need not hold it.
+        del self._buffer
+
+    # A stream holds the deque of DATA it could not yet deliver (its protocol
+    # paused) only once there is some: an idle WebSocket holds none.
+
+    @property
+    def _inboundDataBuffer(self) -> deque[Any]:
+        if self._inbound is None:
+            self._inbound = deque()
+        return self._inbound
+
+    @_inboundDataBuffer.setter
+    def _inboundDataBuffer(self, value: deque[Any]) -> None:
+        self._inbound = value or None
 
     def startNegotiation(self, protocolValue: bytes) -> None:
         """Negotiate C{:protocol}'s value as the stream's request's offer, now."""

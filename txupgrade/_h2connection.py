@@ -94,6 +94,8 @@ _REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 _CLOSED = h2.connection.ConnectionState.CLOSED
 #: The first drain C{GOAWAY} allows every stream (RFC 9113 §6.8).
 _ANY_STREAM = 2**31 - 1
+#: The queue of an open stream that has sent nothing yet (L{H2Connection._queue} makes its deque).
+_NO_QUEUE: Any = ()
 #: The payload of the drain's round-trip C{PING}.
 _DRAIN_PING = b"txdrain1"
 
@@ -273,7 +275,9 @@ class H2Connection(_http2.H2Connection):
     ) -> Any:
         stream = streamClass(streamID, self, headers, self.requestFactory, self.site, self.factory)
         self.streams[streamID] = stream
-        self._outboundStreamQueues[streamID] = deque()
+        # Its queue is made with its first write: an idle stream (a WebSocket
+        # on an extended CONNECT) holds no deque.
+        self._outboundStreamQueues[streamID] = _NO_QUEUE
         return stream
 
     # -- reading ---------------------------------------------------------
@@ -549,9 +553,12 @@ class H2Connection(_http2.H2Connection):
 
     def _queue(self, streamID: int, item: Any) -> bool:
         """Queue C{item} (data or the end) on an open stream, sent unless reading; False if it is gone."""
-        queue = self._outboundStreamQueues.get(streamID)
+        queues = self._outboundStreamQueues
+        queue = queues.get(streamID)
         if queue is None:
             return False
+        if queue is _NO_QUEUE:
+            queue = queues[streamID] = deque()
         queue.append(item)
         self._ready[streamID] = None
         if not self._receiving:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -15,9 +15,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
-
-if TYPE_CHECKING:
-    from txupgrade.client._http2 import HTTP2Connection
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -34,7 +31,8 @@ class _StreamTransport:
 
     disconnecting = False
 
-    def __init__(self, connection: HTTP2Connection, streamID: int, protocol: IProtocol) -> None:
+    def __init__(self, connection: Any, streamID: int, protocol: IProtocol) -> None:
+        # The HTTP2Connection (not imported: it imports this module).
         self.connection = connection
         self.streamID = streamID
         self.protocol = protocol
@@ -95,11 +93,11 @@ class _StreamTransport:
 
     def getPeer(self) -> Any:
         """The connection's peer."""
-        return self.connection.transport.getPeer()  # type: ignore[union-attr]
+        return self.connection.transport.getPeer()
 
     def getHost(self) -> Any:
         """The connection's local address."""
-        return self.connection.transport.getHost()  # type: ignore[union-attr]
+        return self.connection.transport.getHost()
 
     # -- IConsumer -----------------------------------------------------------
 
