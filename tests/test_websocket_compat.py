@@ -112,6 +112,9 @@ def _response(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes]:
 class AutobahnPrivateStateTests(SynchronousTestCase):
     """txupgrade's OPEN-state bring-up still matches autobahn's own."""
 
+    #: Initial state kept as class attributes (the fast bring-up only).
+    classState: tuple[str, ...] = ("wasClean", "closedByMe")
+
     def _standard(self, factory: WebSocketServerFactory, handshakeBytes: bytes | None) -> Any:
         """autobahn's own server protocol, connected, optionally after C{handshakeBytes}."""
         proto: Any = factory.buildProtocol(PEER)
@@ -132,6 +135,13 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
         self.assertIsInstance(proto, _EchoProtocol)
         return proto
 
+    def _state(self, proto: Any, names: set[str]) -> set[str]:
+        """
+        Which of C{names} C{proto} has: in its dict, or (the options, the
+        constant initial state) as attributes of the class txupgrade made.
+        """
+        return set(vars(proto)) | {name for name in names if hasattr(proto, name)}
+
     def _assertNoneMissing(self, expected: set[str], actual: set[str], when: str) -> None:
         missing = sorted(expected - actual)
         if missing:
@@ -145,7 +155,7 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
         """Every attribute autobahn's C{connectionMade} creates is set on a switched protocol."""
         factory = _factory()
         standard = set(vars(self._standard(factory, None)))
-        ours = set(vars(self._switched(factory, handshake())))
+        ours = self._state(self._switched(factory, handshake()), standard)
         self._assertNoneMissing(standard, ours, "in connectionMade/_connectionMade")
 
     def test_openState(self) -> None:
@@ -155,9 +165,12 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
         """
         factory = _factory()
         standard = set(vars(self._standard(factory, handshake())))
-        ours = set(vars(self._switched(factory, handshake())))
+        switched = self._switched(factory, handshake())
+        ours = self._state(switched, standard)
         self._assertNoneMissing(standard - KNOWN_DIFFERENCES, ours, "by the end of the handshake")
-        self.assertEqual(sorted(ours - standard), [], "txupgrade sets attributes autobahn does not")
+        self.assertEqual(
+            sorted(set(vars(switched)) - standard), [], "txupgrade sets attributes autobahn does not"
+        )
 
     def test_openStateValues(self) -> None:
         """
@@ -175,7 +188,7 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
         ours = self._switched(factory, handshake(b"/ws?a=1", extra=extra))
         plain = (bool, int, float, str, bytes, list, dict, tuple, type(None))
         differing = []
-        for name in sorted((set(vars(standard)) & set(vars(ours))) - KNOWN_DIFFERENCES):
+        for name in sorted(self._state(ours, set(vars(standard))) & set(vars(standard)) - KNOWN_DIFFERENCES):
             theirs, mine = getattr(standard, name), getattr(ours, name)
             if isinstance(theirs, plain) and theirs != mine:
                 differing.append(f"{name}: autobahn {theirs!r}, txupgrade {mine!r}")
@@ -185,9 +198,46 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
         self.assertEqual(ours.maxFramePayloadSize, 1234)
         self.assertEqual(factory.countConnections, 2)
 
+    def test_optionsSetLater(self) -> None:
+        """C{setProtocolOptions} after a connection: the next protocol has the new value."""
+        factory = _factory(maxFramePayloadSize=1234)
+        root = DirectoryResource()
+        root.putChild(b"ws", WebSocketEndpoint(factory))
+        site = _site(root)
+        protocols = []
+        for size in (1234, 4321):
+            factory.setProtocolOptions(maxFramePayloadSize=size)
+            conn = MemoryConnection(site, peer=PEER, host=HOST)
+            conn.send(handshake())
+            self.assertTrue(conn.received.startswith(b"HTTP/1.1 101 "), conn.received)
+            protocols.append(conn.server._channel)
+        self.assertEqual([p.maxFramePayloadSize for p in protocols], [1234, 4321])
+
+    def test_functionOption(self) -> None:
+        """A function option stays a plain function on the protocol (never bound as a method)."""
+        seen: list[Any] = []
+
+        def accept(offers: Any) -> None:
+            seen.append(offers)
+
+        ours = self._switched(_factory(perMessageCompressionAccept=accept), handshake())
+        self.assertIs(ours.perMessageCompressionAccept, accept)
+        ours.perMessageCompressionAccept(["offer"])
+        self.assertEqual(seen, [["offer"]])
+
+    def test_idleStateIsSmall(self) -> None:
+        """The options and the constant initial state are not copied into each protocol's dict."""
+        ours = self._switched(_factory(), handshake())
+        for name in ("maxFramePayloadSize", "autoPingInterval", "failByDrop", *self.classState):
+            with self.subTest(name):
+                self.assertNotIn(name, vars(ours))
+                self.assertTrue(hasattr(ours, name))
+
 
 class AutobahnPortableStateTests(AutobahnPrivateStateTests):
     """The portable bring-up (autobahn's own C{succeedHandshake}) leaves the same state."""
+
+    classState = ()
 
     def setUp(self) -> None:
         self.patch(_compat, "bringUpPath", lambda: "portable")

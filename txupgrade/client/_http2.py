@@ -632,6 +632,8 @@ def connectHTTP2(
     return d
 
 
+# The keywords are upgrade()'s, on purpose, but for HTTP/2's own: :authority
+# and :scheme where HTTP/1.1 has Host, no method or body (a CONNECT has none).
 def upgradeHTTP2(
     endpoint: IStreamClientEndpoint,
     protocols: Sequence[str],

@@ -104,7 +104,10 @@ class WebSocketUpgrade:
         self._path = _compat.bringUpPath()
         self._protocolClass = _compat.switchedClass(factory.protocol, self._path)
         self._optionNames: list[str] | None = None
-        self._readOptions: Callable[[Any], tuple[Any, ...]] | None = None
+        self._readOptions: Callable[[Any], tuple[Any, ...]] = tuple
+        # The protocol class holding the factory's options (L{_classWithOptions}).
+        self._optionsClass: type | None = None
+        self._optionValues: tuple[Any, ...] = ()
         # autobahn's own onConnect accepts with no subprotocol, after an
         # eagerly formatted debug line: skip calling it.
         self._defaultOnConnect = (
@@ -129,9 +132,8 @@ class WebSocketUpgrade:
         if 0 < self.factory.maxConnections <= self.factory.countConnections:
             return _refuse(503, "maximum number of connections reached")
 
-        proto = self._protocolClass()
+        proto = self._classWithOptions()()
         proto.factory = self.factory
-        self._copyOptions(proto)
         _compat.prepareProtocol(proto, handshake, _peerString(request.peer))
         if self._defaultOnConnect:
             return self._accept(proto, handshake.accept, None)
@@ -157,22 +159,32 @@ class WebSocketUpgrade:
             )
         return self._accept(proto, handshake.accept, answer)
 
-    def _copyOptions(self, proto: Any) -> None:
+    def _classWithOptions(self) -> type:
         """
-        Copy the factory's options the protocol does not set itself, as
-        autobahn's C{_connectionMade} does (read afresh for each connection,
-        so C{setProtocolOptions} calls made later still apply).
+        The protocol class with the factory's options it does not set itself,
+        as autobahn's C{_connectionMade} gives each protocol (read afresh for
+        each connection, so C{setProtocolOptions} calls made later still
+        apply): class attributes of a subclass made again only when they
+        change, where autobahn copies some forty into every protocol's dict.
         """
+        base: Any = self._protocolClass
         if self._optionNames is None:
-            names = [name for name in proto.CONFIG_ATTRS if not hasattr(proto, name)]
-            self._optionNames = names
-            self._readOptions = attrgetter(*names) if len(names) > 1 else None
-        names = self._optionNames
-        if self._readOptions is None:
-            for name in names:
-                setattr(proto, name, getattr(self.factory, name))
-        else:
-            proto.__dict__.update(zip(names, self._readOptions(self.factory), strict=True))
+            self._optionNames = [name for name in base.CONFIG_ATTRS if not hasattr(base, name)]
+            names = self._optionNames
+            self._readOptions = lambda factory: tuple(getattr(factory, name) for name in names)
+            if len(names) > 1:
+                self._readOptions = attrgetter(*names)
+        values = self._readOptions(self.factory)
+        if self._optionsClass is None or values != self._optionValues:
+            # A function option (perMessageCompressionAccept) must not become a method.
+            attributes: dict[str, Any] = {
+                name: staticmethod(value) if hasattr(value, "__get__") else value
+                for name, value in zip(self._optionNames, values, strict=True)
+            }
+            attributes.update(__module__=base.__module__, __qualname__=base.__qualname__)
+            self._optionsClass = type(base.__name__, (base,), attributes)
+            self._optionValues = values
+        return self._optionsClass
 
     @staticmethod
     def _denied(reason: Failure) -> Decision:

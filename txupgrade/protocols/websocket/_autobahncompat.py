@@ -286,6 +286,8 @@ def _serverConnectionLostQuiet(self: Any, reason: Failure) -> None:
 def _sendDataQuiet(self: Any, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
     """C{WebSocketProtocol.sendData}'s common case without its per-write debug line."""
     if chopsize or sync or self.send_queue:
+        if self.send_queue is _NO_SEND_QUEUE:
+            self.send_queue = deque()
         _WebSocketProtocol.sendData(self, data, sync, chopsize)
         return
     self.transport.write(data)
@@ -359,13 +361,21 @@ _INITIAL_STATE = {
 
 
 def _connectionMadeInit(self: Any) -> None:
-    """The per-connection state of C{WebSocketProtocol._connectionMade}, minus its debug dump."""
+    """
+    The per-connection state of C{WebSocketProtocol._connectionMade}, minus
+    its debug dump: the constant part is the switched class's (L{switchedClass}).
+    """
     state = self.__dict__
-    state.update(_INITIAL_STATE)
     self.setTrackTimings(self.trackTimings)
     state["trafficStats"] = _wsprotocol.TrafficStats()
-    state["send_queue"] = deque()
+    if getattr(type(self), "send_queue", None) is not _NO_SEND_QUEUE:
+        state["send_queue"] = deque()
     state["utf8validator"] = _wsprotocol.Utf8Validator()
+
+
+#: The send queue of a protocol that has queued nothing (L{_sendDataQuiet}
+#: makes its deque): an idle WebSocket holds none.
+_NO_SEND_QUEUE: Any = ()
 
 
 class _DropHandshakeResponse:
@@ -495,6 +505,11 @@ def switchedClass(cls: type, path: str) -> type:
             for name, owner, quiet in _QUIET:
                 if getattr(cls, name) is getattr(owner, name):
                     namespace[name] = quiet
+            # The constant initial state as class attributes, shadowed by the
+            # instance's once it changes: an idle WebSocket's dict stays small.
+            namespace.update(_INITIAL_STATE)
+            if namespace.get("sendData") is _sendDataQuiet:
+                namespace["send_queue"] = _NO_SEND_QUEUE
         else:
             namespace["_connectionMade"] = _connectionMadePortable(cls._connectionMade)  # type: ignore[attr-defined]
         lost: Any = namespace.get("connectionLost") or cls.connectionLost  # type: ignore[attr-defined]
