@@ -10,6 +10,7 @@ and a few rows through a real C{twistd txupgrade --extended-connect}.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from typing import Any
@@ -37,7 +38,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tests.support.daemon import LOCAL, startDaemon
-from tests.support.http import SimpleUpgrade
+from tests.support.http import SimpleUpgrade, scrapeMetrics
 from tests.support.http2 import PAGE, Headers, decodeFrames, h2cRequest, h2Site, splitSwitch
 from tests.support.http2 import connectHeaders as connect
 from tests.support.net import TLSPair, inThread, listen
@@ -68,6 +69,7 @@ class Peer:
     """
 
     def __init__(self, site: Any, chunkSize: int | None = None, preface: bool = True) -> None:
+        self.site = site
         self.memory = MemoryConnection(site, chunkSize=chunkSize)
         self.encoder = Encoder()
         self.decoder = Decoder()
@@ -381,6 +383,15 @@ class RequestRuleTests(SynchronousTestCase):
                     peer.send(peer.headers(1, headers, end))
                     self.assertEqual(peer.outcome(1), expected)
                     self.assertIsNone(peer.goaway())
+                    # Counted, for txupgrade_http2_refusals_total.
+                    counted = (
+                        {"malformed": 1}
+                        if expected == ("reset", PROTOCOL_ERROR)
+                        else {"connect-tunnel": 1}
+                        if label.startswith("plain CONNECT (")
+                        else {}
+                    )
+                    self.assertEqual(peer.site.http2Refusals, counted)
                     self.assertTrue(peer.servesAGet(3), "the connection serves on")
                     self.assertEqual(peer.body(3), PAGE)
 
@@ -427,8 +438,10 @@ class PrefaceTests(SynchronousTestCase):
 
         for chunkSize in CHUNKINGS:
             with self.subTest(chunkSize=chunkSize):
-                memory = MemoryConnection(site(Plugin(), H2cUpgrade()), chunkSize=chunkSize)
+                served = site(Plugin(), H2cUpgrade())
+                memory = MemoryConnection(served, chunkSize=chunkSize)
                 memory.send(h2cRequest(H2Client(upgrade=True).settingsHeader) + b"GET / HTTP/1.1\r\n\r\n")
+                self.assertEqual(served.http2Refusals, {"protocol-error": 1})
                 frames = decodeFrames(splitSwitch(memory.received))
                 [goaway] = [f for f in frames if isinstance(f, GoAwayFrame)]
                 self.assertEqual(goaway.error_code, PROTOCOL_ERROR)
@@ -662,6 +675,7 @@ class ConcurrencyTests(SynchronousTestCase):
         refused = [s for s in first if peer.reset(s) == REFUSED_STREAM]
         self.assertEqual((served, refused), (list(first[:100]), list(first[100:])))
         self.assertIsNone(peer.goaway())
+        self.assertEqual(peer.site.http2Refusals, {"refused-stream": 900})
         echoed = 0
         streams = served
         nextStream = 2001
@@ -822,8 +836,17 @@ class DaemonTests(TestCase):
 
     @inlineCallbacks
     def test_rows(self) -> None:
-        daemon = yield startDaemon(self, ["--listen", LOCAL])
+        """The rows' answers, and txupgrade_http2_refusals_total counting each refusal once."""
+        daemon = yield startDaemon(self, ["--listen", LOCAL, "--metrics", LOCAL])
+        metricsPort = int(re.search(rb"metrics on 127\.0\.0\.1:(\d+)", daemon.output).group(1))  # type: ignore[union-attr]
         seen = yield inThread(_daemonRows, daemon.ports[0])
+        samples = yield inThread(scrapeMetrics, metricsPort)
+        refusals = {
+            dict(labels)["kind"]: value
+            for (name, labels), value in samples.items()
+            if name == "txupgrade_http2_refusals_total"
+        }
+        self.assertEqual(refusals, {"malformed": 1.0, "refused-stream": 1.0})
         self.assertEqual(seen["missingAuthority"], [("reset", PROTOCOL_ERROR)])
         self.assertEqual(seen["nextStream"], [b"200"])
         self.assertEqual(seen["statuses"], [[b"200"]] * 100 + [[("reset", REFUSED_STREAM)]])

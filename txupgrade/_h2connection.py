@@ -292,6 +292,7 @@ class H2Connection(_http2.H2Connection):
             try:
                 events = self.conn.receive_data(data)
             except h2.exceptions.ProtocolError as error:
+                self._count("protocol-error")
                 self._log.info(
                     "HTTP/2 protocol error from {peer}, closing with GOAWAY: {error}",
                     peer=self._peer(),
@@ -389,6 +390,7 @@ class H2Connection(_http2.H2Connection):
 
     def _foreignHost(self, streamID: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Answer C{400} on the stream, as HTTP/1.1 does for a host not served (DNS rebinding)."""
+        self._count("foreign-host")
         self._logRefusal("Answered 400 to an HTTP/2 request from {peer} for a host this site does not serve")
         self._answerNow(streamID, b"400", b"This server does not serve that host.\n")
 
@@ -398,6 +400,7 @@ class H2Connection(_http2.H2Connection):
         is no proxy. Its stream never ends by itself, so the client is asked
         to stop with a C{NO_ERROR} reset after the answer (§8.1).
         """
+        self._count("connect-tunnel")
         self._logRefusal("Answered 501 to an HTTP/2 CONNECT (a tunnel, not served) from {peer}")
         self._answerNow(streamID, b"501", b"This server opens no CONNECT tunnels.\n")
         state = self.conn.streams.get(streamID)
@@ -441,6 +444,12 @@ class H2Connection(_http2.H2Connection):
             stream.connectionLost(Failure(ConnectionLost("Malformed request")))
             self._requestDone(streamID)
 
+    def _count(self, kind: str, n: int = 1) -> None:
+        """Count a refusal of C{kind} in the site's L{UpgradeSite.http2Refusals}."""
+        counts = getattr(self.site, "http2Refusals", None)
+        if counts is not None:
+            counts[kind] = counts.get(kind, 0) + n
+
     def _logRefusal(self, text: str, **fields: Any) -> None:
         """Log the first stream this connection refuses (C{text}: a format); the rest are like it."""
         if not self._refusedLogged:
@@ -454,6 +463,7 @@ class H2Connection(_http2.H2Connection):
         self._spendResetToken()
 
     def _logMalformed(self, reason: str) -> None:
+        self._count("malformed")
         self._logRefusal(
             "Reset malformed HTTP/2 request(s) from {peer} with PROTOCOL_ERROR, first: {reason}",
             reason=reason,
@@ -462,6 +472,7 @@ class H2Connection(_http2.H2Connection):
     def _refusedStreams(self) -> None:
         """Streams h2 refused past the concurrency limit: log once, spend the budget."""
         refused, self.conn.refused = self.conn.refused, []
+        self._count("refused-stream", len(refused))
         self._logRefusal(
             "Refused HTTP/2 stream(s) from {peer} past SETTINGS_MAX_CONCURRENT_STREAMS, first: {stream}",
             stream=refused[0],
@@ -504,6 +515,7 @@ class H2Connection(_http2.H2Connection):
             "Closing HTTP/2 connection from {peer}: too many stream resets (Rapid Reset, CVE-2023-44487)",
             peer=self._peer(),
         )
+        self._count("too-many-resets")
         self.conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         self._terminate(Failure(ConnectionLost("Too many stream resets")))
 

@@ -485,6 +485,12 @@ class UpgradeSite(server.Site):
         #: Called with the protocol's name on each accepted switch (the
         #: daemon's metrics count them so, without a log event per switch).
         self.onAccept: list[Callable[[str], None]] = []
+        #: What HTTP/2 connections refused, by kind (C{malformed}: a stream
+        #: reset PROTOCOL_ERROR; C{refused-stream}: past
+        #: SETTINGS_MAX_CONCURRENT_STREAMS; C{foreign-host}: a 400;
+        #: C{connect-tunnel}: a plain CONNECT's 501; C{protocol-error}: a
+        #: connection ended with GOAWAY; C{too-many-resets}: ENHANCE_YOUR_CALM).
+        self.http2Refusals: dict[str, int] = {}
         self.maxUpgradeBodySize = (
             UpgradeChannel.maxUpgradeBodySize if maxUpgradeBodySize is None else maxUpgradeBodySize
         )

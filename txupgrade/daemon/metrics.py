@@ -22,6 +22,9 @@ exposed on the public port.
   - C{txupgrade_handshake_seconds{protocol}}: from the first byte of the
     request to the C{101}.
   - C{txupgrade_limit_hits_total{limit}}: see L{txupgrade.daemon.limits}.
+  - C{txupgrade_http2_refusals_total{kind}}: what HTTP/2 connections
+    refused (L{txupgrade.channel.UpgradeSite.http2Refusals}): each bad input
+    is logged once per connection and counted every time.
   - C{txupgrade_drained_connections_total{outcome}}: at shutdown, how many
     connections closed in time (C{drained}), were aborted at the deadline
     (C{aborted}) or whose protocol failed to drain (C{failed}).
@@ -101,6 +104,15 @@ class _TrackerCollector:
         for labels, count in sorted(tracker.switches.items()):
             byTransport.add_metric(list(labels), count)
         yield byTransport
+        refusals = CounterMetricFamily(
+            "txupgrade_http2_refusals",
+            "What HTTP/2 connections refused, by kind (malformed, refused-stream, foreign-host, "
+            "connect-tunnel, protocol-error, too-many-resets)",
+            labels=["kind"],
+        )
+        for name, count in sorted(getattr(tracker.site, "http2Refusals", {}).items()):
+            refusals.add_metric([name], count)
+        yield refusals
         hits = CounterMetricFamily("txupgrade_limit_hits", "Limit hits, by limit", labels=["limit"])
         for name, count in sorted(tracker.limitLog.counts.items()):
             hits.add_metric([name], count)
