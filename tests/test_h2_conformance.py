@@ -189,9 +189,10 @@ def site(*protocols: Any, extendedConnect: bool = True, clock: Any = None) -> Up
 def webSocketSite(clock: Any = None) -> UpgradeSite:
     """The demo site: autobahn's echo at C{/ws}."""
     registry = ProtocolRegistry([EchoUpgrade()])
-    return UpgradeSite(
-        demoRoot(registry), registry, reactor=clock if clock is not None else Clock(), extendedConnect=True
-    )
+    root = demoRoot(registry)
+    # autobahn's handshake timers run on the global reactor, not the test's clock: off.
+    root.children[b"ws"].upgrade.factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+    return UpgradeSite(root, registry, reactor=clock if clock is not None else Clock(), extendedConnect=True)
 
 
 def webSocketConnect(extra: Headers = ()) -> Headers:

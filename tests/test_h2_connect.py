@@ -195,9 +195,12 @@ class WebSocketTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         registry = ProtocolRegistry([EchoUpgrade()])
-        self.client = H2EventClient(
-            UpgradeSite(demoRoot(registry), registry, reactor=Clock(), extendedConnect=True)
+        root = demoRoot(registry)
+        # autobahn's handshake timers run on the global reactor, not the test's clock: off.
+        root.children[b"ws"].upgrade.factory.setProtocolOptions(
+            openHandshakeTimeout=0, closeHandshakeTimeout=0
         )
+        self.client = H2EventClient(UpgradeSite(root, registry, reactor=Clock(), extendedConnect=True))
 
     def open(self, streamID: int = 1, origin: bytes = b"http://localhost") -> None:
         self.client.connect(

@@ -30,6 +30,10 @@ class _StreamTransport:
     """
 
     disconnecting = False
+    # The stream's state, as class defaults until it changes.
+    _paused = _endWanted = _localEnded = _remoteEnded = _endDelivered = False
+    _finished = _streaming = _producerPaused = _pulling = _writeLostWanted = False
+    _producer: Any = None
 
     def __init__(self, connection: Any, streamID: int, protocol: IProtocol) -> None:
         # The HTTP2Connection (not imported: it imports this module).
@@ -38,17 +42,6 @@ class _StreamTransport:
         self.protocol = protocol
         self._out = bytearray()
         self._inbound: list[tuple[bytes, int]] = []
-        self._paused = False
-        self._endWanted = False
-        self._localEnded = False
-        self._remoteEnded = False
-        self._endDelivered = False
-        self._finished = False
-        self._producer: Any = None
-        self._streaming = False
-        self._producerPaused = False
-        self._pulling = False
-        self._writeLostWanted = False
 
     # -- ITransport --------------------------------------------------------
 

@@ -488,6 +488,7 @@ class Supervisor(Service):
             port.stopListening()
         running = list(self.workers.values())
         bound = self.drainTimeout + STOP_MARGIN
+        # This line and late()'s are alike on purpose: one event each, with its own daemon field.
         _log.info(
             "Shutting down: stopping {count} worker(s), waiting at most {bound} s",
             count=len(running),
