@@ -1,13 +1,13 @@
-"""What both clients share: the answers they fire with and the failure they raise."""
+"""What both clients share: the answers they fire with, the failure they raise, how they connect."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from twisted.internet.interfaces import (
-    IProtocol,
-)
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -20,6 +20,8 @@ _log = Logger(namespace="txupgrade.client")
 Headers = tuple[tuple[bytes, bytes], ...]
 
 _CLOSED = Failure(ConnectionError("closed"))
+
+T = TypeVar("T")
 
 
 class UpgradeFailed(Exception):
@@ -92,3 +94,41 @@ class Response:
 ProtocolFactory = (
     Callable[[UpgradeResponse], IProtocol] | Mapping[str, Callable[[UpgradeResponse], IProtocol]]
 )
+
+
+def connectWithin(
+    endpoint: IStreamClientEndpoint,
+    protocol: IProtocol,
+    then: Callable[[object], Deferred[T]],
+    timeout: float | None,
+    reactor: Any,
+    waiting: Callable[[], bool],
+) -> Deferred[T]:
+    """
+    Connect C{protocol} to C{endpoint}, then C{then}; once C{timeout}
+    seconds have passed (L{None}: never), the result fails and a connection
+    that is still C{waiting} is aborted.
+    """
+    from twisted.internet.endpoints import connectProtocol
+
+    d = connectProtocol(endpoint, protocol).addCallback(then)
+    if timeout is not None:
+        if reactor is None:
+            from twisted.internet import reactor
+
+        def timedOut(reason: Failure) -> Failure:
+            transport: Any = protocol.transport  # type: ignore[attr-defined]
+            if transport is not None and waiting():
+                transport.abortConnection()
+            return reason
+
+        d.addTimeout(timeout, reactor)
+        d.addErrback(timedOut)
+    return d
+
+
+def buildClientProtocol(factory: ProtocolFactory, response: UpgradeResponse) -> IProtocol:
+    """The client protocol C{factory} builds for C{response} (a mapping: by the lower-cased name chosen)."""
+    if isinstance(factory, Mapping):
+        factory = factory[str(response.protocol).lower()]
+    return factory(response)

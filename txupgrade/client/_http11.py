@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import h11
@@ -23,6 +23,8 @@ from txupgrade.client._common import (
     Response,
     UpgradeFailed,
     UpgradeResponse,
+    buildClientProtocol,
+    connectWithin,
 )
 from txupgrade.negotiation import (
     ProtocolName,
@@ -144,10 +146,7 @@ class _UpgradeClient(Protocol):
         trailing = bytes(self._h11.trailing_data[0])
         self._h11 = None  # type: ignore[assignment]
         try:
-            factory = self._factory
-            if isinstance(factory, Mapping):
-                factory = factory[str(named[0]).lower()]
-            inner = factory(response)
+            inner = buildClientProtocol(self._factory, response)
             self.inner = inner
             inner.makeConnection(self.transport)  # type: ignore[arg-type]
             if trailing:
@@ -225,27 +224,7 @@ def upgrade(
     result: Deferred[IProtocol] = Deferred()
     client = _UpgradeClient(offered, events, protocolFactory, result)
 
-    def connected(_: object) -> Deferred[IProtocol]:
-        return result
-
-    from twisted.internet.endpoints import connectProtocol
-
-    d = connectProtocol(endpoint, client)
-    d.addCallback(connected)
-    if timeout is not None:
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-
-        def timedOut(reason: Failure) -> Failure:
-            if client.transport is not None and client.inner is None:
-                client.transport.abortConnection()  # type: ignore[attr-defined]
-            return reason
-
-        d.addTimeout(timeout, reactor)
-        d.addErrback(timedOut)
-    return d
+    return connectWithin(endpoint, client, lambda _: result, timeout, reactor, lambda: client.inner is None)
 
 
 class HTTPClientProtocol(Protocol):

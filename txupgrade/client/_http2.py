@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -25,6 +25,8 @@ from txupgrade.client._common import (
     ProtocolFactory,
     UpgradeFailed,
     UpgradeResponse,
+    buildClientProtocol,
+    connectWithin,
 )
 from txupgrade.client._stream import _StreamTransport
 from txupgrade.negotiation import (
@@ -429,10 +431,7 @@ class HTTP2Connection(Protocol):
         name = attempt.offered[0]
         response = UpgradeResponse(name, (name,), headers, b"HTTP/2")
         try:
-            factory = attempt.factory
-            if isinstance(factory, Mapping):
-                factory = factory[str(name).lower()]
-            protocol = factory(response)
+            protocol = buildClientProtocol(attempt.factory, response)
             stream = self._streams[attempt.streamID] = _StreamTransport(self, attempt.streamID, protocol)
             protocol.makeConnection(stream)
         except Exception as error:  # noqa: BLE001 - the caller gets it as the failure
@@ -615,21 +614,15 @@ def connectHTTP2(
         did not choose C{h2}), with L{UpgradeFailed} when the connection is
         lost first.
     """
-    from twisted.internet.endpoints import connectProtocol
-
     connection = HTTP2Connection(reactor, authority)
-    d = connectProtocol(endpoint, connection)
-    d.addCallback(lambda _: connection.whenReady())
-    if timeout is not None:
-
-        def timedOut(reason: Failure) -> Failure:
-            if connection.transport is not None and connection._ready is None:
-                connection.transport.abortConnection()  # type: ignore[attr-defined]
-            return reason
-
-        d.addTimeout(timeout, connection._clock())
-        d.addErrback(timedOut)
-    return d
+    return connectWithin(
+        endpoint,
+        connection,
+        lambda _: connection.whenReady(),
+        timeout,
+        reactor,
+        lambda: connection._ready is None,
+    )
 
 
 # The keywords are upgrade()'s, on purpose, but for HTTP/2's own: :authority
