@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from txupgrade.daemon.tracking import connectionOf, peerText
+from txupgrade.daemon.tracking import connectionOf, peerText, tlsOf
 from txupgrade.protocols.echo import EchoResource
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.resource import BytesResource, DirectoryResource
@@ -195,13 +195,12 @@ def seenOn(channel: Any, version: bytes) -> dict[str, Any]:
         transport = streamConnection(channel).transport
     elif not ISSLTransport.providedBy(channel) and hasattr(channel, "requests"):
         transport = channel.transport  # an HTTP/1.1 channel: its connection's transport
-    tls = ISSLTransport.providedBy(transport)
-    alpn = getattr(transport, "negotiatedProtocol", None) if tls else None
+    tls, alpn = tlsOf(transport)
     tracked = connectionOf(transport)
     return {
         "http": "2" if version == b"HTTP/2" else "1.1",
         "tls": tls,
-        "alpn": alpn.decode("ascii", "replace") if isinstance(alpn, bytes) else None,
+        "alpn": alpn,
         "stream": stream,
         "connection": tracked.serial if tracked is not None else None,
         "peer": peerText(transport.getPeer()),

@@ -49,6 +49,7 @@ __all__ = [
     "TrackedConnection",
     "connectionOf",
     "peerText",
+    "tlsOf",
 ]
 
 _log = Logger(namespace="txupgrade.connection")
@@ -344,14 +345,6 @@ class TrackedConnection(_compat.ChannelWrapper):
         """Whether the connection is TLS (an C{ssl:} listener, or after an RFC 2817 upgrade)."""
         return ISSLTransport.providedBy(self.transport)
 
-    @property
-    def alpn(self) -> str | None:
-        """The ALPN protocol TLS negotiated, or L{None} (no TLS, no ALPN, or not yet)."""
-        if not self.tls:
-            return None
-        negotiated = getattr(self.transport, "negotiatedProtocol", None)
-        return negotiated.decode("ascii", "replace") if isinstance(negotiated, bytes) else None
-
     def getPeer(self) -> IAddress:
         """The client's address (after the PROXY protocol, the proxied one)."""
         return self.transport.getPeer()
@@ -416,6 +409,14 @@ class TrackedConnection(_compat.ChannelWrapper):
             tracker.closed(self, duration)
         tracker.unregisterProtocol(self)
         super().connectionLost(reason)
+
+
+def tlsOf(transport: Any) -> tuple[bool, str | None]:
+    """Whether C{transport} is TLS, and the ALPN protocol it negotiated (L{None}: none, or not yet)."""
+    if not ISSLTransport.providedBy(transport):
+        return False, None
+    negotiated = getattr(transport, "negotiatedProtocol", None)
+    return True, negotiated.decode("ascii", "replace") if isinstance(negotiated, bytes) else None
 
 
 def connectionOf(transport: Any) -> TrackedConnection | None:
@@ -608,7 +609,7 @@ class ConnectionTracker:
         switched to C{name}: count it by transport (L{switches}), keep it as
         the protocol's L{lastSwitch}.
         """
-        tls = connection.tls
+        tls, alpn = tlsOf(connection.transport)
         http = "1.1" if streamID is None else "2"
         key = (name, http, "yes" if tls else "no")
         self.switches[key] = self.switches.get(key, 0) + 1
@@ -616,7 +617,7 @@ class ConnectionTracker:
             name,
             http,
             tls,
-            connection.alpn,
+            alpn,
             streamID,
             connection.serial,
             connection.peer,
