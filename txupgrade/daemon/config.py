@@ -38,27 +38,19 @@ class ConfigError(Exception):
     """A setting that cannot be used; C{str()} is one line naming the problem."""
 
 
-def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _positive(kind: Callable[[Any], Any], least: int = 0) -> Callable[[Any], Any]:
+    """A number of C{kind}, C{least} or more (by default: not negative)."""
+
     def convert(value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a number, not a boolean")
         number = kind(value)
-        if number < 0:
-            raise ValueError("must not be negative")
+        if number < least:
+            raise ValueError("must not be negative" if least == 0 else f"must be at least {least}")
         return number
 
-    convert.__name__ = f"non-negative {kind.__name__}"
+    convert.__name__ = f"non-negative {kind.__name__}" if least == 0 else f"positive {kind.__name__}"
     return convert
-
-
-def _atLeastOne(value: Any) -> int:
-    number = _positive(int)(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return int(number)
-
-
-_atLeastOne.__name__ = "positive int"
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -199,7 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "websocket-max-message",
         "value",
-        _atLeastOne,
+        _positive(int, least=1),
         4 << 20,
         "Largest WebSocket message of the demo's /ws (after permessage-deflate), in bytes: "
         "autobahn holds a whole message, so this bounds each connection's memory (1009 beyond)",
@@ -208,7 +200,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "websocket-max-frame",
         "value",
-        _atLeastOne,
+        _positive(int, least=1),
         1 << 20,
         "Largest WebSocket frame payload of the demo's /ws, in bytes; at most "
         "--websocket-max-message (1009 beyond)",
