@@ -42,6 +42,7 @@ from tests.support.http import SimpleUpgrade, scrapeMetrics
 from tests.support.http2 import PAGE, Headers, decodeFrames, h2cRequest, h2Site, splitSwitch
 from tests.support.http2 import connectHeaders as connect
 from tests.support.net import TLSPair, inThread, listen
+from tests.support.websocket import maskedFrame
 from txupgrade import DirectoryResource, ProtocolRegistry, UpgradeSite
 from txupgrade._h2rules import PREFACE
 from txupgrade.daemon.demo import demoRoot
@@ -201,17 +202,6 @@ def webSocketConnect(extra: Headers = ()) -> Headers:
         b"/ws",
         extra=[(b"sec-websocket-version", b"13"), (b"origin", b"http://localhost"), *extra],
     )
-
-
-def maskedFrame(opcode: int, payload: bytes, final: bool = True) -> bytes:
-    """One client WebSocket frame (masked, as a client's must be)."""
-    mask = b"\x0f\x1e\x2d\x3c"
-    head = bytes([(0x80 if final else 0) | opcode])
-    if len(payload) < 126:
-        head += bytes([0x80 | len(payload)])
-    else:
-        head += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def serverFrame(payload: bytes) -> bytes:

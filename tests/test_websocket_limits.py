@@ -48,6 +48,7 @@ from tests.support.websocket import (
     decodeFrame,
     encodeFrame,
     handshake,
+    maskedFrame,
 )
 
 KiB = 1 << 10
@@ -264,33 +265,12 @@ def deflated(port: int, size: int) -> tuple[bool, tuple[str, int | None]]:
 # WebSocket over an HTTP/2 extended CONNECT stream, with the h2 library.
 
 
-def maskFast(data: bytes, key: bytes = b"\x5a\x3c\x96\xe1") -> bytes:
-    """C{data} masked with C{key} (RFC 6455 §5.3) by one big-integer XOR, for megabytes."""
-    if not data:
-        return data
-    stream = (key * (len(data) // 4 + 1))[: len(data)]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
-
-
-def clientFrame(opcode: int, data: bytes, fin: bool) -> bytes:
-    """A masked client frame, like L{encodeFrame} but fast for big payloads."""
-    key = b"\x5a\x3c\x96\xe1"
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if len(data) < 126:
-        head += bytes([0x80 | len(data)])
-    elif len(data) < 1 << 16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", len(data))
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", len(data))
-    return head + key + maskFast(data, key)
-
-
 def fragmentedFrames(data: bytes, size: int, binary: bool) -> list[bytes]:
     """The client frames of one message of C{data}, C{size} bytes each."""
     pieces = [data[i : i + size] for i in range(0, len(data), size)]
     first = OP_BINARY if binary else OP_TEXT
     return [
-        clientFrame(first if i == 0 else OP_CONT, piece, i == len(pieces) - 1)
+        maskedFrame(first if i == 0 else OP_CONT, piece, fin=i == len(pieces) - 1)
         for i, piece in enumerate(pieces)
     ]
 
@@ -424,7 +404,7 @@ def h2Exchange(port: int, data: bytes, frameSize: int, binary: bool) -> dict[str
         frame = client.readFrame()
         if frame is not None and frame[1] != OP_CLOSE:
             result["echoed"] = frame == (True, OP_BINARY if binary else OP_TEXT, data, False)
-            client.send(clientFrame(OP_CLOSE, struct.pack("!H", 1000), True))
+            client.send(maskedFrame(OP_CLOSE, struct.pack("!H", 1000)))
             frame = client.readFrame()
         if frame is not None and frame[1] == OP_CLOSE:
             result["close"] = closePayload(frame[2])[0]

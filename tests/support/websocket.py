@@ -186,17 +186,24 @@ def encodeFrame(opcode: int, payload: bytes, *, fin: bool = True, maskKey: bytes
         head += bytes([0x80 | 126]) + struct.pack("!H", length)
     else:
         head += bytes([0x80 | 127]) + struct.pack("!Q", length)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + masked
+    return head + key + mask(payload, key)
+
+
+def mask(data: bytes, key: bytes) -> bytes:
+    """C{data} masked with the 4-byte C{key} (RFC 6455 §5.3): one big-integer XOR, fast for megabytes."""
+    if not data:
+        return data
+    stream = (key * (len(data) // 4 + 1))[: len(data)]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
 
 
 #: The fixed mask key of L{maskedFrame}.
 MASK_KEY = b"\x0f\x1e\x2d\x3c"
 
 
-def maskedFrame(opcode: int, payload: bytes) -> bytes:
-    """One final client frame, masked with L{MASK_KEY} (the same bytes every time)."""
-    return encodeFrame(opcode, payload, maskKey=MASK_KEY)
+def maskedFrame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One client frame (final unless told), masked with L{MASK_KEY} (the same bytes every time)."""
+    return encodeFrame(opcode, payload, fin=fin, maskKey=MASK_KEY)
 
 
 def decodeFrame(data: bytes) -> tuple[tuple[bool, int, bytes, bool], bytes] | None:
