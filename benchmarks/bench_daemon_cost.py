@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, byKind in samples.items()
     }
     print(f"{'server':<22}" + "".join(f"{kind:>12}" for kind in kinds))
-    for name in servers:
+    for name in rates:
         print(
             f"{name:<22}"
             + "".join(f"{rates[name][k]:>12,.0f}" if k in rates[name] else f"{'-':>12}" for k in kinds)

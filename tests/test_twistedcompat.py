@@ -313,7 +313,7 @@ class AdapterTests(SynchronousTestCase):
         _twistedcompat.swapProtocol(channel, Protocol())
         _twistedcompat.resumeChannel(channel, wrapper, 45)
         self.assertIs(wrapper._channel, channel)
-        self.assertIs(channel._txupgradeWrapper, wrapper)  # type: ignore[attr-defined]
+        self.assertIs(_twistedcompat.channelWrapper(channel), wrapper)
         self.assertIs(transport.producer, channel)
         self.assertIs(channel._waitingForTransport, False)
         self.assertEqual(clock.getDelayedCalls(), [])

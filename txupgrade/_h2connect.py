@@ -173,6 +173,10 @@ class ConnectStream(_http2.H2Stream):
         self.disconnecting = True
         if self._bytes is not None:
             self._bytes.connectionLost(Failure(ConnectionDone("The stream ended")))
+            # Nothing here holds the protocol's side any more (nor, once
+            # registered by it, the stream itself as its producer): freed at
+            # once, not left to the cyclic garbage collector.
+            self._bytes = self._request = self.producer = None
 
 
 def extendedConnectProtocol(headers: list[tuple[bytes, bytes]]) -> bytes | None:

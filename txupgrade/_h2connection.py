@@ -59,6 +59,7 @@ from h2.utilities import HeaderValidationFlags, validate_headers
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import _http2
@@ -137,6 +138,14 @@ class _ServerState(h2.connection.H2Connection):
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
         self.refused: list[int] = []
+
+    def release(self) -> None:
+        """
+        The connection is over: h2's table of this state's own bound methods
+        is emptied, so the state is freed at once, not left to the cyclic
+        garbage collector.
+        """
+        self._frame_dispatch_table = {}
 
     @property
     def open_inbound_streams(self) -> int:
@@ -227,7 +236,13 @@ class H2Connection(_http2.H2Connection):
         self._goAwayLast: int | None = None
         self._goAwayFinal = False
 
-    # -- connection start ------------------------------------------------
+    # -- connection start and end -----------------------------------------
+
+    def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True) -> None:
+        """As Twisted's; at the real end (not a timeout's early call), h2's state lets go of itself."""
+        super().connectionLost(reason, _cancelTimeouts)
+        if _cancelTimeouts:
+            self.conn.release()
 
     def connectionMade(self) -> None:
         """Send our SETTINGS; for h2c, answer the upgraded request on stream 1."""

@@ -13,6 +13,7 @@ renames any of it.
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -70,13 +71,15 @@ def wrapChannel(channel: HTTPChannel, wrapperClass: type[ChannelWrapper] | None 
     another protocol is the in-tree way to switch (as ALPN C{h2} does).
     """
     wrapper = (wrapperClass or ChannelWrapper)(channel)
-    channel._txupgradeWrapper = wrapper  # type: ignore[attr-defined]
+    # Weakly: the wrapper holds the channel, and a cycle between them would
+    # leave every closed connection to the cyclic garbage collector.
+    channel._txupgradeWrapper = weakref.ref(wrapper)  # type: ignore[attr-defined]
     return wrapper
 
 
 def channelWrapper(channel: HTTPChannel) -> ChannelWrapper:
     """The wrapper L{wrapChannel} put around C{channel} (until L{swapProtocol})."""
-    return channel._txupgradeWrapper  # type: ignore[attr-defined]
+    return channel._txupgradeWrapper()  # type: ignore[attr-defined]
 
 
 def requestVersion(channel: HTTPChannel) -> bytes:
@@ -148,7 +151,7 @@ def swapProtocol(channel: HTTPChannel, protocol: IProtocol) -> Any:
     From now on the transport's C{dataReceived} and C{connectionLost} reach
     C{protocol}.
     """
-    wrapper = channel._txupgradeWrapper  # type: ignore[attr-defined]
+    wrapper = channel._txupgradeWrapper()  # type: ignore[attr-defined]
     if wrapper._negotiatedProtocol is None:
         wrapper._negotiatedProtocol = b"http/1.1"
     wrapper._channel = protocol
@@ -247,7 +250,7 @@ def resumeChannel(channel: HTTPChannel, wrapper: Any, idleTimeout: float | None)
     request is answered, as C{allContentReceived} would have it.
     """
     wrapper._channel = channel
-    channel._txupgradeWrapper = wrapper  # type: ignore[attr-defined]
+    channel._txupgradeWrapper = weakref.ref(wrapper)  # type: ignore[attr-defined]
     channel._savedTimeOut = idleTimeout
     channel._waitingForTransport = False
     channel._networkProducer.registerProducer(channel, True)  # type: ignore[attr-defined]

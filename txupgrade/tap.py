@@ -254,4 +254,9 @@ def makeService(options: Options) -> IService:
 
         # A worker's lines go to its supervisor through its own observer.
         fileLogging(service, options, settings["log-format"], lineLog=not isinstance(service, WorkerService))
+    from twisted.internet import reactor
+
+    from txupgrade.daemon.service import keepOutOfCollections
+
+    reactor.callWhenRunning(keepOutOfCollections)
     return service

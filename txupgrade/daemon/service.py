@@ -10,6 +10,7 @@ reactor runs, so that a mistake is one line and a non-zero exit
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -288,6 +289,16 @@ def listenExtra(reactor: Any, description: str, factory: Any, what: str) -> ILis
 def extraText(extraPorts: Sequence[tuple[str, IListeningPort]]) -> str:
     """The start-up line's mention of the extra listeners (C{; metrics on 127.0.0.1:9100})."""
     return "".join(f"; {what} on {peerText(p.getHost())}" for what, p in extraPorts)
+
+
+def keepOutOfCollections() -> None:
+    """
+    Keep what start-up built (modules, the site, its resources) out of every
+    later garbage collection (C{gc.freeze}): a full collection then walks only
+    what the connections made, instead of the whole program each time.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class DaemonService(MultiService):
