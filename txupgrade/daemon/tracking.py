@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
@@ -74,8 +73,7 @@ def peerText(address: IAddress | None) -> str:
     return f"unix:{name}" if name else str(address)
 
 
-@dataclass(frozen=True, slots=True)
-class Switched:
+class Switched(NamedTuple):
     """
     One switch as the server saw it: which protocol, over which HTTP version
     and transport, on which connection (and HTTP/2 stream).
@@ -208,7 +206,7 @@ class TrackedConnection(_compat.ChannelWrapper):
     disconnecting = False
     _requestStarted: float | None = None
     _draining = False
-    _headTimer: IDelayedCall | None = None
+    _headTimed = False
     _headTail = b""
     _idleTimer: IDelayedCall | None = None
     _idleTimeout = 0.0
@@ -224,7 +222,8 @@ class TrackedConnection(_compat.ChannelWrapper):
         self.serial = tracker.opened
         tracker.registerProtocol(self)
         if tracker.limits.requestHeadTimeout:
-            self._headTimer = tracker.clock.callLater(tracker.limits.requestHeadTimeout, self._headTimedOut)
+            self._headTimed = True
+            tracker.timeHead(self)
         self._counting = CountingTransport(transport, self)
         super().makeConnection(self._counting)
 
@@ -255,7 +254,7 @@ class TrackedConnection(_compat.ChannelWrapper):
         connection's start, or from the first byte of a request that comes
         while the channel is between requests, to its blank line.
         """
-        if self._headTimer is None:
+        if not self._headTimed:
             current = self._channel
             if not isinstance(current, HTTPChannel) or current.requests:
                 return
@@ -264,22 +263,21 @@ class TrackedConnection(_compat.ChannelWrapper):
             search = self._headTail + data
         if b"\r\n\r\n" in search or b"\n\n" in search:
             self._headTail = b""
-            if self._headTimer is not None:
-                self._headTimer.cancel()
-                self._headTimer = None
+            if self._headTimed:
+                self._headTimed = False
+                self.tracker.headRead(self)
             return
         self._headTail = search[-3:]
-        if self._headTimer is None:
-            self._headTimer = self.tracker.clock.callLater(
-                self.tracker.limits.requestHeadTimeout, self._headTimedOut
-            )
+        if not self._headTimed:
+            self._headTimed = True
+            self.tracker.timeHead(self)
 
     def _headTimedOut(self) -> None:
         """
         The head did not come in time: C{408} and close; a TLS handshake
         still unfinished (the deadline runs from accept) is aborted.
         """
-        self._headTimer = None
+        self._headTimed = False
         transport = self.transport
         if self.protocol != "http" or transport is None or transport.disconnecting:
             return
@@ -327,9 +325,9 @@ class TrackedConnection(_compat.ChannelWrapper):
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
         tracker.addBytes("http", self.bytesIn - trailing, self.bytesOut)
         self.started, self.bytesIn, self.bytesOut = now, trailing, 0
-        if self._headTimer is not None:
-            self._headTimer.cancel()
-            self._headTimer = None
+        if self._headTimed:
+            self._headTimed = False
+            tracker.headRead(self)
         self._idleTimeout = tracker.limits.idleTimeoutFor(name)
         # The switched protocol's bytes take the lean paths (no HTTP checks).
         self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
@@ -406,11 +404,14 @@ class TrackedConnection(_compat.ChannelWrapper):
         return True
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        for timer in (self._headTimer, self._idleTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._headTimer = self._idleTimer = None
         tracker = self.tracker
+        if self._headTimed:
+            self._headTimed = False
+            tracker.headRead(self)
+        if self._idleTimer is not None:
+            if self._idleTimer.active():
+                self._idleTimer.cancel()
+            self._idleTimer = None
         tracker.addBytes(self.protocol, self.bytesIn, self.bytesOut)
         if not self._handshaken and _isTLSError(reason):
             tracker.tlsFailed(self, reason)
@@ -531,6 +532,10 @@ class ConnectionTracker:
         self.opened = 0
         self._tlsRate = LogRateLimit(self.clock.seconds)
         self._emptied: list[Deferred[None]] = []
+        #: The connections whose request head is being timed, by deadline
+        #: (one timeout for all: the oldest first), and the one timer, for the oldest.
+        self._heads: dict[TrackedConnection, float] = {}
+        self._headCall: IDelayedCall | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
         """What the site builds for a connection from C{addr} (see L{admit})."""
@@ -553,7 +558,9 @@ class ConnectionTracker:
             return self._refuse("max-connections-per-client", addr, limits.maxConnectionsPerClient)
         connection = build(addr)
         connection.tracker = self
-        connection.clientHost = host
+        if limits.maxConnectionsPerClient:
+            # Counted by client only when there is a limit to count for.
+            connection.clientHost = host
         return connection
 
     def _refuse(self, limit: str, addr: Any, value: int) -> Protocol:
@@ -578,20 +585,60 @@ class ConnectionTracker:
             for d in waiting:
                 d.callback(None)
 
+    def timeHead(self, connection: TrackedConnection) -> None:
+        """
+        Time C{connection}'s request head from now (L{Limits.requestHeadTimeout}):
+        one timer for every connection, not one each.
+        """
+        timeout = self.limits.requestHeadTimeout
+        self._heads[connection] = self.clock.seconds() + timeout
+        if self._headCall is None:
+            self._headCall = self.clock.callLater(timeout, self._headsDue)
+
+    def headRead(self, connection: TrackedConnection) -> None:
+        """C{connection}'s head is read (or it switched, or closed): no longer timed."""
+        heads = self._heads
+        heads.pop(connection, None)
+        if not heads and self._headCall is not None:
+            self._headCall.cancel()
+            self._headCall = None
+
+    def _headsDue(self) -> None:
+        """The oldest deadline: every connection past its own times out; the timer moves to the next."""
+        self._headCall = None
+        heads = self._heads
+        now = self.clock.seconds()
+        while heads:
+            connection = next(iter(heads))
+            deadline = heads[connection]
+            if deadline > now:
+                self._headCall = self.clock.callLater(deadline - now, self._headsDue)
+                return
+            del heads[connection]
+            connection._headTimedOut()
+
     def logClosed(self, connection: TrackedConnection, duration: float) -> None:
         """The line of an upgraded connection that closed."""
-        fields = {
-            "protocol": connection.protocol,
-            "peer": connection.peer,
-            "duration": duration,
-            "bytesIn": connection.bytesIn,
-            "bytesOut": connection.bytesOut,
-        }
         if self.lineLog is not None:
-            self.lineLog.line("txupgrade.connection#info", _CLOSED.format(**fields))
-        else:
-            # The event (a JSON log's record) also says how it switched; the text does not change.
-            _log.info(_CLOSED, connectionEvent="closed", http="1.1", tls=connection.tls, **fields)
+            # _CLOSED's text, formatted at once.
+            self.lineLog.line(
+                "txupgrade.connection#info",
+                f"{connection.protocol} connection from {connection.peer} closed after {duration:.3f} s, "
+                f"{connection.bytesIn} bytes in, {connection.bytesOut} bytes out",
+            )
+            return
+        # The event (a JSON log's record) also says how it switched; the text does not change.
+        _log.info(
+            _CLOSED,
+            connectionEvent="closed",
+            http="1.1",
+            tls=connection.tls,
+            protocol=connection.protocol,
+            peer=connection.peer,
+            duration=duration,
+            bytesIn=connection.bytesIn,
+            bytesOut=connection.bytesOut,
+        )
 
     def addBytes(self, protocol: str, received: int, sent: int) -> None:
         """Count the bytes of a connection's part that is over."""
