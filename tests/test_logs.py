@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import signal
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import given, settings
@@ -27,7 +28,7 @@ from twisted.web.test.requesthelper import DummyChannel
 from tests.support.daemon import LOCAL, spawnDaemon
 from tests.support.net import inThread, withTimeout
 from txupgrade.daemon.logs import BatchedOutput, LineLog, accessLine
-from txupgrade.daemon.tracking import _CLOSED
+from txupgrade.daemon.tracking import _CLOSED, ConnectionTracker
 
 
 class _Clock:
@@ -152,10 +153,31 @@ class LineLogTests(SynchronousTestCase):
         self.assertIn(
             "echo connection from 127.0.0.1:1 closed after 1.235 s, 5 bytes in, 7 bytes out", expected
         )
+        connection = SimpleNamespace(**{k: v for k, v in fields.items() if k != "duration"})
         self.assertEqual(
-            _fastPath(when, lambda lines: lines.line("txupgrade.connection#info", _CLOSED.format(**fields))),
+            _fastPath(
+                when,
+                lambda lines: ConnectionTracker.logClosed(
+                    SimpleNamespace(lineLog=lines),  # type: ignore[arg-type]
+                    connection,  # type: ignore[arg-type]
+                    fields["duration"],  # type: ignore[arg-type]
+                ),
+            ),
             expected,
         )
+
+    def test_escapesRemembered(self) -> None:
+        """Escaped values are remembered, short ones only and boundedly; each is still twisted.web's."""
+        from twisted.web.http import _escape as twistedEscape
+
+        from txupgrade.daemon import logs
+
+        self.patch(logs, "_ESCAPED", {})
+        values = [b'/path/%d"' % i for i in range(logs._ESCAPED_LIMIT + 50)] + [b"x" * 300]
+        for value in values + values:
+            self.assertEqual(logs._escape(value), twistedEscape(value))
+        self.assertEqual(len(logs._ESCAPED), logs._ESCAPED_LIMIT)
+        self.assertNotIn(b"x" * 300, logs._ESCAPED)
 
 
 class BadOutputTests(SynchronousTestCase):

@@ -93,6 +93,16 @@ class PrivateNamesTests(SynchronousTestCase):
             and node.attr.startswith("_")
             and not node.attr.startswith("__")
         }
+        # Read by name: operator.attrgetter("_name").
+        used |= {
+            arg.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "attrgetter"
+            for arg in node.args
+            if isinstance(arg, ast.Constant) and str(arg.value).startswith("_")
+        }
         used |= {
             alias.name
             for node in ast.walk(tree)

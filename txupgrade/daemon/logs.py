@@ -169,12 +169,23 @@ class LineLog:
 _PLAIN = re.compile(rb"[ !#-&(-\[\]-~]*")
 
 
+#: Escaped values already seen (methods, versions, addresses, paths, agents
+#: recur): short ones only, and at most L{_ESCAPED_LIMIT} of them.
+_ESCAPED: dict[bytes | str, str] = {}
+_ESCAPED_LIMIT = 1024
+_ESCAPED_LONGEST = 256
+
+
 def _escape(value: bytes | str) -> str:
-    """C{twisted.web.http._escape}, without its C{repr} for the common plain value."""
+    """C{twisted.web.http._escape}, without its C{repr} for the common plain value, remembered."""
+    escaped = _ESCAPED.get(value)
+    if escaped is not None:
+        return escaped
     raw = value if isinstance(value, bytes) else value.encode("ascii")
-    if _PLAIN.fullmatch(raw):
-        return raw.decode("ascii")
-    return cast(str, _twistedEscape(raw))
+    escaped = raw.decode("ascii") if _PLAIN.fullmatch(raw) else cast(str, _twistedEscape(raw))
+    if len(raw) <= _ESCAPED_LONGEST and len(_ESCAPED) < _ESCAPED_LIMIT:
+        _ESCAPED[value] = escaped
+    return escaped
 
 
 def accessLine(timestamp: str, request: Any) -> str:
