@@ -9,9 +9,11 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.daemon import LOCAL, startDaemon
@@ -89,6 +91,33 @@ class RequestHeadTimeoutTests(SynchronousTestCase):
         clock.advance(60)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
         self.assertNotIn(b"408", transport.value())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_manyConnectionsOneTimer(self) -> None:
+        """
+        Each connection keeps its own deadline, however many are timed, with
+        one timer among them all; a connection whose head came in, or that
+        closed, is never timed out.
+        """
+        tracker, clock = _tracker(Limits(requestHeadTimeout=10))
+        _first, firstTransport = _connect(tracker, port=1)
+        clock.advance(4)
+        _second, secondTransport = _connect(tracker, port=2)
+        done, doneTransport = _connect(tracker, port=3)
+        gone, goneTransport = _connect(tracker, port=4)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        done.dataReceived(GET)
+        gone.connectionLost(Failure(ConnectionDone()))
+        clock.advance(6)
+        self.assertTrue(firstTransport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertEqual(secondTransport.value(), b"")
+        clock.advance(3.99)
+        self.assertEqual(secondTransport.value(), b"")
+        clock.advance(0.02)
+        self.assertTrue(secondTransport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertNotIn(b"408", doneTransport.value())
+        self.assertEqual(goneTransport.value(), b"")
+        self.assertEqual(tracker.limitLog.counts, {"request-head-timeout": 2})
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_notAfterSwitch(self) -> None:
