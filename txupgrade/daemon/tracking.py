@@ -98,6 +98,9 @@ class Switched(NamedTuple):
     at: float
 
 
+#: The transport methods a L{CountingTransport} binds while it serves HTTP.
+_BOUND_FOR_HTTP = ("getPeer", "getHost", "registerProducer", "unregisterProducer", "loseConnection")
+
 #: The L{CountingTransport} subclass for each set of transport interfaces.
 _COUNTING: dict[Any, type[CountingTransport]] = {}
 
@@ -129,11 +132,18 @@ class CountingTransport:
         self.wrappedTransport = transport
         self._connection = connection
         # What the channel calls on every request, bound once (else __getattr__).
-        self.getPeer = transport.getPeer
-        self.getHost = transport.getHost
-        self.registerProducer = transport.registerProducer
-        self.unregisterProducer = transport.unregisterProducer
-        self.loseConnection = transport.loseConnection
+        for name in _BOUND_FOR_HTTP:
+            setattr(self, name, getattr(transport, name))
+
+    def switched(self) -> None:
+        """
+        The connection switched protocols: the methods bound for the HTTP
+        channel's sake go (about 400 bytes an idle upgraded connection); the
+        protocol, which calls them rarely, reaches them through C{__getattr__}.
+        """
+        state = self.__dict__
+        for name in _BOUND_FOR_HTTP:
+            state.pop(name, None)
 
     @property
     def disconnecting(self) -> bool:
@@ -329,6 +339,7 @@ class TrackedConnection(_compat.ChannelWrapper):
             self._headTimed = False
             tracker.headRead(self)
         self._idleTimeout = tracker.limits.idleTimeoutFor(name)
+        self._counting.switched()
         # The switched protocol's bytes take the lean paths (no HTTP checks).
         self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
         if self._idleTimeout:
