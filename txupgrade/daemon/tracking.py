@@ -232,7 +232,6 @@ class TrackedConnection(_compat.ChannelWrapper):
         self.serial = tracker.opened
         tracker.registerProtocol(self)
         if tracker.limits.requestHeadTimeout:
-            self._headTimed = True
             tracker.timeHead(self)
         self._counting = CountingTransport(transport, self)
         super().makeConnection(self._counting)
@@ -273,13 +272,10 @@ class TrackedConnection(_compat.ChannelWrapper):
             search = self._headTail + data
         if b"\r\n\r\n" in search or b"\n\n" in search:
             self._headTail = b""
-            if self._headTimed:
-                self._headTimed = False
-                self.tracker.headRead(self)
+            self.tracker.headRead(self)
             return
         self._headTail = search[-3:]
         if not self._headTimed:
-            self._headTimed = True
             self.tracker.timeHead(self)
 
     def _headTimedOut(self) -> None:
@@ -335,9 +331,7 @@ class TrackedConnection(_compat.ChannelWrapper):
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
         tracker.addBytes("http", self.bytesIn - trailing, self.bytesOut)
         self.started, self.bytesIn, self.bytesOut = now, trailing, 0
-        if self._headTimed:
-            self._headTimed = False
-            tracker.headRead(self)
+        tracker.headRead(self)
         self._idleTimeout = tracker.limits.idleTimeoutFor(name)
         self._counting.switched()
         # The switched protocol's bytes take the lean paths (no HTTP checks).
@@ -416,9 +410,7 @@ class TrackedConnection(_compat.ChannelWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         tracker = self.tracker
-        if self._headTimed:
-            self._headTimed = False
-            tracker.headRead(self)
+        tracker.headRead(self)
         if self._idleTimer is not None:
             if self._idleTimer.active():
                 self._idleTimer.cancel()
@@ -602,12 +594,16 @@ class ConnectionTracker:
         one timer for every connection, not one each.
         """
         timeout = self.limits.requestHeadTimeout
+        connection._headTimed = True
         self._heads[connection] = self.clock.seconds() + timeout
         if self._headCall is None:
             self._headCall = self.clock.callLater(timeout, self._headsDue)
 
     def headRead(self, connection: TrackedConnection) -> None:
-        """C{connection}'s head is read (or it switched, or closed): no longer timed."""
+        """C{connection}'s head is read (or it switched, or closed): no longer timed, if it was."""
+        if not connection._headTimed:
+            return
+        connection._headTimed = False
         heads = self._heads
         heads.pop(connection, None)
         if not heads and self._headCall is not None:
