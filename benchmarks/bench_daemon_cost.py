@@ -40,7 +40,10 @@ CPU microseconds per request it adds to the shipped daemon.
 
 Paired with the socket figures, in memory: the Python function calls per
 request through the in-code site and the daemon's stack
-(L{callsPerRequest}; C{tests/test_call_budget.py} holds them to a budget).
+(L{callsPerRequest}; C{tests/test_call_budget.py} holds them to a budget),
+and the CPU per connection through the daemon's stack with and without
+its tracking (L{trackingInMemory}: the Python part of the C{- tracking}
+row, free of the socket figures' noise).
 
 Run: C{python benchmarks/bench_daemon_cost.py} (about 6 minutes),
 C{--quick} (a smoke run: the figures are noise), C{--json PATH} to keep the
@@ -52,6 +55,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import functools
 import hashlib
 import io
 import json
@@ -60,6 +64,7 @@ import re
 import select
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -69,7 +74,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_daemon as _daemon
-from _harness import ServerProcess, Twistd, announce, discardLogs, machineLine, runMeasured
+from _harness import ServerProcess, Twistd, announce, cpuPerOperation, discardLogs, machineLine, runMeasured
 
 KINDS = ("get", "echo", "ws", "h2", "stream")
 _KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -344,21 +349,27 @@ def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
     return service.site, stop
 
 
-def callsPerRequest(factory: Any, data: bytes) -> tuple[int, bytes]:
-    """Python function calls to serve C{data} on one connection of C{factory}, open to close."""
+def serveOnce(factory: Any, data: bytes) -> bytes:
+    """Serve C{data} on one in-memory connection of C{factory}, open to close: what it answered."""
     from twisted.internet.address import IPv4Address
     from twisted.internet.error import ConnectionDone
     from twisted.internet.testing import StringTransport
     from twisted.python.failure import Failure
 
+    peer = IPv4Address("TCP", "127.0.0.1", 40000)
+    protocol = factory.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+    protocol.makeConnection(transport)
+    protocol.dataReceived(data)
+    protocol.connectionLost(Failure(ConnectionDone()))
+    return bytes(transport.value())
+
+
+def callsPerRequest(factory: Any, data: bytes) -> tuple[int, bytes]:
+    """Python function calls to serve C{data} on one connection of C{factory}, open to close."""
+
     def once() -> bytes:
-        peer = IPv4Address("TCP", "127.0.0.1", 40000)
-        protocol = factory.buildProtocol(peer)
-        transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
-        protocol.makeConnection(transport)
-        protocol.dataReceived(data)
-        protocol.connectionLost(Failure(ConnectionDone()))
-        return bytes(transport.value())
+        return serveOnce(factory, data)
 
     for _ in range(3):  # caches, lazy imports
         once()
@@ -393,6 +404,38 @@ def inMemory() -> dict[str, dict[str, int]]:
     return result
 
 
+def trackingInMemory(rounds: int, iterations: int) -> dict[str, dict[str, float]]:
+    """
+    CPU microseconds per connection in memory through the daemon's stack,
+    tracked (as shipped) and untracked (as the C{- tracking} row's launcher
+    builds it), the two alternating round by round: the Python part of
+    what tracking costs on sockets. Medians over C{rounds}.
+    """
+    from twisted.internet import reactor
+
+    from txupgrade import _twistedcompat
+
+    stacks = {"tracked": stackFactory(True, reactor), "untracked": stackFactory(True, reactor)}
+    untracked = stacks["untracked"][0]
+    untracked.tracker = None
+    untracked.connectionClass = _twistedcompat.ChannelWrapper
+    kinds = (("get", GET_BYTES), ("echo", ECHO_BYTES), ("ws", WS_BYTES))
+    perRound: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind, _ in kinds} for name in stacks}
+    try:
+        for _round in range(rounds):
+            for kind, data in kinds:
+                for name, (factory, _stop) in stacks.items():
+                    serveOnce(factory, data)  # caches, lazy imports
+                    seconds = cpuPerOperation(functools.partial(serveOnce, factory, data), iterations)
+                    perRound[name][kind].append(seconds * 1e6)
+    finally:
+        for _factory, stop in stacks.values():
+            stop()
+    return {
+        name: {kind: statistics.median(v) for kind, v in byKind.items()} for name, byKind in perRound.items()
+    }
+
+
 # -- report ---------------------------------------------------------------------------
 
 
@@ -419,6 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"in memory, Python calls per {kind}: in-code {memory['in-code'][kind]}, "
             f"daemon {memory['daemon'][kind]} ({memory['daemon'][kind] / memory['in-code'][kind]:.2f}x)"
+        )
+    cpu = trackingInMemory(args.rounds * 3, 50 if args.quick else 2000)
+    for kind in ("get", "echo", "ws"):
+        tracked, untracked = cpu["tracked"][kind], cpu["untracked"][kind]
+        print(
+            f"in memory, CPU us per {kind} through the daemon's stack: {tracked:.1f} tracked, "
+            f"{untracked:.1f} untracked (tracking {tracked - untracked:+.1f})"
         )
     servers = startServers(directory)
     samples: dict[str, dict[str, list[dict[str, float]]]] = {}
@@ -473,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio {label}: {value:.2f}x" + (f" (goal {goal})" if goal else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rates": rates, "ratios": ratios, "memory": memory, "samples": samples}, f, indent=2)
+            json.dump(
+                {"rates": rates, "ratios": ratios, "memory": memory, "memoryCpu": cpu, "samples": samples},
+                f,
+                indent=2,
+            )
     return 0
 
 

@@ -39,3 +39,8 @@ class BenchDaemonCostSmokeTests(SynchronousTestCase):
             self.assertTrue(math.isfinite(results["ratios"][label]) and results["ratios"][label] > 0, label)
         for stack in ("in-code", "daemon"):
             self.assertEqual(sorted(results["memory"][stack]), ["echo", "get", "ws"])
+        self.assertIn("in memory, CPU us per echo through the daemon's stack", stdout)
+        for stack in ("tracked", "untracked"):
+            cpu = results["memoryCpu"][stack]
+            self.assertEqual(sorted(cpu), ["echo", "get", "ws"])
+            self.assertTrue(all(value > 0 for value in cpu.values()), (stack, cpu))
