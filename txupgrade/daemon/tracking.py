@@ -331,9 +331,8 @@ class TrackedConnection(_compat.ChannelWrapper):
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
         tracker.addBytes("http", self.bytesIn - trailing, self.bytesOut)
         self.started, self.bytesIn, self.bytesOut = now, trailing, 0
-        if self._headTimed:
-            tracker.headRead(self)
-        self._idleTimeout = tracker.idleTimeoutFor(name)
+        tracker.headRead(self)
+        self._idleTimeout = tracker.limits.idleTimeoutFor(name)
         self._counting.switched()
         # The switched protocol's bytes take the lean paths (no HTTP checks).
         self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
@@ -343,8 +342,7 @@ class TrackedConnection(_compat.ChannelWrapper):
             self.dataReceived = self._switchedActiveDataReceived  # type: ignore[method-assign]
             self._counting.watchActivity()
         tracker.switched(self, name, None)
-        if tracker.onUpgrade:
-            tracker.upgraded(self, latency)
+        tracker.upgraded(self, latency)
 
     def streamSwitched(self, name: str, streamID: int) -> None:
         """
@@ -412,8 +410,7 @@ class TrackedConnection(_compat.ChannelWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         tracker = self.tracker
-        if self._headTimed:
-            tracker.headRead(self)
+        tracker.headRead(self)
         if self._idleTimer is not None:
             if self._idleTimer.active():
                 self._idleTimer.cancel()
@@ -424,8 +421,7 @@ class TrackedConnection(_compat.ChannelWrapper):
         if self.protocol != "http":
             duration = tracker.clock.seconds() - self.started
             tracker.logClosed(self, duration)
-            if tracker.onClose:
-                tracker.closed(self, duration)
+            tracker.closed(self, duration)
         tracker.unregisterProtocol(self)
         # The cycles (the counting transport, the lean dataReceived bound
         # here) are broken: freed at once, not by the cyclic collector, whose
@@ -543,8 +539,6 @@ class ConnectionTracker:
         #: (one timeout for all: the oldest first), and the one timer, for the oldest.
         self._heads: dict[TrackedConnection, float] = {}
         self._headCall: IDelayedCall | None = None
-        #: Each switched protocol's idle timeout, once looked up (at most 64 names).
-        self._idleTimeouts: dict[str, float] = {}
 
     def buildProtocol(self, addr: Any) -> Any:
         """What the site builds for a connection from C{addr} (see L{admit})."""
@@ -593,15 +587,6 @@ class ConnectionTracker:
             waiting, self._emptied = self._emptied, []
             for d in waiting:
                 d.callback(None)
-
-    def idleTimeoutFor(self, protocol: str) -> float:
-        """L{Limits.idleTimeoutFor}, remembered by name."""
-        seconds = self._idleTimeouts.get(protocol)
-        if seconds is None:
-            seconds = self.limits.idleTimeoutFor(protocol)
-            if len(self._idleTimeouts) < 64:
-                self._idleTimeouts[protocol] = seconds
-        return seconds
 
     def timeHead(self, connection: TrackedConnection) -> None:
         """
