@@ -150,11 +150,18 @@ def _harness_die() -> None:
     dieWithParent()
 
 
+def untrack(site: Any) -> None:
+    """Take the daemon's tracking off C{site}: its connections are the site's plain channel wrappers."""
+    from txupgrade import _twistedcompat
+
+    site.tracker = None
+    site.connectionClass = _twistedcompat.ChannelWrapper
+
+
 def launch(without: str, argv: list[str]) -> None:
     """C{twistd} with one of the daemon's features patched off (for the C{- X} rows)."""
     from twisted.scripts.twistd import run
 
-    from txupgrade import _twistedcompat
     from txupgrade.daemon.tracking import ConnectionTracker
 
     if without == "connection-lines":
@@ -164,8 +171,7 @@ def launch(without: str, argv: list[str]) -> None:
 
         def untracked(self: Any, site: Any, *args: Any, **kwargs: Any) -> None:
             track(self, site, *args, **kwargs)
-            site.tracker = None
-            site.connectionClass = _twistedcompat.ChannelWrapper
+            untrack(site)
 
         ConnectionTracker.__init__ = untracked  # type: ignore[method-assign]
     sys.argv = ["twistd", *argv]
@@ -413,12 +419,8 @@ def trackingInMemory(rounds: int, iterations: int) -> dict[str, dict[str, float]
     """
     from twisted.internet import reactor
 
-    from txupgrade import _twistedcompat
-
     stacks = {"tracked": stackFactory(True, reactor), "untracked": stackFactory(True, reactor)}
-    untracked = stacks["untracked"][0]
-    untracked.tracker = None
-    untracked.connectionClass = _twistedcompat.ChannelWrapper
+    untrack(stacks["untracked"][0])
     kinds = (("get", GET_BYTES), ("echo", ECHO_BYTES), ("ws", WS_BYTES))
     perRound: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind, _ in kinds} for name in stacks}
     try:
