@@ -1,6 +1,6 @@
 """
 C{twistd txupgrade --metrics ENDPOINT}: the Prometheus page on its own
-listener counts exactly what the test did.
+listener counts exactly what the test did (on plain and TLS listeners).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 from tests.support.daemon import LOCAL, startDaemon
 from tests.support.http import holdsResponses, parseResponse, request, scrapeMetrics, upgrade
 from tests.support.net import RawClient, connectClient, inThread, reactor, withTimeout
+from tests.support.tls import certificateFiles
 from tests.support.websocket import handshake
 
 
@@ -95,6 +96,73 @@ class MetricsTests(TestCase):
         self.assertEqual(value("txupgrade_sent_bytes_total", protocol="http"), httpSent)
         self.assertEqual(value("txupgrade_handshake_seconds_count", protocol="echo"), 2)
         self.assertEqual(value("txupgrade_limit_hits_total", limit="max-connections-per-client"), 1)
+
+
+def _overTLS(port: int, ca: Any, data: bytes, echo: bytes = b"") -> bytes:
+    """
+    One TLS connection to C{127.0.0.1:port} (blocking): C{data}, then, once
+    a C{101} head is back, C{echo} and its echo; every plaintext byte read until the close.
+    """
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(data)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += tls.recv(65536)
+            if echo:
+                tls.sendall(echo)
+                while not received.endswith(echo):
+                    received += tls.recv(65536)
+                tls.shutdown(socket.SHUT_WR)
+            while chunk := tls.recv(65536):
+                received += chunk
+            return received
+
+
+class TLSMetricsTests(TestCase):
+    """C{/metrics} of a daemon's C{ssl:} listener: the bytes are the plaintext, each counted once."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_plaintextBytes(self) -> Any:
+        """
+        A GET and an C{echo} switch over TLS: the bytes sent and received,
+        by protocol, are exactly the plaintext the client sent and read
+        (each write counted once, whether by C{write} or C{writeSequence}).
+        """
+        ca, pem, _ = certificateFiles()
+        args = ["--listen", "ssl:0:interface=127.0.0.1", "--tls-certificate", str(pem), "--metrics", LOCAL]
+        daemon = yield startDaemon(self, args)
+        [port] = daemon.ports
+        metricsPort = int(re.search(rb"metrics on 127\.0\.0\.1:(\d+)", daemon.output).group(1))  # type: ignore[union-attr]
+        get = request(target=b"/echo", headers=[(b"Connection", b"close")])
+        plain = yield inThread(_overTLS, port, ca, get)
+        self.assertEqual(parseResponse(plain).code, 200, plain)
+        switch = upgrade(b"echo")
+        echoed = yield inThread(_overTLS, port, ca, switch, b"hello")
+        self.assertTrue(echoed.startswith(b"HTTP/1.1 101 ") and echoed.endswith(b"\r\n\r\nhello"), echoed)
+        samples: dict[Any, float] = {}
+
+        @inlineCallbacks
+        def settled() -> Any:
+            yield _rescrape(samples, metricsPort)
+            return samples.get(("txupgrade_sent_bytes_total", frozenset({("protocol", "echo")}))) is not None
+
+        yield _poll(settled)
+
+        def value(name: str, protocol: str) -> float | None:
+            return samples.get((name, frozenset({("protocol", protocol)})))
+
+        self.assertEqual(value("txupgrade_received_bytes_total", "http"), len(get) + len(switch))
+        self.assertEqual(value("txupgrade_sent_bytes_total", "http"), len(plain) + len(echoed) - 5)
+        self.assertEqual(value("txupgrade_received_bytes_total", "echo"), 5)
+        self.assertEqual(value("txupgrade_sent_bytes_total", "echo"), 5)
 
 
 @inlineCallbacks

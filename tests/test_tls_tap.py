@@ -5,8 +5,6 @@ listeners, and the same certificate on C{ssl:} listeners.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import ssl
@@ -15,25 +13,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.net import reactor, stopAtCleanup, trackConnections, withTimeout
+from tests.support.tls import certificateFiles
 from txupgrade.client import HTTPClientProtocol, upgradeToTLS
 from txupgrade.daemon.service import prepareEndpoint
 from txupgrade.protocols.tls import sslListenDescription
 from txupgrade.registry import ProtocolRegistry
 from txupgrade.tap import Options, makeSite
-
-
-def certificateFiles() -> tuple[Any, Path, Path]:
-    """A trustme CA, a PEM with key and chain for 127.0.0.1, and one without the key."""
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    directory = Path(tempfile.mkdtemp())
-    good = directory / "server.pem"
-    good.write_bytes(cert.private_key_and_cert_chain_pem.bytes())
-    keyless = directory / "cert-only.pem"
-    keyless.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    return ca, good, keyless
 
 
 class OptionsTests(SynchronousTestCase):

@@ -28,7 +28,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from tests.support.net import RecordingProducer, reactor
-from tests.test_tls_tap import certificateFiles
+from tests.support.tls import certificateFiles
 from txupgrade import _twistedcompat
 from txupgrade.daemon.workerplan import SharedListener
 from txupgrade.daemon.workers import workerEndpoint

@@ -24,6 +24,7 @@ is aborted.
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -98,8 +99,22 @@ class Switched(NamedTuple):
     at: float
 
 
-#: The transport methods a L{CountingTransport} binds while it serves HTTP.
-_BOUND_FOR_HTTP = ("getPeer", "getHost", "registerProducer", "unregisterProducer", "loseConnection")
+#: What the channel and the protocols read of the transport most (on each
+#: request line, each request, each switch): read through by class-level
+#: C{attrgetter}s, with no Python call and nothing kept per connection.
+_READ_THROUGH = (
+    "disconnecting",
+    "getPeer",
+    "getHost",
+    "registerProducer",
+    "unregisterProducer",
+    "pauseProducing",
+    "resumeProducing",
+    "stopProducing",
+    "loseConnection",
+    "abortConnection",
+    "negotiatedProtocol",
+)
 
 #: The L{CountingTransport} subclass for each set of transport interfaces.
 _COUNTING: dict[Any, type[CountingTransport]] = {}
@@ -131,23 +146,6 @@ class CountingTransport:
     def __init__(self, transport: Any, connection: TrackedConnection) -> None:
         self.wrappedTransport = transport
         self._connection = connection
-        # What the channel calls on every request, bound once (else __getattr__).
-        for name in _BOUND_FOR_HTTP:
-            setattr(self, name, getattr(transport, name))
-
-    def switched(self) -> None:
-        """
-        The connection switched protocols: the methods bound for the HTTP
-        channel's sake go (about 400 bytes an idle upgraded connection); the
-        protocol, which calls them rarely, reaches them through C{__getattr__}.
-        """
-        state = self.__dict__
-        for name in _BOUND_FOR_HTTP:
-            state.pop(name, None)
-
-    @property
-    def disconnecting(self) -> bool:
-        return bool(self.wrappedTransport.disconnecting)
 
     def write(self, data: bytes) -> None:
         self._connection.bytesOut += len(data)
@@ -190,6 +188,12 @@ class CountingTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.wrappedTransport, name)
+
+
+# A missing one (negotiatedProtocol on TCP) raises AttributeError, as on the transport.
+for _name in _READ_THROUGH:
+    setattr(CountingTransport, _name, property(operator.attrgetter(f"wrappedTransport.{_name}")))
+del _name
 
 
 class TrackedConnection(_compat.ChannelWrapper):
@@ -333,7 +337,6 @@ class TrackedConnection(_compat.ChannelWrapper):
         self.started, self.bytesIn, self.bytesOut = now, trailing, 0
         tracker.headRead(self)
         self._idleTimeout = tracker.limits.idleTimeoutFor(name)
-        self._counting.switched()
         # The switched protocol's bytes take the lean paths (no HTTP checks).
         self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
         if self._idleTimeout:
