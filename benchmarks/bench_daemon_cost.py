@@ -329,7 +329,9 @@ def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
     builds it, with its text log into memory, and what stops it; or
     (C{daemon} false) the in-code C{UpgradeSite} on the same resources.
     """
+    from twisted.internet.error import ConnectionDone
     from twisted.logger import globalLogPublisher, textFileLogObserver
+    from twisted.python.failure import Failure
 
     from txupgrade.daemon.logs import BatchedOutput, LineLog
     from txupgrade.tap import Options, buildService, makeSite
@@ -351,6 +353,10 @@ def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
         globalLogPublisher.removeObserver(observer)
         for port in service.ports:
             port.stopListening()
+        # Connections a caller left open (in memory) are closed, as their
+        # transports would close them: the tracker's timers go with the last.
+        for connection in list(service.tracker.connections):
+            connection.connectionLost(Failure(ConnectionDone()))
 
     return service.site, stop
 

@@ -120,6 +120,34 @@ class RequestHeadTimeoutTests(SynchronousTestCase):
         self.assertEqual(tracker.limitLog.counts, {"request-head-timeout": 2})
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_timerKeptUntilLastClose(self) -> None:
+        """
+        A head read in time leaves the one timer running for the next
+        connection's (not a timer per head); it finds nothing due, times the
+        next head from that head's own start, and goes with the last connection.
+        """
+        tracker, clock = _tracker(Limits(requestHeadTimeout=10))
+        kept, keptTransport = _connect(tracker, port=1)
+        kept.dataReceived(GET)
+        [timer] = clock.getDelayedCalls()
+        clock.advance(6)
+        late, lateTransport = _connect(tracker, port=2)
+        self.assertEqual(clock.getDelayedCalls(), [timer])
+        clock.advance(4)
+        self.assertEqual(lateTransport.value(), b"")
+        clock.advance(5.99)
+        self.assertEqual(lateTransport.value(), b"")
+        clock.advance(0.02)
+        self.assertTrue(lateTransport.value().startswith(b"HTTP/1.1 408 "), lateTransport.value())
+        self.assertNotIn(b"408", keptTransport.value())
+        late.connectionLost(Failure(ConnectionDone()))
+        fresh, _ = _connect(tracker, port=3)
+        fresh.dataReceived(GET)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        for connection in (kept, fresh):
+            connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_notAfterSwitch(self) -> None:
         """An upgraded connection is not timed as HTTP."""
         tracker, clock = _tracker(Limits(requestHeadTimeout=10))

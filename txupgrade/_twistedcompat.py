@@ -202,10 +202,12 @@ class ChannelWrapper(ForwardingProtocol, _GenericHTTPChannelProtocol):
     def dataReceived(self, data: bytes) -> None:
         if self._negotiatedProtocol is None:
             transport = self._channel.transport
-            if getattr(transport, "negotiatedProtocol", None) == b"h2":
-                self._becomeH2(data)
-                return
-            if not ISSLTransport.providedBy(transport) and getattr(self._site, "priorKnowledge", False):
+            # ALPN is TLS's (asked of TLS only: on TCP the attribute's absence costs an exception).
+            if ISSLTransport.providedBy(transport):
+                if getattr(transport, "negotiatedProtocol", None) == b"h2":
+                    self._becomeH2(data)
+                    return
+            elif getattr(self._site, "priorKnowledge", False):
                 data = self._sniffed + data
                 head = data[: len(PREFACE)]
                 if PREFACE.startswith(head):

@@ -194,15 +194,27 @@ def accessLine(timestamp: str, request: Any) -> str:
     daemon's access log format stays twisted.web's), with the cheap escape.
     """
     client = request.getClientAddress()
-    ip = client.host if isinstance(client, _HOST_ADDRESSES) else b"-"
     headers = request.requestHeaders
     referrer = headers.getRawHeaders(b"referer")  # the last value, as Request.getHeader
     agent = headers.getRawHeaders(b"user-agent")
+    values = (
+        client.host if isinstance(client, _HOST_ADDRESSES) else b"-",
+        request.method,
+        request.uri,
+        request.clientproto,
+        (referrer and referrer[-1]) or b"-",
+        (agent and agent[-1]) or b"-",
+    )
+    # The values seen before, looked up together (no Python call each); the rest escaped.
+    escaped = list(map(_ESCAPED.get, values))
+    if None in escaped:
+        pairs = zip(escaped, values, strict=True)
+        escaped = [_escape(value) if found is None else found for found, value in pairs]
+    ip, method, uri, version, referrerText, agentText = escaped
     return (
-        f'"{_escape(ip)}" - - {timestamp} '
-        f'"{_escape(request.method)} {_escape(request.uri)} {_escape(request.clientproto)}" '
+        f'"{ip}" - - {timestamp} "{method} {uri} {version}" '
         f"{request.code:d} {request.sentLength or '-'} "
-        f'"{_escape((referrer and referrer[-1]) or b"-")}" "{_escape((agent and agent[-1]) or b"-")}"'
+        f'"{referrerText}" "{agentText}"'
     )
 
 

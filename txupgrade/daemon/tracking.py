@@ -114,6 +114,7 @@ _READ_THROUGH = (
     "loseConnection",
     "abortConnection",
     "negotiatedProtocol",
+    "setTcpNoDelay",
 )
 
 #: The L{CountingTransport} subclass for each set of transport interfaces.
@@ -130,6 +131,9 @@ class CountingTransport:
     #: Not an adapter: C{IPushProducer(transport)} finds the transport's interfaces.
     __conform__ = None
 
+    wrappedTransport: Any
+    _connection: TrackedConnection
+
     def __new__(cls, transport: Any, connection: TrackedConnection) -> CountingTransport:
         # The transport's interfaces: a subclass per set of them declares them
         # once (declaring them on each instance costs a few µs a connection).
@@ -141,11 +145,10 @@ class CountingTransport:
             counting = _COUNTING[provided] = implementer(provided)(
                 type(f"Counting{type(transport).__name__}", (cls,), {"__module__": __name__})
             )
-        return super().__new__(counting)
-
-    def __init__(self, transport: Any, connection: TrackedConnection) -> None:
+        self = super().__new__(counting)
         self.wrappedTransport = transport
         self._connection = connection
+        return self
 
     def write(self, data: bytes) -> None:
         self._connection.bytesOut += len(data)
@@ -413,7 +416,8 @@ class TrackedConnection(_compat.ChannelWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         tracker = self.tracker
-        tracker.headRead(self)
+        if self.protocol == "http":
+            tracker.headRead(self)  # (a switch ended the head's timing)
         if self._idleTimer is not None:
             if self._idleTimer.active():
                 self._idleTimer.cancel()
@@ -587,6 +591,9 @@ class ConnectionTracker:
             else:
                 self._perClient.pop(p.clientHost, None)
         if not self.connections:
+            if self._headCall is not None:
+                self._headCall.cancel()
+                self._headCall = None
             waiting, self._emptied = self._emptied, []
             for d in waiting:
                 d.callback(None)
@@ -607,11 +614,10 @@ class ConnectionTracker:
         if not connection._headTimed:
             return
         connection._headTimed = False
-        heads = self._heads
-        heads.pop(connection, None)
-        if not heads and self._headCall is not None:
-            self._headCall.cancel()
-            self._headCall = None
+        # The timer stays, even with no head left to time: under load the next
+        # connection's head comes at once (a timer each time costs more than
+        # one that finds nothing due); it goes when the last connection does.
+        self._heads.pop(connection, None)
 
     def _headsDue(self) -> None:
         """The oldest deadline: every connection past its own times out; the timer moves to the next."""
