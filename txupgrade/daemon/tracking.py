@@ -334,11 +334,12 @@ class TrackedConnection(_compat.ChannelWrapper):
         tracker = self.tracker
         now = tracker.clock.seconds()
         self.protocol = name
-        self.peer = peerText(self.getPeer())
+        self.peer = peerText(self.transport.getPeer())
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
         tracker.addBytes("http", self.bytesIn - trailing, self.bytesOut)
         self.started, self.bytesIn, self.bytesOut = now, trailing, 0
-        tracker.headRead(self)
+        if self._headTimed:
+            tracker.headRead(self)
         self._idleTimeout = tracker.limits.idleTimeoutFor(name)
         # The switched protocol's bytes take the lean paths (no HTTP checks).
         self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
@@ -347,8 +348,7 @@ class TrackedConnection(_compat.ChannelWrapper):
             self._idleTimer = tracker.clock.callLater(self._idleTimeout, self._idleCheck)
             self.dataReceived = self._switchedActiveDataReceived  # type: ignore[method-assign]
             self._counting.watchActivity()
-        tracker.switched(self, name, None)
-        tracker.upgraded(self, latency)
+        tracker.switched(self, name, None, now, latency)
 
     def streamSwitched(self, name: str, streamID: int) -> None:
         """
@@ -357,8 +357,9 @@ class TrackedConnection(_compat.ChannelWrapper):
         itself stays HTTP/2, its bytes and close are the connection's).
         """
         if not self.peer:
-            self.peer = peerText(self.getPeer())
-        self.tracker.switched(self, name, streamID)
+            self.peer = peerText(self.transport.getPeer())
+        tracker = self.tracker
+        tracker.switched(self, name, streamID, tracker.clock.seconds())
 
     @property
     def tls(self) -> bool:
@@ -416,8 +417,8 @@ class TrackedConnection(_compat.ChannelWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         tracker = self.tracker
-        if self.protocol == "http":
-            tracker.headRead(self)  # (a switch ended the head's timing)
+        if self._headTimed:
+            tracker.headRead(self)
         if self._idleTimer is not None:
             if self._idleTimer.active():
                 self._idleTimer.cancel()
@@ -428,7 +429,8 @@ class TrackedConnection(_compat.ChannelWrapper):
         if self.protocol != "http":
             duration = tracker.clock.seconds() - self.started
             tracker.logClosed(self, duration)
-            tracker.closed(self, duration)
+            if tracker.onClose:
+                tracker.closed(self, duration)
         tracker.unregisterProtocol(self)
         # The cycles (the counting transport, the lean dataReceived bound
         # here) are broken: freed at once, not by the cyclic collector, whose
@@ -682,31 +684,30 @@ class ConnectionTracker:
             unlogged=more,
         )
 
-    def switched(self, connection: TrackedConnection, name: str, streamID: int | None) -> None:
+    def switched(
+        self,
+        connection: TrackedConnection,
+        name: str,
+        streamID: int | None,
+        now: float,
+        latency: float | None = None,
+    ) -> None:
         """
         A connection (C{streamID} L{None}) or one of its HTTP/2 streams
-        switched to C{name}: count it by transport (L{switches}), keep it as
-        the protocol's L{lastSwitch}.
+        switched to C{name} at C{now}: count it by transport (L{switches}),
+        keep it as the protocol's L{lastSwitch}; a connection's switch, its
+        request C{latency} seconds old, goes to the L{onUpgrade} observers.
         """
         tls, alpn = tlsOf(connection.transport)
         http = "1.1" if streamID is None else "2"
         key = (name, http, "yes" if tls else "no")
         self.switches[key] = self.switches.get(key, 0) + 1
         self.lastSwitch[name] = Switched(
-            name,
-            http,
-            tls,
-            alpn,
-            streamID,
-            connection.serial,
-            connection.peer,
-            self.clock.seconds(),
+            name, http, tls, alpn, streamID, connection.serial, connection.peer, now
         )
-
-    def upgraded(self, connection: TrackedConnection, latency: float) -> None:
-        """A connection switched protocols."""
-        for observer in self.onUpgrade:
-            observer(connection, latency)
+        if latency is not None:
+            for observer in self.onUpgrade:
+                observer(connection, latency)
 
     def closed(self, connection: TrackedConnection, duration: float) -> None:
         """An upgraded connection closed."""
