@@ -16,8 +16,10 @@ Every server runs at once, each in its own process, on 127.0.0.1:
     connection lines off and the tracking off (both by a launcher that
     patches the tap before twistd runs: there is no option to turn them
     off), and with C{--metrics} on (it is off by default);
-  - the peers: autobahn's own C{WebSocketServerFactory} (standalone), and a
-    raw Twisted TCP echo server.
+  - the peers: autobahn's own C{WebSocketServerFactory} (standalone), a raw
+    Twisted TCP echo server, and the same with the backpressure txupgrade's
+    C{echo} has (R17: the transport registered as its own producer, reading
+    paused while the write buffer is full), which costs a pipelined stream.
 
 The load, per kind, for C{--seconds} each, the kinds and servers alternating
 round by round (C{--rounds}) so that a machine whose speed drifts treats
@@ -100,6 +102,7 @@ PEERS = {
     "in-code": ("incode", ("get", "echo", "ws", "h2", "stream")),
     "autobahn": ("autobahn", ("ws",)),
     "raw TCP echo": ("rawecho", ("stream",)),
+    "raw echo, backpressure": ("rawechobp", ("stream",)),
 }
 
 
@@ -121,10 +124,15 @@ def serve(kind: str) -> None:
 
         factory: Any = WebSocketServerFactory("ws://127.0.0.1")
         factory.protocol = Echo
-    elif kind == "rawecho":
+    elif kind in ("rawecho", "rawechobp"):
         from twisted.internet.protocol import Factory, Protocol
 
         class RawEcho(Protocol):
+            def connectionMade(self) -> None:
+                if kind == "rawechobp":
+                    # As txupgrade's echo does (R17): reading pauses while the write buffer is full.
+                    self.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
+
             def dataReceived(self, data: bytes) -> None:
                 self.transport.write(data)  # type: ignore[union-attr]
 
@@ -307,7 +315,7 @@ def measure(server: Server, kind: str, seconds: float, binary: str) -> dict[str,
     elif kind == "h2":
         work = h2requests(server.port, seconds)
     else:
-        work = streamMessages(server.port, seconds, upgrade=server.name != "raw TCP echo")
+        work = streamMessages(server.port, seconds, upgrade=not server.name.startswith("raw "))
     cpu = server.cpu() - before
     return {"work": work, "cpu": cpu, "wall": time.monotonic() - wall, "perCpu": work / cpu if cpu else 0.0}
 
@@ -536,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     if "stream" in kinds:
         ratios["daemon stream / raw TCP echo"] = shipped["stream"] / rates["raw TCP echo"]["stream"]
         ratios["in-code stream / raw TCP echo"] = rates["in-code"]["stream"] / rates["raw TCP echo"]["stream"]
+        ratios["daemon stream / raw echo, backpressure"] = (
+            shipped["stream"] / rates["raw echo, backpressure"]["stream"]
+        )
     goals = {
         "daemon echo / plain Site GET": ">= 0.9",
         "daemon ws / autobahn ws": ">= 2.0",

@@ -26,7 +26,8 @@ class BenchDaemonCostSmokeTests(SynchronousTestCase):
         stdout, results = runQuick(self, "bench_daemon_cost.py", timeout=600)
         self.assertIn("=== twistd txupgrade, feature by feature", stdout)
         self.assertIn("feature costs, server CPU microseconds per request", stdout)
-        for name in ("plain Site", "in-code", "autobahn", "raw TCP echo", "daemon as shipped"):
+        peers = ("plain Site", "in-code", "autobahn", "raw TCP echo", "raw echo, backpressure")
+        for name in (*peers, "daemon as shipped"):
             self.assertIn(name, results["rates"])
         for name, byKind in results["samples"].items():
             for kind, samples in byKind.items():
@@ -35,6 +36,7 @@ class BenchDaemonCostSmokeTests(SynchronousTestCase):
             "daemon echo / plain Site GET",
             "daemon ws / autobahn ws",
             "daemon stream / raw TCP echo",
+            "daemon stream / raw echo, backpressure",
         ):
             self.assertTrue(math.isfinite(results["ratios"][label]) and results["ratios"][label] > 0, label)
         for stack in ("in-code", "daemon"):
