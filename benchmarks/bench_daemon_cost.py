@@ -45,7 +45,9 @@ request through the in-code site and the daemon's stack
 (L{callsPerRequest}; C{tests/test_call_budget.py} holds them to a budget),
 and the CPU per connection through the daemon's stack with and without
 its tracking (L{trackingInMemory}: the Python part of the C{- tracking}
-row, free of the socket figures' noise).
+row, free of the socket figures' noise), and the CPU per pipelined read
+after a switch against a bare echo protocol (L{streamInMemory}: the
+Python part of the C{stream} row).
 
 Run: C{python benchmarks/bench_daemon_cost.py} (about 6 minutes),
 C{--quick} (a smoke run: the figures are noise), C{--json PATH} to keep the
@@ -467,6 +469,59 @@ def trackingInMemory(rounds: int, iterations: int) -> dict[str, dict[str, float]
     }
 
 
+def streamInMemory(rounds: int, iterations: int) -> dict[str, float]:
+    """
+    CPU microseconds per read of a pipelined stream (C{_MESSAGE} bytes times
+    256, echoed) in memory: on a switched C{echo} connection of the daemon's
+    stack and of the in-code site, and on a bare Twisted echo protocol. The
+    Python part of the C{stream} row, free of the load generator's noise.
+    Medians over C{rounds}.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    class RawEcho(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    chunk = b"m" * (_MESSAGE * 256)
+    peer = IPv4Address("TCP", "127.0.0.1", 40000)
+    connections: dict[str, tuple[Any, StringTransport]] = {}
+    stacks = {"daemon": stackFactory(True, reactor), "in-code": stackFactory(False, reactor)}
+    try:
+        for name, (factory, _stop) in stacks.items():
+            protocol = factory.buildProtocol(peer)
+            transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+            protocol.makeConnection(transport)
+            protocol.dataReceived(ECHO_BYTES)
+            if not transport.value().startswith(b"HTTP/1.1 101 "):
+                raise SystemExit(f"stream in memory ({name}): not a 101: {transport.value()[:200]!r}")
+            connections[name] = protocol, transport
+        raw = RawEcho()
+        rawTransport = StringTransport()
+        raw.makeConnection(rawTransport)
+        connections["raw echo"] = raw, rawTransport
+        perRound: dict[str, list[float]] = {name: [] for name in connections}
+        for _round in range(rounds):
+            for name, (protocol, transport) in connections.items():
+
+                def once(protocol: Any = protocol, transport: StringTransport = transport) -> None:
+                    protocol.dataReceived(chunk)
+                    transport.clear()
+
+                perRound[name].append(cpuPerOperation(once, iterations) * 1e6)
+        for name in stacks:
+            connections[name][0].connectionLost(Failure(ConnectionDone()))
+    finally:
+        for _factory, stop in stacks.values():
+            stop()
+    return {name: statistics.median(values) for name, values in perRound.items()}
+
+
 # -- report ---------------------------------------------------------------------------
 
 
@@ -501,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
             f"in memory, CPU us per {kind} through the daemon's stack: {tracked:.1f} tracked, "
             f"{untracked:.1f} untracked (tracking {tracked - untracked:+.1f})"
         )
+    stream = streamInMemory(args.rounds * 3, 200 if args.quick else 20000)
+    print(
+        "in memory, CPU us per pipelined read after the switch: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in stream.items())
+        + f" (daemon/raw echo {stream['daemon'] / stream['raw echo']:.2f}x the CPU)"
+    )
     servers = startServers(directory)
     samples: dict[str, dict[str, list[dict[str, float]]]] = {}
     try:
@@ -558,7 +619,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"rates": rates, "ratios": ratios, "memory": memory, "memoryCpu": cpu, "samples": samples},
+                {
+                    "rates": rates,
+                    "ratios": ratios,
+                    "memory": memory,
+                    "memoryCpu": cpu,
+                    "memoryStream": stream,
+                    "samples": samples,
+                },
                 f,
                 indent=2,
             )

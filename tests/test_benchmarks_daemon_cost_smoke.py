@@ -46,3 +46,5 @@ class BenchDaemonCostSmokeTests(SynchronousTestCase):
             cpu = results["memoryCpu"][stack]
             self.assertEqual(sorted(cpu), ["echo", "get", "ws"])
             self.assertTrue(all(value > 0 for value in cpu.values()), (stack, cpu))
+        self.assertEqual(sorted(results["memoryStream"]), ["daemon", "in-code", "raw echo"])
+        self.assertTrue(all(value > 0 for value in results["memoryStream"].values()), results["memoryStream"])
