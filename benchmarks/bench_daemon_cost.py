@@ -19,7 +19,8 @@ Every server runs at once, each in its own process, on 127.0.0.1:
   - the peers: autobahn's own C{WebSocketServerFactory} (standalone), a raw
     Twisted TCP echo server, and the same with the backpressure txupgrade's
     C{echo} has (R17: the transport registered as its own producer, reading
-    paused while the write buffer is full), which costs a pipelined stream.
+    paused while the write buffer is full), so that the stream row compares
+    like with like as well as with the bare echo.
 
 The load, per kind, for C{--seconds} each, the kinds and servers alternating
 round by round (C{--rounds}) so that a machine whose speed drifts treats
@@ -127,18 +128,9 @@ def serve(kind: str) -> None:
         factory: Any = WebSocketServerFactory("ws://127.0.0.1")
         factory.protocol = Echo
     elif kind in ("rawecho", "rawechobp"):
-        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.protocol import Factory
 
-        class RawEcho(Protocol):
-            def connectionMade(self) -> None:
-                if kind == "rawechobp":
-                    # As txupgrade's echo does (R17): reading pauses while the write buffer is full.
-                    self.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
-
-            def dataReceived(self, data: bytes) -> None:
-                self.transport.write(data)  # type: ignore[union-attr]
-
-        factory = Factory.forProtocol(RawEcho)
+        factory = Factory.forProtocol(rawEcho(backpressure=kind == "rawechobp"))
     else:
         from twisted.web import server
 
@@ -152,6 +144,24 @@ def serve(kind: str) -> None:
     port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)  # type: ignore[attr-defined]
     announce(port.getHost().port, reactor)
     reactor.run()  # type: ignore[attr-defined]
+
+
+def rawEcho(backpressure: bool) -> Any:
+    """
+    A bare Twisted echo protocol (the C{stream} peers); with C{backpressure},
+    reading pauses while the write buffer is full, as txupgrade's C{echo} does (R17).
+    """
+    from twisted.internet.protocol import Protocol
+
+    class RawEcho(Protocol):
+        def connectionMade(self) -> None:
+            if backpressure:
+                self.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
+
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    return RawEcho
 
 
 def _harness_die() -> None:
@@ -371,34 +381,39 @@ def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
     return service.site, stop
 
 
-def serveOnce(factory: Any, data: bytes) -> bytes:
-    """Serve C{data} on one in-memory connection of C{factory}, open to close: what it answered."""
+def connectInMemory(factory: Any) -> tuple[Any, Any]:
+    """A connection of C{factory} from 127.0.0.1:40000 on an in-memory transport: protocol, transport."""
     from twisted.internet.address import IPv4Address
-    from twisted.internet.error import ConnectionDone
     from twisted.internet.testing import StringTransport
-    from twisted.python.failure import Failure
 
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     protocol = factory.buildProtocol(peer)
     transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
     protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def serveOnce(factory: Any, data: bytes) -> bytes:
+    """Serve C{data} on one in-memory connection of C{factory}, open to close: what it answered."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    protocol, transport = connectInMemory(factory)
     protocol.dataReceived(data)
     protocol.connectionLost(Failure(ConnectionDone()))
     return bytes(transport.value())
 
 
-def serveTurn(factory: Any, data: bytes) -> bytes:
+def serveTurn(factory: Any, data: bytes, reactor: Any) -> bytes:
     """
-    L{serveOnce}, then the reactor's turn (C{runUntilCurrent}), as a running
-    reactor takes one after each read: the timers the connection set and
-    cancelled are dropped. Without it (the reactor is not running) they
+    L{serveOnce}, then the C{reactor}'s turn (C{runUntilCurrent}), as a
+    running reactor takes one after each read: the timers the connection set
+    and cancelled are dropped. Without it (the reactor is not running) they
     pile up, three a request, and the collector's full runs over them cost
     more than the request itself.
     """
-    from twisted.internet import reactor
-
     answer = serveOnce(factory, data)
-    reactor.runUntilCurrent()  # type: ignore[attr-defined]
+    reactor.runUntilCurrent()
     return answer
 
 
@@ -458,8 +473,9 @@ def trackingInMemory(rounds: int, iterations: int) -> dict[str, dict[str, float]
         for _round in range(rounds):
             for kind, data in kinds:
                 for name, (factory, _stop) in stacks.items():
-                    serveTurn(factory, data)  # caches, lazy imports
-                    seconds = cpuPerOperation(functools.partial(serveTurn, factory, data), iterations)
+                    once = functools.partial(serveTurn, factory, data, reactor)
+                    once()  # caches, lazy imports
+                    seconds = cpuPerOperation(once, iterations)
                     perRound[name][kind].append(seconds * 1e6)
     finally:
         for _factory, stop in stacks.values():
@@ -478,38 +494,26 @@ def streamInMemory(rounds: int, iterations: int) -> dict[str, float]:
     Medians over C{rounds}.
     """
     from twisted.internet import reactor
-    from twisted.internet.address import IPv4Address
     from twisted.internet.error import ConnectionDone
-    from twisted.internet.protocol import Protocol
-    from twisted.internet.testing import StringTransport
+    from twisted.internet.protocol import Factory
     from twisted.python.failure import Failure
 
-    class RawEcho(Protocol):
-        def dataReceived(self, data: bytes) -> None:
-            self.transport.write(data)  # type: ignore[union-attr]
-
     chunk = b"m" * (_MESSAGE * 256)
-    peer = IPv4Address("TCP", "127.0.0.1", 40000)
-    connections: dict[str, tuple[Any, StringTransport]] = {}
+    connections: dict[str, tuple[Any, Any]] = {}
     stacks = {"daemon": stackFactory(True, reactor), "in-code": stackFactory(False, reactor)}
     try:
         for name, (factory, _stop) in stacks.items():
-            protocol = factory.buildProtocol(peer)
-            transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
-            protocol.makeConnection(transport)
+            protocol, transport = connectInMemory(factory)
             protocol.dataReceived(ECHO_BYTES)
             if not transport.value().startswith(b"HTTP/1.1 101 "):
                 raise SystemExit(f"stream in memory ({name}): not a 101: {transport.value()[:200]!r}")
             connections[name] = protocol, transport
-        raw = RawEcho()
-        rawTransport = StringTransport()
-        raw.makeConnection(rawTransport)
-        connections["raw echo"] = raw, rawTransport
+        connections["raw echo"] = connectInMemory(Factory.forProtocol(rawEcho(backpressure=False)))
         perRound: dict[str, list[float]] = {name: [] for name in connections}
         for _round in range(rounds):
             for name, (protocol, transport) in connections.items():
 
-                def once(protocol: Any = protocol, transport: StringTransport = transport) -> None:
+                def once(protocol: Any = protocol, transport: Any = transport) -> None:
                     protocol.dataReceived(chunk)
                     transport.clear()
 

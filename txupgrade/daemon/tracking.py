@@ -338,8 +338,7 @@ class TrackedConnection(_compat.ChannelWrapper):
         latency = now - self._requestStarted if self._requestStarted is not None else 0.0
         tracker.addBytes("http", self.bytesIn - trailing, self.bytesOut)
         self.started, self.bytesIn, self.bytesOut = now, trailing, 0
-        if self._headTimed:
-            tracker.headRead(self)
+        tracker.headRead(self)
         self._idleTimeout = tracker.limits.idleTimeoutFor(name)
         # The switched protocol's bytes take the lean paths (no HTTP checks).
         self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
@@ -417,8 +416,7 @@ class TrackedConnection(_compat.ChannelWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         tracker = self.tracker
-        if self._headTimed:
-            tracker.headRead(self)
+        tracker.headRead(self)
         if self._idleTimer is not None:
             if self._idleTimer.active():
                 self._idleTimer.cancel()
@@ -429,8 +427,7 @@ class TrackedConnection(_compat.ChannelWrapper):
         if self.protocol != "http":
             duration = tracker.clock.seconds() - self.started
             tracker.logClosed(self, duration)
-            if tracker.onClose:
-                tracker.closed(self, duration)
+            tracker.closed(self, duration)
         tracker.unregisterProtocol(self)
         # The cycles (the counting transport, the lean dataReceived bound
         # here) are broken: freed at once, not by the cyclic collector, whose
