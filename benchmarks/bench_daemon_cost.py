@@ -20,7 +20,10 @@ Every server runs at once, each in its own process, on 127.0.0.1:
     Twisted TCP echo server, and the same with the backpressure txupgrade's
     C{echo} has (R17: the transport registered as its own producer, reading
     paused while the write buffer is full), so that the stream row compares
-    like with like as well as with the bare echo.
+    like with like as well as with the bare echo; and the C{bare switch}
+    (L{bareSwitchSite}): a plain C{Site} whose C{/echo} switches with a
+    fixed C{101} and nothing else, the cheapest upgrade twisted.web allows,
+    a floor for the C{echo} row.
 
 The load, per kind, for C{--seconds} each, the kinds and servers alternating
 round by round (C{--rounds}) so that a machine whose speed drifts treats
@@ -46,7 +49,10 @@ request through the in-code site and the daemon's stack
 (L{callsPerRequest}; C{tests/test_call_budget.py} holds them to a budget),
 and the CPU per connection through the daemon's stack with and without
 its tracking (L{trackingInMemory}: the Python part of the C{- tracking}
-row, free of the socket figures' noise), and the CPU per pipelined read
+row, free of the socket figures' noise), the CPU per connection of a plain
+C{GET} and of an C{echo} switch through the bare switch, the in-code site
+and the daemon's stack (L{echoInMemory}: the Python part of the C{echo} /
+plain C{GET} ratio, layer by layer), and the CPU per pipelined read
 after a switch against a bare echo protocol (L{streamInMemory}: the
 Python part of the C{stream} row).
 
@@ -106,6 +112,7 @@ PEERS = {
     "autobahn": ("autobahn", ("ws",)),
     "raw TCP echo": ("rawecho", ("stream",)),
     "raw echo, backpressure": ("rawechobp", ("stream",)),
+    "bare switch": ("bare", ("echo",)),
 }
 
 
@@ -131,6 +138,8 @@ def serve(kind: str) -> None:
         from twisted.internet.protocol import Factory
 
         factory = Factory.forProtocol(rawEcho(backpressure=kind == "rawechobp"))
+    elif kind == "bare":
+        factory = bareSwitchSite()
     else:
         from twisted.web import server
 
@@ -162,6 +171,53 @@ def rawEcho(backpressure: bool) -> Any:
             self.transport.write(data)  # type: ignore[union-attr]
 
     return RawEcho
+
+
+def bareSwitchSite() -> Any:
+    """
+    The cheapest upgrade twisted.web allows (the C{bare switch} peer, a
+    floor): a plain C{Site} on the demo's resources whose C{/echo} answers
+    a request with an C{Upgrade} field with a fixed C{101} and hands the
+    connection to a bare echo (L{rawEcho}), with only the handoff itself
+    (the bytes behind the request, the channel released, the access line):
+    no Upgrade parsing, no Host or framing checks, no negotiation, no
+    tracking. Any other request gets the demo's C{/echo} page.
+    """
+    from twisted.web import server
+    from twisted.web.resource import Resource
+
+    from txupgrade import _twistedcompat
+    from txupgrade.daemon.demo import demoRoot
+    from txupgrade.registry import ProtocolRegistry
+
+    head = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    echo = rawEcho(backpressure=False)
+
+    root = demoRoot(ProtocolRegistry.fromPlugins(), webSocket=True)
+    page = root.children[b"echo"]
+
+    class BareSwitch(Resource):
+        isLeaf = True
+
+        def render(self, request: Any) -> Any:
+            if not request.requestHeaders.hasHeader(b"upgrade"):
+                return page.render(request)
+            channel = request.channel
+            trailing = _twistedcompat.takeTrailingData(channel)
+            _twistedcompat.releaseChannel(channel)
+            transport = channel.transport
+            protocol = echo()
+            transport.protocol._channel = protocol  # the channel's wrapper: the transport's protocol
+            transport.write(head)
+            request.code, request.sentLength = 101, 0
+            channel.site.log(request)
+            protocol.makeConnection(transport)
+            if trailing:
+                protocol.dataReceived(trailing)
+            return server.NOT_DONE_YET
+
+    root.putChild(b"echo", BareSwitch())
+    return server.Site(root)
 
 
 def _harness_die() -> None:
@@ -389,6 +445,7 @@ def connectInMemory(factory: Any) -> tuple[Any, Any]:
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     protocol = factory.buildProtocol(peer)
     transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+    transport.protocol = protocol  # as a TCP transport holds its protocol
     protocol.makeConnection(transport)
     return protocol, transport
 
@@ -526,6 +583,53 @@ def streamInMemory(rounds: int, iterations: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in perRound.items()}
 
 
+def echoInMemory(rounds: int, iterations: int) -> dict[str, float]:
+    """
+    CPU microseconds per connection in memory, each request on its own
+    connection, open to close: a plain C{Site}'s C{GET /echo}, and an
+    C{echo} switch through the L{bareSwitchSite} (the floor), the in-code
+    site and the daemon's stack. The Python part of the C{echo} / plain
+    C{GET} ratio, and how far each layer is above the floor. Events are
+    published to an observer that drops them, as in the socket peers; the
+    daemon's stack (whose text observer would also format the others'
+    events) is built for its own turn in each round. Medians over C{rounds}.
+    """
+    from twisted.internet import reactor
+
+    discardLogs()
+    plain = bareSwitchSite()
+    plain.startFactory()
+    inCode, stopInCode = stackFactory(False, reactor)
+    peers = {
+        "plain Site GET": (plain, GET_BYTES),
+        "bare switch echo": (plain, ECHO_BYTES),
+        "in-code echo": (inCode, ECHO_BYTES),
+    }
+    answers = {"plain Site GET": b"HTTP/1.1 200 ", "bare switch echo": b"HTTP/1.1 101 "}
+    for name, (factory, data) in peers.items():
+        answer = serveTurn(factory, data, reactor)
+        if not answer.startswith(answers.get(name, b"HTTP/1.1 101 ")):
+            raise SystemExit(f"{name} in memory: {answer[:200]!r}")
+    perRound: dict[str, list[float]] = {name: [] for name in [*peers, "daemon echo"]}
+    try:
+        for _round in range(rounds):
+            for name, (factory, data) in peers.items():
+                once = functools.partial(serveTurn, factory, data, reactor)
+                once()
+                perRound[name].append(cpuPerOperation(once, iterations) * 1e6)
+            daemon, stopDaemon = stackFactory(True, reactor)
+            try:
+                once = functools.partial(serveTurn, daemon, ECHO_BYTES, reactor)
+                once()
+                perRound["daemon echo"].append(cpuPerOperation(once, iterations) * 1e6)
+            finally:
+                stopDaemon()
+    finally:
+        stopInCode()
+        plain.stopFactory()
+    return {name: statistics.median(values) for name, values in perRound.items()}
+
+
 # -- report ---------------------------------------------------------------------------
 
 
@@ -566,6 +670,13 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{name} {value:.2f}" for name, value in stream.items())
         + f" (daemon/raw echo {stream['daemon'] / stream['raw echo']:.2f}x the CPU)"
     )
+    echo = echoInMemory(args.rounds * 3, 50 if args.quick else 2000)
+    print(
+        "in memory, CPU us per connection: "
+        + ", ".join(f"{name} {value:.1f}" for name, value in echo.items())
+        + f" (plain Site GET / daemon echo {echo['plain Site GET'] / echo['daemon echo']:.2f}x, "
+        f"/ bare switch {echo['plain Site GET'] / echo['bare switch echo']:.2f}x)"
+    )
     servers = startServers(directory)
     samples: dict[str, dict[str, list[dict[str, float]]]] = {}
     try:
@@ -604,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {f"daemon/in-code {k}": shipped[k] / rates["in-code"][k] for k in kinds if k in shipped}
     if "echo" in kinds and "get" in kinds:
         ratios["daemon echo / plain Site GET"] = shipped["echo"] / rates["plain Site"]["get"]
+        ratios["in-code echo / plain Site GET"] = rates["in-code"]["echo"] / rates["plain Site"]["get"]
+        bare = rates["bare switch"]["echo"]
+        ratios["bare switch echo / plain Site GET"] = bare / rates["plain Site"]["get"]
     if "ws" in kinds:
         ratios["daemon ws / autobahn ws"] = shipped["ws"] / rates["autobahn"]["ws"]
     if "stream" in kinds:
@@ -629,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                     "memory": memory,
                     "memoryCpu": cpu,
                     "memoryStream": stream,
+                    "memoryEcho": echo,
                     "samples": samples,
                 },
                 f,

@@ -31,7 +31,7 @@ from zope.interface import implementer
 from tests.support.http import Held, parseResponses
 from tests.support.http import request as rawRequest
 from txupgrade import negotiation
-from txupgrade.channel import UpgradeAwareRequest, UpgradeSite
+from txupgrade.channel import UpgradeAwareRequest, UpgradeChannel, UpgradeSite
 from txupgrade.interfaces import IUpgradeProtocol
 from txupgrade.negotiation import (
     Accept,
@@ -911,6 +911,35 @@ class SegmentationTests(ChannelMixin, SynchronousTestCase):
             self.assertEqual(got, expected, f"split at {i}")
         self.assertEqual(self.run1([self.stream], chunkSize=1), expected)
         self.assertEqual(self.run1([bytes([b]) for b in self.stream]), expected)
+
+    def assertSplitsAnswer(self, stream: bytes, codes: list[int]) -> None:
+        """C{stream}, whole, byte by byte or split in two anywhere, is answered C{codes}, then closed."""
+        splits = [[stream], [bytes([b]) for b in stream]]
+        splits += [[stream[:i], stream[i:]] for i in range(1, len(stream))]
+        for pieces in splits:
+            conn = MemoryConnection(self.makeSite([RecordingUpgrade()]))
+            for piece in pieces:
+                conn.send(piece)
+            responses, _rest = parseResponses(conn.received)
+            self.assertEqual([r.code for r in responses], codes, f"pieces of {list(map(len, pieces))}")
+            self.assertTrue(conn.serverTransport.disconnecting)
+
+    def test_foldEverySplit(self) -> None:
+        """
+        R16: a folded line is refused however the reads split it (the
+        channel checks lines only while a read may complete a folded one),
+        after a plain request on the same connection too.
+        """
+        folded = b"GET /show HTTP/1.1\r\nHost: localhost\r\nX-Other: a\r\n\tb\r\n\r\n"
+        self.assertSplitsAnswer(folded, [400])
+        self.assertSplitsAnswer(request(b"/echo") + folded, [200, 400])
+
+    def test_headLimitEverySplit(self) -> None:
+        """A head past the limit is refused however the reads split it, after a plain request too."""
+        self.patch(UpgradeChannel, "totalHeadersSize", 600)  # (a short head: fewer splits to try)
+        big = offering(headers=[(b"X-Many-%d" % i, b"v" * 100) for i in range(6)])
+        self.assertSplitsAnswer(big, [431])
+        self.assertSplitsAnswer(request(b"/echo") + big, [200, 431])
 
 
 class ReleaseTests(ChannelMixin, SynchronousTestCase):

@@ -54,6 +54,8 @@ PRIVATE_NAMES = {
     "_escape": "twisted.web.http",
     "_XForwardedForAddress": "twisted.web.http",
     "_parse": "twisted.internet.endpoints",
+    "_rawHeaders": "twisted.web.http_headers.Headers",
+    "_buffer": "twisted.protocols.basic.LineReceiver",
 }
 
 #: txupgrade's own attribute, set by L{_twistedcompat.wrapChannel}.
@@ -123,6 +125,23 @@ class PrivateNamesTests(SynchronousTestCase):
         channel.dataReceived(b"Host: x\r\n")
         self.assertFalse(_twistedcompat.readingRequestLine(channel))
         self.assertEqual(_twistedcompat.headBytesReceived(channel), len(b"GET / HTTP/1.1Host: x"))
+
+    def test_headerFields(self) -> None:
+        """
+        A request's fields, as the channel parsed them, are lists by canonical
+        name, the same lists C{getRawHeaders} answers; an absent field has no key.
+        """
+        channel, _transport = connectedChannel()
+        channel.dataReceived(
+            b"GET / HTTP/1.1\r\nhost: x\r\nUSER-AGENT: a\r\nconnection: a\r\nConnection: b\r\nAccept: */*\r\n"
+        )
+        headers = channel.requests[-1].requestHeaders
+        fields = _twistedcompat.headerFields(headers)
+        self.assertEqual(fields.get(b"Host"), [b"x"])
+        self.assertEqual(fields.get(b"User-Agent"), [b"a"])
+        self.assertEqual(fields.get(b"Connection"), [b"a", b"b"])
+        self.assertIs(fields.get(b"Connection"), headers.getRawHeaders(b"connection"))
+        self.assertNotIn(b"Upgrade", fields)
 
     def test_requestMethod(self) -> None:
         """The channel keeps the method of the request whose head it reads, until it is dispatched."""

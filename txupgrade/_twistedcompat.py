@@ -39,9 +39,11 @@ __all__ = [
     "endpointLayers",
     "feedTLS",
     "headBytesReceived",
+    "headerFields",
     "hideNothing",
     "http2Available",
     "injectRequest",
+    "lineBuffer",
     "proxyEndpoint",
     "readingRequestLine",
     "releaseChannel",
@@ -103,6 +105,18 @@ def readingRequestLine(channel: HTTPChannel) -> bool:
 #: channel read: C{headBytesReceived(channel)}, read on every line (an
 #: C{attrgetter}: no Python call).
 headBytesReceived: Callable[[HTTPChannel], int] = operator.attrgetter("_receivedHeaderSize")
+
+
+#: The bytes a L{twisted.protocols.basic.LineReceiver} (the channel) holds
+#: of a line not yet complete (an C{attrgetter}: no Python call).
+lineBuffer: Callable[[Any], bytes] = operator.attrgetter("_buffer")
+
+#: The header fields of a L{twisted.web.http_headers.Headers} as it keeps
+#: them: a dict of value lists by canonical name (C{b"Host"},
+#: C{b"Transfer-Encoding"}); an absent field has no key (or an empty list).
+#: Read where every request reads several fields: C{headerFields(headers).get(b"Host")}
+#: costs no Python call, where C{getRawHeaders} costs two.
+headerFields: Callable[[Any], dict[bytes, list[bytes]]] = operator.attrgetter("_rawHeaders")
 
 
 def requestGone(request: Request) -> bool:

@@ -204,6 +204,10 @@ class _Star(Resource):
 _STAR = _Star()
 
 
+#: What a folded header line starts with (obs-fold, RFC 9112 §5.2).
+_FOLD_STARTS = (b" ", b"\t")
+
+
 class UpgradeChannel(HTTPChannel):
     """
     An L{HTTPChannel} that can hand its connection to another protocol.
@@ -215,8 +219,10 @@ class UpgradeChannel(HTTPChannel):
     maxUpgradeBodySize = 1 << 20
     _log = Logger(namespace="txupgrade.channel")
     _bodyLimited: UpgradeAwareRequest | None = None
+    #: Whether this read's lines are checked (C{lineReceived} is L{_checkedLineReceived}).
+    _checkingLines = False
 
-    def lineReceived(self, line: bytes) -> None:
+    def _checkedLineReceived(self, line: bytes) -> None:
         """Refuse an oversized head (414, 431) and obs-fold (R16) before Twisted parses the line."""
         if _compat.headBytesReceived(self) + len(line) > self.totalHeadersSize:
             self.lineLengthExceeded(line)
@@ -239,7 +245,7 @@ class UpgradeChannel(HTTPChannel):
         """
         persistent = bool(super().checkPersistence(request, version))
         if persistent:
-            connection = request.requestHeaders.getRawHeaders(b"connection")
+            connection = _compat.headerFields(request.requestHeaders).get(b"Connection")
             if (
                 connection is not None
                 and (len(connection) > 1 or b"," in connection[0])
@@ -257,17 +263,38 @@ class UpgradeChannel(HTTPChannel):
         """
         if getattr(self.transport, "disconnecting", False):
             return
+        # Lines are checked (_checkedLineReceived) only while the lines this
+        # read can complete (with those held from earlier reads) could hold
+        # one the checks refuse: one past the head's size limit, or one that
+        # starts with a space or a tab. Any other read's lines go to Twisted's
+        # parser directly, one Python call a line fewer.
+        lines = _compat.lineBuffer(self) + data  # (no copy while nothing is held)
+        checking = (
+            _compat.headBytesReceived(self) + len(lines) > self.totalHeadersSize
+            or lines[:1] in _FOLD_STARTS
+            or b"\n " in lines
+            or b"\n\t" in lines
+        )
+        if checking is not self._checkingLines:
+            if checking:
+                self.lineReceived = self._checkedLineReceived  # type: ignore[method-assign]
+            else:
+                # (Not the no-op a closing channel may have set in its place.)
+                current = self.__dict__.get("lineReceived")
+                if getattr(current, "__func__", None) is UpgradeChannel._checkedLineReceived:
+                    del self.lineReceived
+            self._checkingLines = checking
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
         """Refuse ambiguous framing (R16) and foreign hosts; note an offer (R1-R4), bounding its body."""
         req = self.requests[-1]
-        headers = req.requestHeaders
+        fields = _compat.headerFields(req.requestHeaders)
         version = _compat.requestVersion(self)
         self._bodyLimited = None
-        hosts = headers.getRawHeaders(b"host", ())
+        hosts = fields.get(b"Host", ())
         try:
-            negotiation.checkFraming(version, hosts, headers.getRawHeaders(b"transfer-encoding", ()))
+            negotiation.checkFraming(version, hosts, fields.get(b"Transfer-Encoding", ()))
         except UpgradeError as error:
             self._reject(400, str(error))
             return
@@ -277,8 +304,8 @@ class UpgradeChannel(HTTPChannel):
             return
         offer = OfferNegotiation.fromHeaders(
             version,
-            headers.getRawHeaders(b"upgrade"),
-            headers.getRawHeaders(b"connection", ()),
+            fields.get(b"Upgrade"),
+            fields.get(b"Connection", ()),
             allowed,
             self.site.maxUpgradeOffers,  # type: ignore[attr-defined]
         )
@@ -340,7 +367,7 @@ class UpgradeChannel(HTTPChannel):
         # length is 0 after its headers), and, like HTTPChannel after a last
         # request, whatever else arrives is ignored.
         self.length = None
-        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign, assignment]
+        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
         self.loseConnection()
 
     def switchProtocol(

@@ -320,7 +320,7 @@ def offerFromHeaders(
     return answer if isinstance(answer, Offer) else None
 
 
-#: Most remembered offers (and 101 heads); the cache is emptied when full.
+#: Most remembered offers (and 101 heads, and host names); a cache is emptied when full.
 _OFFER_CACHE_SIZE = 512
 #: Field values longer than this (bytes, all lines) are parsed every time.
 _CACHED_FIELDS_SIZE = 256
@@ -362,13 +362,15 @@ def selectionOrder(
     the client's order decides and the candidates' order breaks ties; with
     C{"server"} the candidates' order decides.
     """
+    # Each name read and case-folded once (as L{matches} compares them), not once per pair.
+    named = [(name.lower(), version) for name, version in map(nameOf, candidates)]
     pairs = []
     for ci, offered in enumerate(offer.protocols):
-        for si, candidate in enumerate(candidates):
-            name, version = nameOf(candidate)
-            if matches(offered, name, version):
+        key, offeredVersion = offered.key, offered.version
+        for si, (name, version) in enumerate(named):
+            if name == key and (version is None or version == offeredVersion):
                 rank = (ci, si) if policy == "client" else (si, ci)
-                pairs.append((rank, offered, candidate))
+                pairs.append((rank, offered, candidates[si]))
     if len(pairs) > 1:
         pairs.sort(key=lambda p: p[0])
     return [(offered, candidate) for _, offered, candidate in pairs]
@@ -517,11 +519,19 @@ def hostName(host: bytes) -> str | None:
     The lower-case name in a C{Host} value (no port, IPv6 without brackets),
     or L{None} when the value is not C{uri-host [":" port]} (RFC 9110 §7.2).
     """
+    if host in _hostNames:
+        return _hostNames[host]
     match = _HOST_RE.fullmatch(host)
-    if match is None:
-        return None
-    name = match.group(1) or match.group(2)
-    return name.decode("ascii").lower()
+    name = None if match is None else (match.group(1) or match.group(2)).decode("ascii").lower()
+    if len(host) <= _CACHED_FIELDS_SIZE:
+        if len(_hostNames) >= _OFFER_CACHE_SIZE:
+            _hostNames.clear()
+        _hostNames[host] = name
+    return name
+
+
+#: Remembered L{hostName} answers (every request asks twice, and a server hears few hosts).
+_hostNames: dict[bytes, str | None] = {}
 
 
 # reg-name / IPv4 (RFC 3986 unreserved, pct-encoded, sub-delims) or an IP literal, then a port.

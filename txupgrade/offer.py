@@ -29,6 +29,7 @@ a plugin failing on every request must not flood the log.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -353,7 +354,9 @@ def _upgradeRequest(
     """The sans-IO view of a twisted.web C{request}, as protocols receive it."""
     content = request.content
     body = b""
-    if content is not None:
+    if isinstance(content, io.BytesIO):
+        body = content.getvalue()  # the whole body, wherever the file is
+    elif content is not None:
         content.seek(0)
         body = content.read()
         content.seek(0)

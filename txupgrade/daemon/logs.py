@@ -37,6 +37,7 @@ from twisted.web.http import datetimeToLogString
 
 from txupgrade._twistedcompat import ACCESS_LOG_HOST_ADDRESSES as _HOST_ADDRESSES
 from txupgrade._twistedcompat import accessLogEscape as _twistedEscape
+from txupgrade._twistedcompat import headerFields as _headerFields
 
 # Where they lived before the core took them (txupgrade.reporting).
 from txupgrade.reporting import LogRateLimit, PluginFailures, pluginFailed
@@ -194,9 +195,9 @@ def accessLine(timestamp: str, request: Any) -> str:
     daemon's access log format stays twisted.web's), with the cheap escape.
     """
     client = request.getClientAddress()
-    headers = request.requestHeaders
-    referrer = headers.getRawHeaders(b"referer")  # the last value, as Request.getHeader
-    agent = headers.getRawHeaders(b"user-agent")
+    fields = _headerFields(request.requestHeaders)
+    referrer = fields.get(b"Referer")  # the last value, as Request.getHeader
+    agent = fields.get(b"User-Agent")
     values = (
         client.host if isinstance(client, _HOST_ADDRESSES) else b"-",
         request.method,
