@@ -26,7 +26,7 @@ class BenchDaemonCostSmokeTests(SynchronousTestCase):
         stdout, results = runQuick(self, "bench_daemon_cost.py", timeout=600)
         self.assertIn("=== twistd txupgrade, feature by feature", stdout)
         self.assertIn("feature costs, server CPU microseconds per request", stdout)
-        peers = ("plain Site", "in-code", "autobahn", "raw TCP echo", "raw echo, backpressure")
+        peers = ("plain Site", "in-code", "autobahn", "raw TCP echo", "raw echo, backpressure", "bare switch")
         for name in (*peers, "daemon as shipped"):
             self.assertIn(name, results["rates"])
         for name, byKind in results["samples"].items():
@@ -34,6 +34,7 @@ class BenchDaemonCostSmokeTests(SynchronousTestCase):
                 self.assertTrue(all(s["work"] > 0 for s in samples), (name, kind, samples))
         for label in (
             "daemon echo / plain Site GET",
+            "bare switch echo / plain Site GET",
             "daemon ws / autobahn ws",
             "daemon stream / raw TCP echo",
             "daemon stream / raw echo, backpressure",
@@ -48,3 +49,6 @@ class BenchDaemonCostSmokeTests(SynchronousTestCase):
             self.assertTrue(all(value > 0 for value in cpu.values()), (stack, cpu))
         self.assertEqual(sorted(results["memoryStream"]), ["daemon", "in-code", "raw echo"])
         self.assertTrue(all(value > 0 for value in results["memoryStream"].values()), results["memoryStream"])
+        echo = results["memoryEcho"]
+        self.assertEqual(sorted(echo), ["bare switch echo", "daemon echo", "in-code echo", "plain Site GET"])
+        self.assertTrue(all(value > 0 for value in echo.values()), echo)
