@@ -419,14 +419,22 @@ def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
         site.startFactory()
         return site, site.stopFactory
     service = buildService(options.settings, options.protocols, reactor)
-    output = BatchedOutput(io.StringIO(), reactor)
+    # Batched as in a running daemon (BatchedOutput writes each line at once
+    # while the reactor is not running), into a file that keeps nothing.
+    output = BatchedOutput(_Discard(), _Running(reactor))
     observer = textFileLogObserver(output)
     globalLogPublisher.addObserver(observer)
     service.lineLog = LineLog(output, reactor)
     service.startService()
+    # A loaded daemon always has other connections open: one that has read
+    # its request keeps the tracker's request-head timer, which the last
+    # connection's close would otherwise cancel every time.
+    other, _transport = connectInMemory(service.site)
+    other.dataReceived(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 
     def stop() -> None:
         globalLogPublisher.removeObserver(observer)
+        output.writeNow()
         for port in service.ports:
             port.stopListening()
         # Connections a caller left open (in memory) are closed, as their
@@ -435,6 +443,25 @@ def stackFactory(daemon: bool, reactor: Any) -> tuple[Any, Any]:
             connection.connectionLost(Failure(ConnectionDone()))
 
     return service.site, stop
+
+
+class _Discard(io.StringIO):
+    """A text file that keeps nothing."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+class _Running:
+    """C{reactor}, saying it runs (L{stackFactory}'s log output batches as a running daemon's)."""
+
+    running = True
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
 
 
 def connectInMemory(factory: Any) -> tuple[Any, Any]:

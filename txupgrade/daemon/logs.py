@@ -144,7 +144,7 @@ class LineLog:
         self._stamp = ""
         self._logDate = ""
 
-    def _stamps(self) -> tuple[str, str]:
+    def stamps(self) -> tuple[str, str]:
         """This second's log time stamp (RFC 3339, local) and access-log date, made once a second."""
         now = self.clock.seconds()
         second = int(now)
@@ -156,12 +156,12 @@ class LineLog:
 
     def line(self, system: str, text: str) -> None:
         """A line of C{system} (C{namespace#level}) saying C{text}."""
-        stamp, _ = self._stamps()
+        stamp, _ = self.stamps()
         self.output.write(f"{stamp} [{system}] {text}\n")
 
     def access(self, request: Any) -> None:
         """The access line of C{request}, as twisted.web writes it into twistd's log."""
-        stamp, logDate = self._stamps()
+        stamp, logDate = self.stamps()
         self.output.write(f"{stamp} [twisted.python.log#info] {accessLine(logDate, request)}\n")
 
 

@@ -339,7 +339,10 @@ class TrackedConnection(_compat.ChannelWrapper):
         tracker.addBytes("http", self.bytesIn - trailing, self.bytesOut)
         self.started, self.bytesIn, self.bytesOut = now, trailing, 0
         tracker.headRead(self)
-        self._idleTimeout = tracker.limits.idleTimeoutFor(name)
+        idleTimeout = tracker.idleTimeouts.get(name)
+        if idleTimeout is None:
+            idleTimeout = tracker.idleTimeouts[name] = tracker.limits.idleTimeoutFor(name)
+        self._idleTimeout = idleTimeout
         # The switched protocol's bytes take the lean paths (no HTTP checks).
         self.dataReceived = self._switchedDataReceived  # type: ignore[method-assign]
         if self._idleTimeout:
@@ -427,7 +430,8 @@ class TrackedConnection(_compat.ChannelWrapper):
         if self.protocol != "http":
             duration = tracker.clock.seconds() - self.started
             tracker.logClosed(self, duration)
-            tracker.closed(self, duration)
+            if tracker.onClose:
+                tracker.closed(self, duration)
         tracker.unregisterProtocol(self)
         # The cycles (the counting transport, the lean dataReceived bound
         # here) are broken: freed at once, not by the cyclic collector, whose
@@ -545,6 +549,9 @@ class ConnectionTracker:
         #: (one timeout for all: the oldest first), and the one timer, for the oldest.
         self._heads: dict[TrackedConnection, float] = {}
         self._headCall: IDelayedCall | None = None
+        #: Each switched protocol's idle timeout (L{Limits.idleTimeoutFor}),
+        #: once asked: a bounded set, the site's protocols.
+        self.idleTimeouts: dict[str, float] = {}
 
     def buildProtocol(self, addr: Any) -> Any:
         """What the site builds for a connection from C{addr} (see L{admit})."""
@@ -634,12 +641,14 @@ class ConnectionTracker:
 
     def logClosed(self, connection: TrackedConnection, duration: float) -> None:
         """The line of an upgraded connection that closed."""
-        if self.lineLog is not None:
-            # _CLOSED's text, formatted at once.
-            self.lineLog.line(
-                "txupgrade.connection#info",
-                f"{connection.protocol} connection from {connection.peer} closed after {duration:.3f} s, "
-                f"{connection.bytesIn} bytes in, {connection.bytesOut} bytes out",
+        lineLog = self.lineLog
+        if lineLog is not None:
+            # _CLOSED's text, formatted at once (as LineLog.line would write it).
+            stamp, _ = lineLog.stamps()
+            lineLog.output.write(
+                f"{stamp} [txupgrade.connection#info] {connection.protocol} connection from "
+                f"{connection.peer} closed after {duration:.3f} s, "
+                f"{connection.bytesIn} bytes in, {connection.bytesOut} bytes out\n"
             )
             return
         # The event (a JSON log's record) also says how it switched; the text does not change.
@@ -695,7 +704,9 @@ class ConnectionTracker:
         keep it as the protocol's L{lastSwitch}; a connection's switch, its
         request C{latency} seconds old, goes to the L{onUpgrade} observers.
         """
-        tls, alpn = tlsOf(connection.transport)
+        transport = connection.transport
+        # (Most connections are TCP: tlsOf is asked only of TLS ones.)
+        tls, alpn = tlsOf(transport) if ISSLTransport.providedBy(transport) else (False, None)
         http = "1.1" if streamID is None else "2"
         key = (name, http, "yes" if tls else "no")
         self.switches[key] = self.switches.get(key, 0) + 1
