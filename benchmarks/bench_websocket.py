@@ -3,7 +3,7 @@ WebSocket echo servers compared: txupgrade against autobahn and Twisted.
 
 Theory of operation
 -------------------
-One run starts each of four servers in its own process, one after the
+One run starts each of six servers in its own process, one after the
 other, all serving a WebSocket echo (every message is sent back as it came)
 at C{/ws} on 127.0.0.1:
 
@@ -13,11 +13,17 @@ at C{/ws} on 127.0.0.1:
   (c) C{autobahn-resource}: autobahn's C{WebSocketResource(factory)} in a
       plain twisted.web C{Site};
   (d) C{twisted}: Twisted's own C{twisted.web.websocket.WebSocketResource}
-      (wsproto underneath) in a plain C{Site}.
+      (wsproto underneath) in a plain C{Site};
+  (e) C{daemon}: a real C{twistd -n txupgrade} as shipped, its demo's
+      WebSocket echo at C{/ws}, with its access and connection lines in a
+      log file, tracking and limits on (C{--listen tcp:0:...:backlog=1024});
+  (f) C{websockets}: the C{websockets} library's asyncio C{serve()} with an
+      echo handler (compression off, as the client offers none).
 
-Every server uses the epoll reactor, listens with a backlog of 1024, has no
-log observer (twisted.logger only buffers events in memory), no access log
-(C{Site(root)}, C{logPath=None}) and autobahn's default (debug off) logging.
+Every server listens with a backlog of 1024; the Twisted ones use the epoll
+reactor. Those built in code have no log observer (twisted.logger only
+buffers events in memory), no access log (C{Site(root)}, C{logPath=None})
+and autobahn's default (debug off) logging; the daemon logs as shipped.
 Its stdout and stderr go to a file, which is checked at the end: nothing may
 be printed after the C{READY} line.
 
@@ -84,13 +90,16 @@ if __package__ in (None, ""):
 
 import _harness as H
 
-SERVERS = ("txupgrade", "autobahn", "autobahn-resource", "twisted")
-LETTERS = dict(zip(SERVERS, "abcd", strict=True))
+SERVERS = ("txupgrade", "autobahn", "autobahn-resource", "twisted", "daemon", "websockets")
+LETTERS_ORDER = "abcdef"
+LETTERS = dict(zip(SERVERS, LETTERS_ORDER, strict=True))
 LABELS = {
     "txupgrade": "txupgrade UpgradeSite + WebSocketEndpoint",
     "autobahn": "autobahn WebSocketServerFactory alone",
     "autobahn-resource": "autobahn WebSocketResource in Site",
     "twisted": "twisted.web.websocket.WebSocketResource in Site",
+    "daemon": "twistd -n txupgrade as shipped (its /ws echo; logs in a file)",
+    "websockets": "websockets (asyncio) serve(), echo handler",
 }
 BASELINE = "autobahn"
 
@@ -153,10 +162,62 @@ def _noAccessLog(request: object) -> None:
     """C{HTTPFactory.log} with no access log at all."""
 
 
+def serveDaemon() -> None:
+    """
+    A real C{twistd -n txupgrade} in this process, as shipped (its demo's
+    WebSocket echo on C{/ws}, access and connection lines into a log file),
+    on C{tcp:0} with the others' backlog; C{READY} once it listens.
+    """
+    from twisted.scripts.twistd import run
+
+    from txupgrade.daemon.service import DaemonService
+
+    started = DaemonService.startService
+
+    def announcing(self: DaemonService) -> None:
+        started(self)
+        # (twistd's log took sys.stdout: the line goes to the real one.)
+        print(
+            f"READY {self.ports[0].getHost().port} {type(self.reactor).__name__}",
+            file=sys.__stdout__,
+            flush=True,
+        )
+
+    DaemonService.startService = announcing  # type: ignore[method-assign]
+    log = os.path.join(tempfile.mkdtemp(prefix="bench-ws-daemon-"), "twistd.log")
+    sys.argv = ["twistd", "-n", "--pidfile=", f"--logfile={log}", "txupgrade"]
+    sys.argv += ["--listen", f"tcp:0:interface={H.HOST}:backlog=1024"]
+    run()
+
+
+def serveWebsockets() -> None:
+    """websockets' asyncio server, echoing every message as it came; C{READY} once it listens."""
+    import asyncio
+
+    from websockets.asyncio.server import serve as wsServe
+
+    async def echo(connection: Any) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async def main() -> None:
+        async with wsServe(echo, H.HOST, 0, backlog=1024, compression=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            H.announce(port, asyncio.get_running_loop())
+            await asyncio.Future()
+
+    H.profileOnSignals()
+    asyncio.run(main())
+
+
 def serve(kind: str) -> None:
     """Run server C{kind} on an ephemeral port; print C{READY <port>}."""
     H.dieWithParent()
     H.raiseFileLimit(65536)
+    if kind == "daemon":
+        return serveDaemon()
+    if kind == "websockets":
+        return serveWebsockets()
     from twisted.internet import epollreactor
 
     epollreactor.install()
@@ -653,10 +714,12 @@ def missingDependency(kind: str) -> str | None:
     """Why server C{kind} cannot run here, or L{None}."""
     import importlib.util
 
-    needs = {"twisted": ["wsproto"]}.get(kind, ["autobahn"])
+    needs = {"twisted": ["wsproto"], "websockets": ["websockets"]}.get(kind, ["autobahn"])
     for module in needs:
         if importlib.util.find_spec(module) is None:
-            extra = "twisted[websocket]" if module == "wsproto" else "txupgrade[websocket]"
+            extra = {"wsproto": "twisted[websocket]", "websockets": "txupgrade[test]"}.get(
+                module, "txupgrade[websocket]"
+            )
             return f"{module} is not installed (pip install '{extra}')"
     return None
 
@@ -733,6 +796,12 @@ METRICS = (
     ("echo64k", "echo 64 KiB msg/s", True, 1.0),
     ("idle", "idle RSS/conn", False, 1.0),
 )
+
+
+#: The ratios reported (numerator, denominator), by letter: txupgrade in code
+#: against each peer, the peers against autobahn, and the daemon as shipped
+#: against autobahn, the in-code site and websockets.
+PAIRS = (("a", "b"), ("a", "c"), ("a", "d"), ("c", "b"), ("d", "b"), ("e", "b"), ("e", "a"), ("e", "f"))
 
 
 def _figure(result: dict[str, Any], key: str, cpu: bool) -> float:
@@ -813,14 +882,17 @@ def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config:
         "",
         "ratios per server CPU-second (idle RSS: per connection, lower is better); wall-clock in [ ]",
         f"{'metric':<20}{'(a)/(b)':>16}{'goal':>8}{'met':>5}{'(a)/(c)':>16}{'(a)/(d)':>16}"
-        f"{'(c)/(b)':>16}{'(d)/(b)':>16}",
+        f"{'(c)/(b)':>16}{'(d)/(b)':>16}{'(e)/(b)':>16}{'(e)/(a)':>16}{'(e)/(f)':>16}",
     ]
     ratios: dict[str, dict[str, float]] = {}
     for key, label, higher, goal in METRICS:
         cells = []
         ratios[key] = {}
-        for num, den in (("a", "b"), ("a", "c"), ("a", "d"), ("c", "b"), ("d", "b")):
-            rn, rd = results.get(SERVERS["abcd".index(num)], {}), results.get(SERVERS["abcd".index(den)], {})
+        for num, den in PAIRS:
+            rn, rd = (
+                results.get(SERVERS[LETTERS_ORDER.index(num)], {}),
+                results.get(SERVERS[LETTERS_ORDER.index(den)], {}),
+            )
             cpu = H.ratio(_figure(rn, key, True), _figure(rd, key, True))
             wall = H.ratio(_figure(rn, key, False), _figure(rd, key, False))
             ratios[key][f"{num}/{den}"] = cpu
@@ -830,8 +902,7 @@ def summary(results: dict[str, dict[str, Any]], skipped: dict[str, str], config:
         met = "n/a" if math.isnan(ab) else ("yes" if (ab >= goal if higher else ab <= goal) else "NO")
         goalText = f"{'>=' if higher else '<='}{goal:.1f}x"
         lines.append(
-            f"{label:<20}{cells[0]:>16}{goalText:>8}{met:>5}{cells[1]:>16}{cells[2]:>16}"
-            f"{cells[3]:>16}{cells[4]:>16}"
+            f"{label:<20}{cells[0]:>16}{goalText:>8}{met:>5}" + "".join(f"{cell:>16}" for cell in cells[1:])
         )
     printed = {kind: r["server_output"] for kind, r in results.items() if r["server_output"].strip()}
     lines.append("")
