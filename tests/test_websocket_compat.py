@@ -172,6 +172,27 @@ class AutobahnPrivateStateTests(SynchronousTestCase):
             sorted(set(vars(switched)) - standard), [], "txupgrade sets attributes autobahn does not"
         )
 
+    def test_messageListeners(self) -> None:
+        """
+        A message reaches C{onMessage}, and the listeners of autobahn's
+        C{message} event (C{on()}) too when there are some (the fast path
+        skips the event only while nothing listens).
+        """
+        root = DirectoryResource()
+        root.putChild(b"ws", WebSocketEndpoint(_factory()))
+        conn = MemoryConnection(_site(root), peer=PEER, host=HOST)
+        conn.send(handshake())
+        proto = conn.server._channel
+        _code, _headers, rest = _response(conn.received)
+        self.assertEqual(rest, b"")
+        conn.send(encodeFrame(OP_TEXT, b"one", maskKey=b"abcd"))
+        heard: list[tuple[bytes, bool]] = []
+        proto.on("message", lambda payload, is_binary: heard.append((payload, is_binary)))
+        conn.send(encodeFrame(OP_TEXT, b"two", maskKey=b"abcd"))
+        frames = decodeAll(_response(conn.received)[2])
+        self.assertEqual([frame[2] for frame, _rest in frames], [b"one", b"two"])
+        self.assertEqual(heard, [(b"two", False)])
+
     def test_openStateValues(self) -> None:
         """
         The plain values (state, options, handshake fields) of a switched

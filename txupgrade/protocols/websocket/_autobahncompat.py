@@ -51,7 +51,7 @@ from autobahn.twisted import util as _twistedutil
 from autobahn.twisted import websocket as _twistedwebsocket
 from autobahn.twisted.util import create_transport_details
 from autobahn.twisted.websocket import WebSocketAdapterProtocol
-from autobahn.util import _is_tls_error, _maybe_tls_reason
+from autobahn.util import ObservableMixin, _is_tls_error, _maybe_tls_reason
 from autobahn.wamp.types import TransportDetails
 from autobahn.websocket import protocol as _wsprotocol
 from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
@@ -80,6 +80,7 @@ __all__ = [
 
 _log = Logger()
 _WebSocketProtocol = _wsprotocol.WebSocketProtocol
+_ObservableMixin = ObservableMixin
 _ServerProtocol = _wsprotocol.WebSocketServerProtocol
 
 
@@ -103,6 +104,9 @@ def _fingerprinted() -> dict[str, Callable[..., Any]]:
         "WebSocketAdapterProtocol.dataReceived": WebSocketAdapterProtocol.dataReceived,
         "WebSocketServerProtocol._connectionLost": _ServerProtocol._connectionLost,
         "WebSocketProtocol.sendData": _WebSocketProtocol.sendData,
+        "WebSocketProtocol.onMessageEnd": _WebSocketProtocol.onMessageEnd,
+        # What _onMessageEndQuiet skips when nothing listens (a resolved future, no other effect).
+        "ObservableMixin.fire": _ObservableMixin.fire,
         # What breakCycles undoes.
         "WebSocketProtocol._connectionLost": _WebSocketProtocol._connectionLost,
     }
@@ -125,6 +129,8 @@ FINGERPRINTS: dict[str, frozenset[str]] = {
     "WebSocketAdapterProtocol.dataReceived": frozenset({"14791b06dad8"}),
     "WebSocketServerProtocol._connectionLost": frozenset({"f0abd11dc3b0"}),
     "WebSocketProtocol.sendData": frozenset({"1743676d9de7"}),
+    "WebSocketProtocol.onMessageEnd": frozenset({"632a8d0be9f9"}),
+    "ObservableMixin.fire": frozenset({"22a1cf34ff3a"}),
     "WebSocketProtocol._connectionLost": frozenset({"c1da5a647735", "b80fc1cfb9ae"}),
 }
 
@@ -297,8 +303,27 @@ def _sendDataQuiet(self: Any, data: bytes, sync: bool = False, chopsize: int | N
         self.logTxOctets(data, False)
 
 
-#: Methods whose autobahn versions format debug log arguments eagerly, and
-#: their quiet equivalents (fast path only). A replacement is used only
+def _onMessageEndQuiet(self: Any) -> None:
+    """
+    C{WebSocketProtocol.onMessageEnd} without firing its C{message} event
+    when nothing listens to it (no C{on()}): autobahn then builds a resolved
+    future and adds an errback to it for each message, a third of a small
+    echo's work, to no effect.
+    """
+    if self._listeners is not None:
+        _WebSocketProtocol.onMessageEnd(self)
+        return
+    if not self.failedByMe:
+        payload = b"".join(self.message_data)
+        if self.trackedTimings:
+            self.trackedTimings.track("onMessage")
+        self._onMessage(payload, self.message_is_binary)
+    self.message_data = None
+
+
+#: Methods whose autobahn versions format debug log arguments eagerly (or,
+#: C{onMessageEnd}, fire an event no one listens to), and their quiet
+#: equivalents (fast path only). A replacement is used only
 #: where the user's class does not override the method.
 _QUIET = (
     ("connectionMade", WebSocketAdapterProtocol, _connectionMadeQuiet),
@@ -306,6 +331,7 @@ _QUIET = (
     ("dataReceived", WebSocketAdapterProtocol, _WebSocketProtocol._dataReceived),
     ("_connectionLost", _ServerProtocol, _serverConnectionLostQuiet),
     ("sendData", _WebSocketProtocol, _sendDataQuiet),
+    ("onMessageEnd", _WebSocketProtocol, _onMessageEndQuiet),
 )
 
 
